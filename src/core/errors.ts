@@ -1,0 +1,94 @@
+// The error catalogue: every error Quai reports, with its HTTP status and CLI exit code.
+// Services throw `QuaiError`s by code; the API and the CLI translate them. Codes are never reused.
+
+/** One entry of the catalogue. */
+export interface ErrorSpec {
+  /** HTTP status the API answers with. */
+  readonly status: number;
+  /** Exit code of the `quai` CLI (sysexits.h values where one fits). */
+  readonly exit: number;
+  /** What the error means, for the generated documentation. */
+  readonly description: string;
+}
+
+/** Exit codes, named after sysexits.h. */
+export const Exit = {
+  usage: 64,
+  data: 65,
+  noInput: 66,
+  unavailable: 69,
+  software: 70,
+  cantCreate: 73,
+  tempFail: 75,
+  noPerm: 77,
+  config: 78,
+} as const;
+
+export const catalogue = {
+  // Requests
+  bad_json: { status: 400, exit: Exit.data, description: "The request body is not valid JSON." },
+  unsupported_media_type: { status: 415, exit: Exit.data, description: "The request body is not `application/json`." },
+  body_too_large: { status: 413, exit: Exit.data, description: "The request body is larger than the server accepts." },
+  validation_failed: { status: 422, exit: Exit.data, description: "A field is missing or has the wrong type or format." },
+  unknown_field: { status: 422, exit: Exit.data, description: "The request names a field this endpoint does not know." },
+  route_not_found: { status: 404, exit: Exit.noInput, description: "No API endpoint at this method and path." },
+  // Auth
+  auth_required: { status: 401, exit: Exit.noPerm, description: "The request has no bearer token." },
+  token_invalid: { status: 401, exit: Exit.noPerm, description: "The token is unknown or malformed." },
+  token_expired: { status: 401, exit: Exit.noPerm, description: "The bearer token has expired; exchange the API token again." },
+  forbidden: { status: 403, exit: Exit.noPerm, description: "The user may not do this." },
+  user_email_invalid: { status: 422, exit: Exit.data, description: "The email address is not valid." },
+  // Apps
+  app_not_found: { status: 404, exit: Exit.noInput, description: "No app with this name or id that the user can see." },
+  app_name_invalid: { status: 422, exit: Exit.data, description: "App names are 3 to 48 lowercase letters, digits and dashes, starting and ending with a letter or digit." },
+  app_name_taken: { status: 409, exit: Exit.cantCreate, description: "Another app already has this name." },
+  confirmation_mismatch: { status: 422, exit: Exit.data, description: "A destructive action needs the app's current name as confirmation, and the one given differs." },
+  // Variables
+  variable_not_found: { status: 404, exit: Exit.noInput, description: "No variable with this id or name on the app." },
+  variable_name_invalid: { status: 422, exit: Exit.data, description: "Variable names match [A-Za-z_][A-Za-z0-9_]* and are at most 255 characters." },
+  variable_value_too_large: { status: 422, exit: Exit.data, description: "Variable values are at most 64 KiB (65,536 bytes of UTF-8)." },
+  variable_duplicate: { status: 422, exit: Exit.data, description: "The same variable name appears twice in one request." },
+  variable_reference_cycle: { status: 422, exit: Exit.data, description: "Variables refer to each other in a cycle ($A → $B → $A)." },
+  variable_reference_missing: { status: 422, exit: Exit.data, description: "A variable refers to another variable that does not exist." },
+  // Events
+  event_not_found: { status: 404, exit: Exit.noInput, description: "No event with this id on the app." },
+  // Platform
+  internal_error: { status: 500, exit: Exit.software, description: "Quai failed unexpectedly; the server log has the details." },
+  store_unavailable: { status: 503, exit: Exit.unavailable, description: "The state database is not reachable." },
+  // CLI only (never sent by the API)
+  cli_usage: { status: 400, exit: Exit.usage, description: "The command line is not valid: unknown command, flag or missing argument." },
+  cli_not_logged_in: { status: 401, exit: Exit.noPerm, description: "The CLI has no API token: run `quai login` or set QUAI_TOKEN." },
+  cli_server_unreachable: { status: 503, exit: Exit.unavailable, description: "The CLI could not reach the Quai API at QUAI_URL." },
+  cli_confirmation_required: { status: 400, exit: Exit.usage, description: "A destructive command needs confirmation: type it when asked, or pass --force." },
+  config_invalid: { status: 500, exit: Exit.config, description: "A setting (environment variable or flag) has an invalid value." },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** A code from the catalogue. */
+export type ErrorCode = keyof typeof catalogue;
+
+/** A domain error: services throw these, transports translate them. */
+export class QuaiError extends Error {
+  readonly code: ErrorCode;
+  /** Extra machine-readable facts (field names, the cycle found, ...). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = "QuaiError";
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return catalogue[this.code].status;
+  }
+
+  get exitCode(): number {
+    return catalogue[this.code].exit;
+  }
+}
+
+/** True when `code` is a catalogue code (used by the CLI to read API errors). */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(catalogue, code);
+}

@@ -1,0 +1,41 @@
+// CLI: events of an app (--app) or of everything the user can see.
+import { parseFlags, type Command } from "../cli/command.ts";
+import { table } from "../cli/output.ts";
+import type { EventJson, PageMeta } from "./service.ts";
+
+function describe(e: EventJson): string {
+  const d = e.type_data;
+  switch (e.type) {
+    case "rename_app":
+      return `${String(d.old_name)} → ${String(d.new_name)}`;
+    case "new_variable":
+    case "edit_variable":
+    case "edit_variables":
+    case "delete_variable":
+      return (d.names as string[] | undefined)?.join(", ") ?? "";
+    case "edit_app":
+      return Object.keys((d.changes as Record<string, unknown>) ?? {}).join(", ");
+    default:
+      return "";
+  }
+}
+
+const events: Command = {
+  name: "events",
+  summary: "Show who changed what (an app's with --app, else everything you can see)",
+  usage: "[--page N] [--per-page N]",
+  example: "quai --app histologe events --per-page 50",
+  async run(ctx, args) {
+    const { flags } = parseFlags(args, [], ["page", "per-page"]);
+    const qs = new URLSearchParams();
+    if (flags.page) qs.set("page", String(flags.page));
+    if (flags["per-page"]) qs.set("per_page", String(flags["per-page"]));
+    const base = ctx.app ? `/v1/apps/${encodeURIComponent(ctx.app)}/events` : "/v1/events";
+    const res = await (await ctx.api()).request<{ events: EventJson[]; meta: PageMeta }>("GET", `${base}${qs.size ? "?" + qs.toString() : ""}`);
+    if (ctx.json) return ctx.out(JSON.stringify(res.events));
+    ctx.out(table(["WHEN", "TYPE", "APP", "USER", "WHAT"], res.events.map((e) => [e.created_at, e.type, e.app_name, e.user.email, describe(e)])));
+    if (res.meta.total_pages > 1) ctx.out(`page ${res.meta.current_page} of ${res.meta.total_pages} (--page N for more)`);
+  },
+};
+
+export const eventCommands: Command[] = [events];

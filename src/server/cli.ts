@@ -1,0 +1,97 @@
+// CLI: `quai server` (foreground) and `quai demo` (a server with a demo app, for the quick start).
+import { loadServerConfig } from "../core/config.ts";
+import { parseFlags, type Command, type CliContext } from "../cli/command.ts";
+import { ApiClient, readCredentials, saveCredentials, credentialsFile } from "../cli/client.ts";
+import { createApiToken, ensureUser } from "../auth/service.ts";
+import { startServer, type RunningServer } from "./main.ts";
+
+function log(line: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+}
+
+/** Stops `server` on SIGINT/SIGTERM and resolves when it has stopped. */
+function untilSignal(server: RunningServer): Promise<void> {
+  return new Promise((resolvePromise) => {
+    let stopping = false;
+    const onSignal = (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log(`server: ${sig} received, stopping`);
+      void server.stop().then(resolvePromise);
+    };
+    process.once("SIGINT", () => onSignal("SIGINT"));
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+  });
+}
+
+async function start(ctx: CliContext, args: string[]): Promise<RunningServer> {
+  const { flags } = parseFlags(args, [], ["listen"]);
+  const config = loadServerConfig(ctx.env, { listen: flags.listen as string | undefined });
+  const server = await startServer(config, log);
+  ctx.out(`Quai is up.`);
+  ctx.out(`  API:   ${server.apiUrl}`);
+  ctx.out(`  Home:  ${config.home}`);
+  if (server.bootstrapToken) {
+    ctx.out(`  Owner API token (shown once, keep it safe): ${server.bootstrapToken}`);
+    ctx.out(`  Log in: quai login --url ${server.apiUrl} --api-token ${server.bootstrapToken}`);
+  }
+  return server;
+}
+
+const server: Command = {
+  name: "server",
+  summary: "Run the Quai control plane in the foreground (Ctrl-C stops it)",
+  usage: "[--listen HOST:PORT]",
+  example: "QUAI_HOME=~/.quai quai server --listen 127.0.0.1:8080",
+  async run(ctx, args) {
+    await untilSignal(await start(ctx, args));
+  },
+};
+
+const demo: Command = {
+  name: "demo",
+  summary: "Run Quai with a demo app and log the CLI in to it (the quick start)",
+  usage: "[--listen HOST:PORT]",
+  example: "quai demo",
+  async run(ctx, args) {
+    const running = await start(ctx, args);
+    const { user } = await ensureUser(running.db, "demo@example.org", "owner");
+    const { token } = await createApiToken(running.db, user, "demo");
+    const client = new ApiClient(running.apiUrl, token);
+    const apps = await client.request<{ apps: { name: string }[] }>("GET", "/v1/apps");
+    if (!apps.apps.some((a) => a.name === "demo")) await client.request("POST", "/v1/apps", { app: { name: "demo" } });
+    await client.request("PUT", "/v1/apps/demo/variables", {
+      variables: [
+        { name: "APP_ENV", value: "demo" },
+        { name: "GREETING", value: "Bonjour from Quai" },
+        { name: "MESSAGE", value: "${GREETING}, running in $APP_ENV" },
+      ],
+    });
+    const saved = await readCredentials(ctx.env);
+    if (!saved || saved.url === running.apiUrl || !(await reachable(saved.url))) {
+      await saveCredentials(ctx.env, { url: running.apiUrl, token });
+      ctx.out(`  The CLI is logged in as demo@example.org (${credentialsFile(ctx.env)}).`);
+    } else {
+      ctx.out(`  To use this server: export QUAI_URL=${running.apiUrl} QUAI_TOKEN=${token}`);
+    }
+    ctx.out("");
+    ctx.out("Demo app `demo` is ready. In another terminal, try:");
+    ctx.out("  npx quai apps");
+    ctx.out("  npx quai --app demo env --resolved");
+    ctx.out("  npx quai --app demo env-set FEATURE_X=on");
+    ctx.out("  npx quai --app demo events");
+    ctx.out("Ctrl-C stops Quai; its state stays in QUAI_HOME for the next start.");
+    await untilSignal(running);
+  },
+};
+
+async function reachable(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${url}/v1/health`, { signal: AbortSignal.timeout(1000) });
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+export const serverCommands: Command[] = [server, demo];

@@ -1,0 +1,77 @@
+// `quai server`: starts the store (embedded PostgreSQL unless QUAI_DATABASE_URL), migrates,
+// starts the job workers, creates the first owner, and serves the API until told to stop.
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import type { PgBoss } from "pg-boss";
+import type { ServerConfig } from "../core/config.ts";
+import { ensurePrivateDir, writeFileAtomic } from "../core/files.ts";
+import { EmbeddedPostgres } from "../store/embedded-postgres.ts";
+import { migrate, openDb, type Db } from "../store/db.ts";
+import { startJobs } from "../store/jobs.ts";
+import { Keyring } from "../variables/keyring.ts";
+import { bootstrapOwner } from "../auth/service.ts";
+import { VERSION } from "../core/version.ts";
+import type { PlatformInfo } from "../platform/routes.ts";
+import { buildApi } from "./api.ts";
+
+/** A running server. */
+export interface RunningServer {
+  apiUrl: string;
+  db: Db;
+  /** Token of the owner created at this start (first start only). */
+  bootstrapToken: string | undefined;
+  stop(): Promise<void>;
+}
+
+/** Where the connection facts of the store are kept for `quai admin` commands. */
+export function storeInfoFile(home: string): string {
+  return join(home, "run", "store.json");
+}
+
+/** Starts everything; resolves once the API is listening and healthy. */
+export async function startServer(config: ServerConfig, log: (line: string) => void): Promise<RunningServer> {
+  await ensurePrivateDir(config.home);
+  let pgServer: EmbeddedPostgres | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    pgServer = new EmbeddedPostgres({ dir: join(config.home, "postgres"), log, durable: process.env.QUAI_PG_FSYNC !== "off" });
+    databaseUrl = await pgServer.start();
+    log(`store: embedded PostgreSQL on 127.0.0.1 (pid ${pgServer.pid}, data in ${pgServer.dataDir})`);
+  } else {
+    log("store: external PostgreSQL from QUAI_DATABASE_URL");
+  }
+  await writeFileAtomic(storeInfoFile(config.home), JSON.stringify({ databaseUrl, keyFile: config.keyFile }) + "\n");
+
+  const db = openDb(databaseUrl);
+  let boss: PgBoss | undefined;
+  let api: FastifyInstance | undefined;
+  const stop = async () => {
+    await api?.close().catch(() => {});
+    await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
+    await db.destroy().catch(() => {});
+    await pgServer?.stop();
+  };
+  try {
+    const applied = await migrate(db);
+    if (applied.length > 0) log(`store: applied migrations ${applied.join(", ")}`);
+    const keyring = await Keyring.open(config.keyFile);
+    boss = await startJobs(databaseUrl, db, log);
+    const owner = await bootstrapOwner(db, process.env.QUAI_OWNER_EMAIL || `admin@${config.domain.includes(".") ? config.domain : "example.org"}`);
+
+    let apiUrl = "";
+    const platform = (): PlatformInfo => ({
+      version: VERSION,
+      domain: config.domain,
+      api_url: apiUrl,
+      router: { http: null, https: null },
+      git: { http: null, ssh: null },
+    });
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log });
+    const address = await api.listen({ host: config.listen.host, port: config.listen.port });
+    apiUrl = address;
+    return { apiUrl, db, bootstrapToken: owner?.token, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,74 @@
+// CLI: env, env-set, env-unset, and the host-side master key rotation.
+import { QuaiError } from "../core/errors.ts";
+import { parseFlags, requireApp, type Command } from "../cli/command.ts";
+import { table } from "../cli/output.ts";
+import { openAdminStore } from "../store/admin.ts";
+import { Keyring } from "./keyring.ts";
+import { rotateMasterKey, type Variable } from "./service.ts";
+
+const path = (app: string) => `/v1/apps/${encodeURIComponent(app)}/variables`;
+
+const env: Command = {
+  name: "env",
+  summary: "List an app's variables (--resolved: with references resolved)",
+  usage: "[--resolved]",
+  example: "quai --app histologe env --resolved",
+  async run(ctx, args) {
+    const app = requireApp(ctx);
+    const { flags } = parseFlags(args, ["resolved"]);
+    const { variables } = await (await ctx.api()).request<{ variables: Variable[] }>("GET", path(app) + (flags.resolved ? "?resolved=true" : ""));
+    if (ctx.json) return ctx.out(JSON.stringify(variables));
+    ctx.out(variables.length === 0 ? `No variables on ${app}.` : variables.map((v) => `${v.name}=${v.value}`).join("\n"));
+  },
+};
+
+const envSet: Command = {
+  name: "env-set",
+  summary: "Set variables (all or none); values may refer to others as $NAME or ${NAME}",
+  usage: "KEY=VALUE [KEY=VALUE ...]",
+  example: "quai --app histologe env-set DATABASE_URL='$SCALINGO_POSTGRESQL_URL' APP_ENV=prod",
+  async run(ctx, args) {
+    const app = requireApp(ctx);
+    if (args.length === 0) throw new QuaiError("cli_usage", "usage: quai --app <name> env-set KEY=VALUE [KEY=VALUE ...]");
+    const variables = args.map((a) => {
+      const eq = a.indexOf("=");
+      if (eq <= 0) throw new QuaiError("cli_usage", `"${a}" is not KEY=VALUE`);
+      return { name: a.slice(0, eq), value: a.slice(eq + 1) };
+    });
+    const res = await (await ctx.api()).request<{ variables: Variable[] }>("PUT", path(app), { variables });
+    if (ctx.json) return ctx.out(JSON.stringify(res.variables));
+    ctx.out(table(["NAME", "VALUE"], res.variables.map((v) => [v.name, v.value.length > 60 ? v.value.slice(0, 57) + "..." : v.value])));
+  },
+};
+
+const envUnset: Command = {
+  name: "env-unset",
+  summary: "Remove variables by name (all or none)",
+  usage: "KEY [KEY ...]",
+  example: "quai --app histologe env-unset MAINTENANCE_BANNER_ENABLE",
+  async run(ctx, args) {
+    const app = requireApp(ctx);
+    if (args.length === 0) throw new QuaiError("cli_usage", "usage: quai --app <name> env-unset KEY [KEY ...]");
+    await (await ctx.api()).request("DELETE", path(app), { variable_ids: args });
+    ctx.out(ctx.json ? JSON.stringify({ deleted: args }) : `Removed ${args.join(", ")} from ${app}.`);
+  },
+};
+
+const rotate: Command = {
+  name: "admin rotate-key",
+  summary: "Re-encrypt every variable with a new master key; run on the server host",
+  usage: "",
+  example: "QUAI_HOME=~/.quai quai admin rotate-key",
+  async run(ctx) {
+    const { db, keyFile } = openAdminStore(ctx.env);
+    try {
+      const keyring = await Keyring.open(keyFile);
+      const res = await rotateMasterKey(db, keyring);
+      ctx.out(ctx.json ? JSON.stringify(res) : `Master key rotated: ${res.reencrypted} values re-encrypted with key ${res.keyId}.`);
+    } finally {
+      await db.destroy();
+    }
+  },
+};
+
+export const variableCommands: Command[] = [env, envSet, envUnset, rotate];

@@ -1,0 +1,112 @@
+// Variable endpoints in Scalingo's shapes: /v1/apps/:app/variables.
+import type { FastifyPluginAsync } from "fastify";
+import { appParams } from "../core/http.ts";
+import type { ApiDeps } from "../server/api.ts";
+import { findApp } from "../apps/service.ts";
+import { bulkSetVariables, deleteVariables, listVariables, resolvedVariables, setVariable, updateVariable, type VariableInput } from "./service.ts";
+
+const variableInput = {
+  type: "object",
+  required: ["name", "value"],
+  additionalProperties: false,
+  properties: { name: { type: "string" }, value: { type: "string" } },
+} as const;
+
+const variableParams = {
+  type: "object",
+  required: ["app", "id"],
+  additionalProperties: false,
+  properties: { app: { type: "string" }, id: { type: "string", description: "Variable id (or name)" } },
+} as const;
+
+export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
+  return async (app) => {
+    app.get<{ Params: { app: string }; Querystring: { resolved?: string } }>("/v1/apps/:app/variables", {
+      schema: {
+        summary: "List variables (?resolved=true: values with references resolved, as a release sees them)",
+        tags: ["variables"],
+        params: appParams,
+        querystring: { type: "object", additionalProperties: false, properties: { resolved: { type: "string", enum: ["true", "false"] } } },
+      },
+    }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const vars = await listVariables(deps.db, deps.keyring, found);
+      if (req.query.resolved !== "true") return { variables: vars };
+      const resolved = await resolvedVariables(deps.db, deps.keyring, found);
+      return { variables: vars.map((v) => ({ ...v, value: resolved.get(v.name) ?? v.value })) };
+    });
+
+    app.post<{ Params: { app: string }; Body: { variable: VariableInput } }>("/v1/apps/:app/variables", {
+      schema: {
+        summary: "Create a variable (or replace the value of the one with that name)",
+        tags: ["variables"],
+        params: appParams,
+        body: { type: "object", required: ["variable"], additionalProperties: false, properties: { variable: variableInput } },
+      },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const { variable, created } = await setVariable(deps.db, deps.keyring, req.actor, found, req.body.variable);
+      return reply.code(created ? 201 : 200).send({ variable });
+    });
+
+    app.put<{ Params: { app: string }; Body: { variables: VariableInput[] } }>("/v1/apps/:app/variables", {
+      schema: {
+        summary: "Create or replace many variables at once; all or nothing",
+        tags: ["variables"],
+        params: appParams,
+        body: {
+          type: "object",
+          required: ["variables"],
+          additionalProperties: false,
+          properties: { variables: { type: "array", maxItems: 1000, items: variableInput } },
+        },
+      },
+    }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      return { variables: await bulkSetVariables(deps.db, deps.keyring, req.actor, found, req.body.variables) };
+    });
+
+    app.patch<{ Params: { app: string; id: string }; Body: { variable: { value: string } } }>("/v1/apps/:app/variables/:id", {
+      schema: {
+        summary: "Change a variable's value",
+        tags: ["variables"],
+        params: variableParams,
+        body: {
+          type: "object",
+          required: ["variable"],
+          additionalProperties: false,
+          properties: { variable: { type: "object", required: ["value"], additionalProperties: false, properties: { value: { type: "string" } } } },
+        },
+      },
+    }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      return { variable: await updateVariable(deps.db, deps.keyring, req.actor, found, req.params.id, req.body.variable.value) };
+    });
+
+    app.delete<{ Params: { app: string; id: string } }>("/v1/apps/:app/variables/:id", {
+      schema: { summary: "Delete a variable", tags: ["variables"], params: variableParams },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      await deleteVariables(deps.db, deps.keyring, req.actor, found, [req.params.id]);
+      return reply.code(204).send();
+    });
+
+    app.delete<{ Params: { app: string }; Body: { variable_ids: string[] } }>("/v1/apps/:app/variables", {
+      schema: {
+        summary: "Delete many variables at once; all or nothing",
+        tags: ["variables"],
+        params: appParams,
+        body: {
+          type: "object",
+          required: ["variable_ids"],
+          additionalProperties: false,
+          properties: { variable_ids: { type: "array", minItems: 1, maxItems: 1000, items: { type: "string" } } },
+        },
+      },
+    }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      await deleteVariables(deps.db, deps.keyring, req.actor, found, req.body.variable_ids);
+      return { variable_ids: req.body.variable_ids };
+    });
+  };
+}

@@ -1,0 +1,179 @@
+// Environment variables of an app: validated, encrypted at rest, checked for reference cycles,
+// changed atomically with the event that records the change (names only, never values).
+import type { Kysely } from "kysely";
+import { QuaiError } from "../core/errors.ts";
+import { isUuid } from "../core/ids.ts";
+import type { Db } from "../store/db.ts";
+import type { Database } from "../store/schema.ts";
+import type { Actor } from "../auth/service.ts";
+import type { AppRecord } from "../apps/service.ts";
+import { recordEvent, type EventType } from "../events/service.ts";
+import type { Keyring } from "./keyring.ts";
+import { assertNoCycle, resolveAll } from "./references.ts";
+
+/** A variable in Scalingo's shape. */
+export interface Variable {
+  id: string;
+  name: string;
+  value: string;
+}
+
+/** A name and value to set. */
+export interface VariableInput {
+  name: string;
+  value: string;
+}
+
+export const MAX_VALUE_BYTES = 64 * 1024;
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const MAX_NAME = 255;
+
+/** Throws `variable_name_invalid` unless `name` is a valid variable name. */
+export function assertVariableName(name: string): void {
+  if (name.length === 0 || name.length > MAX_NAME || !NAME.test(name)) {
+    const why = name.length === 0 ? "it is empty" : name.length > MAX_NAME ? `it is ${name.length} characters long` : /^[0-9]/.test(name) ? "it starts with a digit" : "it has characters outside A-Z, a-z, 0-9 and _";
+    throw new QuaiError("variable_name_invalid", `invalid variable name ${JSON.stringify(name.slice(0, 80))}: ${why}; names match [A-Za-z_][A-Za-z0-9_]* (at most ${MAX_NAME} characters)`, { name: name.slice(0, 80) });
+  }
+}
+
+/** Throws `variable_value_too_large` when `value` exceeds 64 KiB of UTF-8. */
+export function assertVariableValue(name: string, value: string): void {
+  const bytes = Buffer.byteLength(value, "utf8");
+  if (bytes > MAX_VALUE_BYTES) {
+    throw new QuaiError("variable_value_too_large", `value of ${name} is ${bytes} bytes; the limit is ${MAX_VALUE_BYTES} bytes (64 KiB)`, { name, bytes });
+  }
+}
+
+const context = (appId: string, name: string) => `${appId}:${name}`;
+
+type Trx = Kysely<Database>;
+
+async function loadAll(db: Trx, keyring: Keyring, appId: string): Promise<Variable[]> {
+  const rows = await db.selectFrom("variables").select(["id", "name", "value_enc", "key_id"]).where("app_id", "=", appId).orderBy("name").execute();
+  return rows.map((r) => ({ id: r.id, name: r.name, value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(appId, r.name)) }));
+}
+
+/** Lists an app's variables, values decrypted, sorted by name. */
+export function listVariables(db: Db, keyring: Keyring, app: AppRecord): Promise<Variable[]> {
+  return loadAll(db, keyring, app.id);
+}
+
+/** The app's variables with every reference resolved, as a release will see them. */
+export async function resolvedVariables(db: Db, keyring: Keyring, app: AppRecord): Promise<Map<string, string>> {
+  const vars = await loadAll(db, keyring, app.id);
+  return resolveAll(new Map(vars.map((v) => [v.name, v.value])));
+}
+
+/**
+ * Applies upserts and deletions in one transaction. The app row is locked so concurrent edits
+ * of one app serialise, and the cycle check sees the final set.
+ */
+async function change(
+  db: Db,
+  keyring: Keyring,
+  actor: Actor,
+  app: AppRecord,
+  upserts: VariableInput[],
+  deletes: string[],
+  eventType: EventType,
+): Promise<{ changed: Variable[]; created: string[]; deleted: string[] }> {
+  const seen = new Set<string>();
+  for (const v of upserts) {
+    assertVariableName(v.name);
+    assertVariableValue(v.name, v.value);
+    if (seen.has(v.name)) throw new QuaiError("variable_duplicate", `variable ${v.name} appears twice in the request`, { name: v.name });
+    seen.add(v.name);
+  }
+  return db.transaction().execute(async (trx) => {
+    const locked = await trx.selectFrom("apps").select("id").where("id", "=", app.id).forUpdate().executeTakeFirst();
+    if (!locked) throw new QuaiError("app_not_found", `app "${app.name}" not found`);
+    const current = await loadAll(trx, keyring, app.id);
+    const byName = new Map(current.map((v) => [v.name, v]));
+    const deleted: string[] = [];
+    for (const key of deletes) {
+      const v = isUuid(key) ? current.find((c) => c.id === key) : byName.get(key);
+      if (!v) throw new QuaiError("variable_not_found", `no variable ${JSON.stringify(key)} on app ${app.name}`);
+      deleted.push(v.name);
+      byName.delete(v.name);
+    }
+    const final = new Map([...byName.values()].map((v) => [v.name, v.value]));
+    for (const v of upserts) final.set(v.name, v.value);
+    assertNoCycle(final);
+
+    if (deleted.length > 0) await trx.deleteFrom("variables").where("app_id", "=", app.id).where("name", "in", deleted).execute();
+    const changed: Variable[] = [];
+    const created: string[] = [];
+    const now = new Date();
+    for (const v of upserts) {
+      const sealed = keyring.seal(v.value, context(app.id, v.name));
+      const row = await trx
+        .insertInto("variables")
+        .values({ app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId })
+        .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet({ value_enc: sealed.data, key_id: sealed.keyId, updated_at: now }))
+        .returning("id")
+        .executeTakeFirstOrThrow();
+      if (!byName.has(v.name)) created.push(v.name);
+      changed.push({ id: row.id, name: v.name, value: v.value });
+    }
+    const names = upserts.map((v) => v.name);
+    await recordEvent(trx, {
+      actor,
+      app,
+      type: eventType,
+      data: eventType === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
+    });
+    return { changed, created, deleted };
+  });
+}
+
+/** Sets one variable, creating or replacing it; says whether it was created. */
+export async function setVariable(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, input: VariableInput): Promise<{ variable: Variable; created: boolean }> {
+  const existed = await db.selectFrom("variables").select("id").where("app_id", "=", app.id).where("name", "=", input.name).executeTakeFirst();
+  const res = await change(db, keyring, actor, app, [input], [], existed ? "edit_variable" : "new_variable");
+  return { variable: res.changed[0]!, created: res.created.length === 1 };
+}
+
+/** Creates or replaces many variables at once (PUT). */
+export async function bulkSetVariables(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, inputs: VariableInput[]): Promise<Variable[]> {
+  return (await change(db, keyring, actor, app, inputs, [], "edit_variables")).changed;
+}
+
+/** Changes the value of the variable with `id` (or name). */
+export async function updateVariable(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, idOrName: string, value: string): Promise<Variable> {
+  const row = await findVariableRow(db, app, idOrName);
+  return (await change(db, keyring, actor, app, [{ name: row.name, value }], [], "edit_variable")).changed[0]!;
+}
+
+/** Deletes variables by id or name; all or none. */
+export async function deleteVariables(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, idsOrNames: string[]): Promise<string[]> {
+  return (await change(db, keyring, actor, app, [], idsOrNames, "delete_variable")).deleted;
+}
+
+async function findVariableRow(db: Db, app: AppRecord, idOrName: string): Promise<{ id: string; name: string }> {
+  let q = db.selectFrom("variables").select(["id", "name"]).where("app_id", "=", app.id);
+  q = isUuid(idOrName) ? q.where("id", "=", idOrName) : q.where("name", "=", idOrName);
+  const row = await q.executeTakeFirst();
+  if (!row) throw new QuaiError("variable_not_found", `no variable ${JSON.stringify(idOrName)} on app ${app.name}`);
+  return row;
+}
+
+/** Re-encrypts every variable with a new master key, then drops the old keys. */
+export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId: string; reencrypted: number }> {
+  const rows = await db.selectFrom("variables").select(["id", "app_id", "name", "value_enc", "key_id"]).execute();
+  const plain = rows.map((r) => ({ id: r.id, ctx: context(r.app_id, r.name), value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(r.app_id, r.name)) }));
+  const keyId = keyring.addKey();
+  // Save the new key before any value depends on it; old keys stay until every value moved.
+  await keyring.save();
+  await db.transaction().execute(async (trx) => {
+    for (const p of plain) {
+      const sealed = keyring.seal(p.value, p.ctx);
+      await trx.updateTable("variables").set({ value_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", p.id).execute();
+    }
+  });
+  const left = await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst();
+  if (!left) {
+    keyring.dropInactive();
+    await keyring.save();
+  }
+  return { keyId, reencrypted: plain.length };
+}
