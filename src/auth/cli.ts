@@ -2,7 +2,7 @@
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, type Command } from "../cli/command.ts";
 import { ApiClient, deleteCredentials, readCredentials, saveCredentials, credentialsFile } from "../cli/client.ts";
-import { openAdminStore } from "../store/admin.ts";
+import { withAdminStore } from "../store/admin.ts";
 import { createApiToken, ensureUser } from "./service.ts";
 
 async function readStdin(): Promise<string> {
@@ -66,14 +66,11 @@ function adminUserCommand(name: string, summary: string, example: string, defaul
       if (!email) throw new QuaiError("cli_usage", "--email is required");
       const role = (flags.role as string | undefined) ?? defaultRole;
       if (role !== "owner" && role !== "member") throw new QuaiError("cli_usage", "--role is owner or member");
-      const { db } = openAdminStore(ctx.env);
-      try {
+      await withAdminStore(ctx.env, async ({ db }) => {
         const { user } = await ensureUser(db, email, role);
         const { token } = await createApiToken(db, user, (flags.name as string | undefined) ?? "admin-cli");
         ctx.out(ctx.json ? JSON.stringify({ email: user.email, token }) : token);
-      } finally {
-        await db.destroy();
-      }
+      });
     },
   };
 }

@@ -52,6 +52,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let app: string | undefined = env.QUAI_APP || undefined;
   let json = false;
   let wantHelp = false;
+  const json0 = argv.includes("--json");
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -61,7 +62,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     if (a === "--app" || a === "-a") {
       app = argv[++i];
-      if (!app) return fail(new QuaiError("cli_usage", `${a} needs an app name`));
+      if (!app) return fail(new QuaiError("cli_usage", `${a} needs an app name`), json0);
     } else if (a.startsWith("--app=")) app = a.slice(6);
     else if (a === "--json") json = true;
     else if (a === "--help" || a === "-h") wantHelp = true;
@@ -76,7 +77,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   }
   const two = `${rest[0]} ${rest[1] ?? ""}`;
   const command = commands.find((c) => c.name === two) ?? commands.find((c) => c.name === rest[0]);
-  if (!command) return fail(new QuaiError("cli_usage", `unknown command "${rest[0]}${rest[0] === "admin" && rest[1] ? " " + rest[1] : ""}": see \`quai help\``));
+  if (!command) return fail(new QuaiError("cli_usage", `unknown command "${rest[0]}${rest[0] === "admin" && rest[1] ? " " + rest[1] : ""}": see \`quai help\``), json);
   const args = rest.slice(command.name.split(" ").length);
   if (wantHelp) {
     process.stdout.write(`Usage: quai ${command.name} ${command.usage}\n${command.summary}\nExample: ${command.example}\n`);
@@ -106,7 +107,9 @@ function fail(err: unknown, json = false): number {
     else process.stderr.write(`error: ${err.message} [${err.code}]\n`);
     return err.exitCode;
   }
-  process.stderr.write(`error: ${(err as Error).stack ?? String(err)} [internal_error]\n`);
+  const message = (err as Error).message ?? String(err);
+  if (json) process.stderr.write(JSON.stringify({ error: "internal_error", message }) + "\n");
+  else process.stderr.write(`error: ${(err as Error).stack ?? String(err)} [internal_error]\n`);
   return catalogue.internal_error.exit;
 }
 

@@ -59,6 +59,7 @@ export const catalogue = {
   cli_usage: { status: 400, exit: Exit.usage, description: "The command line is not valid: unknown command, flag or missing argument." },
   cli_not_logged_in: { status: 401, exit: Exit.noPerm, description: "The CLI has no API token: run `quai login` or set QUAI_TOKEN." },
   cli_server_unreachable: { status: 503, exit: Exit.unavailable, description: "The CLI could not reach the Quai API at QUAI_URL." },
+  cli_server_not_running: { status: 503, exit: Exit.unavailable, description: "`quai admin` found no running Quai server in QUAI_HOME (start it with `quai server`)." },
   cli_confirmation_required: { status: 400, exit: Exit.usage, description: "A destructive command needs confirmation: type it when asked, or pass --force." },
   config_invalid: { status: 500, exit: Exit.config, description: "A setting (environment variable or flag) has an invalid value." },
 } as const satisfies Record<string, ErrorSpec>;

@@ -59,14 +59,16 @@ const demo: Command = {
     const { token } = await createApiToken(running.db, user, "demo");
     const client = new ApiClient(running.apiUrl, token);
     const apps = await client.request<{ apps: { name: string }[] }>("GET", "/v1/apps");
-    if (!apps.apps.some((a) => a.name === "demo")) await client.request("POST", "/v1/apps", { app: { name: "demo" } });
-    await client.request("PUT", "/v1/apps/demo/variables", {
-      variables: [
-        { name: "APP_ENV", value: "demo" },
-        { name: "GREETING", value: "Bonjour from Quai" },
-        { name: "MESSAGE", value: "${GREETING}, running in $APP_ENV" },
-      ],
-    });
+    if (!apps.apps.some((a) => a.name === "demo")) {
+      await client.request("POST", "/v1/apps", { app: { name: "demo" } });
+      await client.request("PUT", "/v1/apps/demo/variables", {
+        variables: [
+          { name: "APP_ENV", value: "demo" },
+          { name: "GREETING", value: "Bonjour from Quai" },
+          { name: "MESSAGE", value: "${GREETING}, running in $APP_ENV" },
+        ],
+      });
+    }
     const saved = await readCredentials(ctx.env);
     if (!saved || saved.url === running.apiUrl || !(await reachable(saved.url))) {
       await saveCredentials(ctx.env, { url: running.apiUrl, token });

@@ -1,6 +1,7 @@
 // `quai server`: starts the store (embedded PostgreSQL unless QUAI_DATABASE_URL), migrates,
 // starts the job workers, creates the first owner, and serves the API until told to stop.
 import { join } from "node:path";
+import { rm } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import type { PgBoss } from "pg-boss";
 import type { ServerConfig } from "../core/config.ts";
@@ -50,6 +51,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
     await db.destroy().catch(() => {});
     await pgServer?.stop();
+    await rm(storeInfoFile(config.home), { force: true });
   };
   try {
     const applied = await migrate(db);

@@ -192,7 +192,7 @@ export class EmbeddedPostgres {
         this.stderrTail.push(line);
         if (this.stderrTail.length > 40) this.stderrTail.shift();
         // Before it is ready, "starting up" refusals of our own probes are expected noise.
-        if (ready && /FATAL|PANIC|ERROR/.test(line)) this.log(`postgres: ${line}`);
+        if (ready && !this.stopping && /FATAL|PANIC/.test(line)) this.log(`postgres: ${line}`);
       }
     });
     return new Promise((resolvePromise, reject) => {

@@ -2,7 +2,7 @@
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
-import { openAdminStore } from "../store/admin.ts";
+import { withAdminStore } from "../store/admin.ts";
 import { Keyring } from "./keyring.ts";
 import { rotateMasterKey, type Variable } from "./service.ts";
 
@@ -60,14 +60,10 @@ const rotate: Command = {
   usage: "",
   example: "QUAI_HOME=~/.quai quai admin rotate-key",
   async run(ctx) {
-    const { db, keyFile } = openAdminStore(ctx.env);
-    try {
-      const keyring = await Keyring.open(keyFile);
-      const res = await rotateMasterKey(db, keyring);
+    await withAdminStore(ctx.env, async ({ db, keyFile }) => {
+      const res = await rotateMasterKey(db, await Keyring.open(keyFile));
       ctx.out(ctx.json ? JSON.stringify(res) : `Master key rotated: ${res.reencrypted} values re-encrypted with key ${res.keyId}.`);
-    } finally {
-      await db.destroy();
-    }
+    });
   },
 };
 

@@ -1,9 +1,10 @@
 // Master keys that encrypt variable values at rest (AES-256-GCM). The key file lives in
 // QUAI_HOME with mode 0600; rotation adds a key, re-encrypts every value, then drops old keys.
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../core/files.ts";
+import { QuaiError } from "../core/errors.ts";
 
 interface KeyEntry {
   id: string;
@@ -28,11 +29,14 @@ export class Keyring {
   readonly file: string;
   private content: KeyFile;
   private readonly keys = new Map<string, Buffer>();
+  /** Identity of the key file as last read (inode, mtime, size), to notice a rotation. */
+  private seen = "";
 
   private constructor(file: string, content: KeyFile) {
     this.file = file;
     this.content = content;
     this.index();
+    this.seen = this.fileIdentity();
   }
 
   /** Loads the key file, creating it with one fresh key on first use. Refuses a file others can read. */
@@ -45,10 +49,10 @@ export class Keyring {
     }
     const mode = (await stat(file)).mode & 0o777;
     if (mode & 0o077) {
-      throw new Error(`master key file ${file} has mode ${mode.toString(8)}; it must be 600 (chmod 600 ${file})`);
+      throw new QuaiError("config_invalid", `master key file ${file} has mode ${mode.toString(8)}; it must be 600 (chmod 600 ${file})`);
     }
     const content = JSON.parse(await readFile(file, "utf8")) as KeyFile;
-    if (!content.keys?.some((k) => k.id === content.active)) throw new Error(`master key file ${file} names no active key`);
+    if (!content.keys?.some((k) => k.id === content.active)) throw new QuaiError("config_invalid", `master key file ${file} names no active key`);
     return new Keyring(file, content);
   }
 
@@ -60,8 +64,12 @@ export class Keyring {
     return this.content.keys.map((k) => k.id);
   }
 
-  /** Encrypts `plaintext`; `context` (app id and variable name) is bound to it as additional data. */
+  /**
+   * Encrypts `plaintext` with the active key; `context` (app id and variable name) is bound to it
+   * as additional data. The key file is re-read first if another process rotated it.
+   */
   seal(plaintext: string, context: string): Sealed {
+    this.refreshIfChanged();
     const iv = randomBytes(12);
     const cipher = createCipheriv("aes-256-gcm", this.key(this.activeKeyId), iv);
     cipher.setAAD(Buffer.from(context, "utf8"));
@@ -97,14 +105,29 @@ export class Keyring {
   /** Writes the key file atomically with mode 0600. */
   async save(): Promise<void> {
     await writeFileAtomic(this.file, JSON.stringify(this.content, null, 2) + "\n");
+    this.seen = this.fileIdentity();
+  }
+
+  private fileIdentity(): string {
+    try {
+      const st = statSync(this.file);
+      return `${st.ino}:${st.mtimeMs}:${st.size}`;
+    } catch {
+      return "";
+    }
+  }
+
+  /** Re-reads the key file if it changed since it was read (`quai admin rotate-key` ran). */
+  private refreshIfChanged(): void {
+    const now = this.fileIdentity();
+    if (now === "" || now === this.seen) return;
+    this.content = JSON.parse(readFileSync(this.file, "utf8")) as KeyFile;
+    this.index();
+    this.seen = now;
   }
 
   private key(id: string): Buffer {
-    // Another process (`quai admin rotate-key`) may have rotated: read the file again on a miss.
-    if (!this.keys.has(id) && existsSync(this.file)) {
-      this.content = JSON.parse(readFileSync(this.file, "utf8")) as KeyFile;
-      this.index();
-    }
+    if (!this.keys.has(id)) this.refreshIfChanged();
     const key = this.keys.get(id);
     if (!key) throw new Error(`master key ${id} is not in ${this.file}: was the key file replaced?`);
     return key;

@@ -1,6 +1,6 @@
 // Environment variables of an app: validated, encrypted at rest, checked for reference cycles,
 // changed atomically with the event that records the change (names only, never values).
-import type { Kysely } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { QuaiError } from "../core/errors.ts";
 import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
@@ -85,6 +85,8 @@ async function change(
     seen.add(v.name);
   }
   return db.transaction().execute(async (trx) => {
+    // Conflicts with the EXCLUSIVE lock of a key rotation: values are sealed only after it ended.
+    await sql`LOCK TABLE variables IN ROW EXCLUSIVE MODE`.execute(trx);
     const locked = await trx.selectFrom("apps").select("id").where("id", "=", app.id).forUpdate().executeTakeFirst();
     if (!locked) throw new QuaiError("app_not_found", `app "${app.name}" not found`);
     const current = await loadAll(trx, keyring, app.id);
@@ -157,23 +159,28 @@ async function findVariableRow(db: Db, app: AppRecord, idOrName: string): Promis
   return row;
 }
 
-/** Re-encrypts every variable with a new master key, then drops the old keys. */
+/**
+ * Re-encrypts every variable with a new master key, then drops the old keys. The new key is
+ * saved first; the re-encryption holds an EXCLUSIVE lock on `variables`, so a server writing
+ * meanwhile waits, then re-reads the key file and seals with the new key (see `change`).
+ */
 export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId: string; reencrypted: number }> {
-  const rows = await db.selectFrom("variables").select(["id", "app_id", "name", "value_enc", "key_id"]).execute();
-  const plain = rows.map((r) => ({ id: r.id, ctx: context(r.app_id, r.name), value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(r.app_id, r.name)) }));
   const keyId = keyring.addKey();
-  // Save the new key before any value depends on it; old keys stay until every value moved.
   await keyring.save();
-  await db.transaction().execute(async (trx) => {
-    for (const p of plain) {
-      const sealed = keyring.seal(p.value, p.ctx);
-      await trx.updateTable("variables").set({ value_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", p.id).execute();
+  const reencrypted = await db.transaction().execute(async (trx) => {
+    await sql`LOCK TABLE variables IN EXCLUSIVE MODE`.execute(trx);
+    const rows = await trx.selectFrom("variables").select(["id", "app_id", "name", "value_enc", "key_id"]).where("key_id", "!=", keyId).execute();
+    for (const r of rows) {
+      const ctx = context(r.app_id, r.name);
+      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.value_enc }, ctx), ctx);
+      await trx.updateTable("variables").set({ value_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
     }
+    return rows.length;
   });
   const left = await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst();
   if (!left) {
     keyring.dropInactive();
     await keyring.save();
   }
-  return { keyId, reencrypted: plain.length };
+  return { keyId, reencrypted };
 }
