@@ -83,6 +83,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.stdout.write(`Usage: quai ${command.name} ${command.usage}\n${command.summary}\nExample: ${command.example}\n`);
     return 0;
   }
+  if (command.usage === "" && args.length > 0) {
+    return fail(new QuaiError("cli_usage", `quai ${command.name} takes no arguments, got "${args.join(" ")}"`), json);
+  }
   let client: ApiClient | undefined;
   const ctx: CliContext = {
     app,

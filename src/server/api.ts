@@ -82,6 +82,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
   });
   app.decorateRequest("actor", null as unknown as Actor);
+  // The API speaks JSON only: any other body gets 415 rather than a confusing validation error.
+  app.removeContentTypeParser("text/plain");
 
   await app.register(swagger, {
     openapi: {
