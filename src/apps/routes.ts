@@ -2,7 +2,13 @@
 import type { FastifyPluginAsync } from "fastify";
 import { appParams } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
-import { appJson, createApp, destroyApp, findApp, listApps, renameApp, updateApp, type AppSettings, type AppUrls } from "./service.ts";
+import type { FastifyReply } from "fastify";
+import { AppListRenderer, createApp, destroyApp, findApp, renameApp, renderApp, updateApp, type AppSettings, type AppUrls } from "./service.ts";
+
+/** Sends `{"<key>": <json text>}` without parsing the JSON PostgreSQL rendered. */
+function sendJson(reply: FastifyReply, key: string, json: string, status = 200): FastifyReply {
+  return reply.code(status).type("application/json; charset=utf-8").send(`{"${key}":${json}}`);
+}
 
 const nameField = { type: "string", description: "3-48 of a-z, 0-9, '-'; starts and ends with a letter or digit" } as const;
 
@@ -11,11 +17,10 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
     const p = deps.platform();
     return { domain: deps.domain, routerPort: p.router.http ? Number(new URL(p.router.http).port) || undefined : undefined, gitBase: p.git.http ?? undefined };
   };
+  const lists = new AppListRenderer();
   return async (app) => {
-    app.get("/v1/apps", { schema: { summary: "List the apps the user can see", tags: ["apps"] } }, async (req) => {
-      const apps = await listApps(deps.db, req.actor);
-      const u = urls();
-      return { apps: apps.map((a) => appJson(a, u)) };
+    app.get("/v1/apps", { schema: { summary: "List the apps the user can see", tags: ["apps"] } }, async (req, reply) => {
+      return reply.type("application/json; charset=utf-8").send(await lists.render(deps.db, req.actor, urls()));
     });
 
     app.post<{ Body: { app: { name: string } } }>("/v1/apps", {
@@ -42,12 +47,12 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
     }, async (req, reply) => {
       const dryRun = req.headers["x-dry-run"] === "true";
-      const created = await createApp(deps.db, req.actor, req.body.app.name, { dryRun });
-      return reply.code(dryRun ? 200 : 201).send({ app: appJson(created, urls()) });
+      return sendJson(reply, "app", await createApp(deps.db, req.actor, req.body.app.name, urls(), { dryRun }), dryRun ? 200 : 201);
     });
 
-    app.get<{ Params: { app: string } }>("/v1/apps/:app", { schema: { summary: "Show an app", tags: ["apps"], params: appParams } }, async (req) => {
-      return { app: appJson(await findApp(deps.db, req.actor, req.params.app), urls()) };
+    app.get<{ Params: { app: string } }>("/v1/apps/:app", { schema: { summary: "Show an app", tags: ["apps"], params: appParams } }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 
     app.patch<{ Params: { app: string }; Body: { app: AppSettings } }>("/v1/apps/:app", {
@@ -74,9 +79,10 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
           },
         },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
-      return { app: appJson(await updateApp(deps.db, req.actor, found, req.body.app), urls()) };
+      await updateApp(deps.db, req.actor, found, req.body.app);
+      return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 
     app.post<{ Params: { app: string }; Body: { current_name: string; new_name: string } }>("/v1/apps/:app/rename", {
@@ -91,9 +97,10 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
           properties: { current_name: { type: "string" }, new_name: nameField },
         },
       },
-    }, async (req) => {
+    }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
-      return { app: appJson(await renameApp(deps.db, req.actor, found, req.body.current_name, req.body.new_name), urls()) };
+      await renameApp(deps.db, req.actor, found, req.body.current_name, req.body.new_name);
+      return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 
     app.delete<{ Params: { app: string }; Querystring: { current_name?: string } }>("/v1/apps/:app", {

@@ -1,9 +1,9 @@
 // Apps: create, find, update, rename, destroy; every change recorded as an event with it.
-import type { Selectable } from "kysely";
+import { sql, type Kysely, type RawBuilder, type Selectable } from "kysely";
 import { QuaiError } from "../core/errors.ts";
 import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
-import type { AppsTable } from "../store/schema.ts";
+import type { AppsTable, Database } from "../store/schema.ts";
 import type { Actor } from "../auth/service.ts";
 import { recordEvent } from "../events/service.ts";
 import { assertAppName } from "./names.ts";
@@ -39,13 +39,6 @@ function baseQuery(db: Db) {
     .select(["users.email as owner_email", "users.username as owner_username"]);
 }
 
-/** Apps `actor` can see: every app for an owner, its own for a member. */
-export async function listApps(db: Db, actor: Actor): Promise<AppRecord[]> {
-  let q = baseQuery(db);
-  if (actor.role !== "owner") q = q.where("apps.owner_id", "=", actor.id);
-  return q.orderBy("apps.name").execute();
-}
-
 /** Ids of the apps `actor` can see, or undefined when it sees them all. */
 export async function visibleAppIds(db: Db, actor: Actor): Promise<string[] | undefined> {
   if (actor.role === "owner") return undefined;
@@ -63,26 +56,31 @@ export async function findApp(db: Db, actor: Actor, nameOrId: string): Promise<A
   return app;
 }
 
-/** Creates an app. A name already taken (even by a concurrent request) gets 409 and creates nothing. */
-export async function createApp(db: Db, actor: Actor, name: unknown, opts: { dryRun?: boolean } = {}): Promise<AppRecord> {
-  assertAppName(name);
-  if (opts.dryRun) {
-    const taken = await db.selectFrom("apps").select("id").where("name", "=", name).executeTakeFirst();
-    if (taken) throw new QuaiError("app_name_taken", `an app named "${name}" already exists`);
-    const now = new Date();
-    return {
-      id: "00000000-0000-0000-0000-000000000000", name, owner_id: actor.id, status: "new", force_https: false, sticky_session: false,
-      router_logs: false, last_deployed_at: null, last_deployed_by: null, last_deployment_id: null, parent_app_name: null,
-      created_at: now, updated_at: now, owner_email: actor.email, owner_username: actor.username,
-    };
+/** Thrown to roll a dry run's transaction back after rendering. */
+class DryRunDone extends Error {
+  readonly json: string;
+  constructor(json: string) {
+    super("dry run");
+    this.json = json;
   }
+}
+
+/**
+ * Creates an app and returns its JSON. A name already taken (even by a concurrent request) gets
+ * 409 and creates nothing. A dry run goes through the very same insert, then rolls it back.
+ */
+export async function createApp(db: Db, actor: Actor, name: unknown, urls: AppUrls, opts: { dryRun?: boolean } = {}): Promise<string> {
+  assertAppName(name);
   try {
     return await db.transaction().execute(async (trx) => {
-      const row = await trx.insertInto("apps").values({ name, owner_id: actor.id, status: "new" }).returningAll().executeTakeFirstOrThrow();
+      const row = await trx.insertInto("apps").values({ name, owner_id: actor.id, status: "new" }).returning(["id", "name"]).executeTakeFirstOrThrow();
       await recordEvent(trx, { actor, app: row, type: "new_app", data: { app_name: name } });
-      return { ...row, owner_email: actor.email, owner_username: actor.username };
+      const json = await renderApp(trx, row.id, urls);
+      if (opts.dryRun) throw new DryRunDone(json);
+      return json;
     });
   } catch (err) {
+    if (err instanceof DryRunDone) return err.json;
     if (isUniqueViolation(err)) throw new QuaiError("app_name_taken", `an app named "${name}" already exists`);
     throw err;
   }
@@ -139,34 +137,70 @@ export async function destroyApp(db: Db, actor: Actor, app: AppRecord, currentNa
   });
 }
 
-/** The app JSON in Scalingo's shape. Fields Quai does not support yet carry honest defaults. */
-export function appJson(app: AppRecord, urls: AppUrls): Record<string, unknown> {
+const iso = (column: RawBuilder<unknown>) => sql<string>`to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/**
+ * The app JSON in Scalingo's shape, built by PostgreSQL over `apps a JOIN users u`: a list of a
+ * thousand apps then costs Node one string, not a thousand row objects. Fields Quai does not
+ * support yet carry honest defaults.
+ */
+function appObject(urls: AppUrls): RawBuilder<unknown> {
   const port = urls.routerPort && urls.routerPort !== 80 ? `:${urls.routerPort}` : "";
-  return {
-    id: app.id,
-    uuid: app.id,
-    name: app.name,
-    region: "local",
-    created_at: app.created_at.toISOString(),
-    updated_at: app.updated_at.toISOString(),
-    status: app.status,
-    owner: { id: app.owner_id, email: app.owner_email, username: app.owner_username, flags: {} },
-    git_url: urls.gitBase ? `${urls.gitBase}/${app.name}.git` : null,
-    url: `http://${app.name}.${urls.domain}${port}`,
-    base_url: `http://${app.name}.${urls.domain}${port}`,
-    force_https: app.force_https,
-    sticky_session: app.sticky_session,
-    router_logs: app.router_logs,
-    last_deployed_at: app.last_deployed_at?.toISOString() ?? null,
-    last_deployed_by: app.last_deployed_by,
-    last_deployment_id: app.last_deployment_id,
-    parent_app_name: app.parent_app_name,
-    links: { deployments_stream: "" },
-    limits: {},
-    flags: {},
-    project: null,
-    stack_id: null,
-    hds_resource: false,
-    private_networks_ids: [],
-  };
+  const url = sql`'http://' || a.name || ${`.${urls.domain}${port}`}::text`;
+  const git = urls.gitBase ? sql`${urls.gitBase + "/"}::text || a.name || '.git'` : sql`NULL::text`;
+  return sql`json_build_object(
+    'id', a.id, 'uuid', a.id, 'name', a.name, 'region', 'local',
+    'created_at', ${iso(sql`a.created_at`)}, 'updated_at', ${iso(sql`a.updated_at`)}, 'status', a.status,
+    'owner', json_build_object('id', u.id, 'email', u.email, 'username', u.username, 'flags', '{}'::json),
+    'git_url', ${git}, 'url', ${url}, 'base_url', ${url},
+    'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs,
+    'last_deployed_at', ${iso(sql`a.last_deployed_at`)}, 'last_deployed_by', a.last_deployed_by,
+    'last_deployment_id', a.last_deployment_id, 'parent_app_name', a.parent_app_name,
+    'links', json_build_object('deployments_stream', ''), 'limits', '{}'::json, 'flags', '{}'::json,
+    'project', NULL, 'stack_id', NULL, 'hds_resource', false, 'private_networks_ids', '[]'::json)`;
+}
+
+/** JSON text of one app. */
+export async function renderApp(db: Kysely<Database>, id: string, urls: AppUrls): Promise<string> {
+  const res = await sql<{ json: string }>`SELECT ${appObject(urls)}::text AS json FROM apps a JOIN users u ON u.id = a.owner_id WHERE a.id = ${id}`.execute(db);
+  const row = res.rows[0];
+  if (!row) throw new QuaiError("app_not_found", `app ${id} not found`);
+  return row.json;
+}
+
+/**
+ * Renders app lists and keeps the last renders, keyed by who may see what. A cached list is
+ * served while the `apps` change counter (bumped by triggers on apps and users) is unchanged, so
+ * a write through any server sharing the database invalidates it.
+ */
+export class AppListRenderer {
+  private readonly cache = new Map<string, { version: number; body: Buffer }>();
+  private readonly maxEntries: number;
+
+  constructor(maxEntries = 32) {
+    this.maxEntries = maxEntries;
+  }
+
+  /** The response body `{"apps": [...]}` with the apps `actor` can see, sorted by name. */
+  async render(db: Db, actor: Actor, urls: AppUrls): Promise<Buffer> {
+    const key = `${actor.role === "owner" ? "*" : actor.id}|${urls.domain}|${urls.routerPort ?? ""}|${urls.gitBase ?? ""}`;
+    const cached = this.cache.get(key);
+    if (cached) {
+      const now = await db.selectFrom("change_counters").select("version").where("name", "=", "apps").executeTakeFirstOrThrow();
+      if (now.version === cached.version) return cached.body;
+    }
+    const only = actor.role === "owner" ? sql`` : sql`WHERE a.owner_id = ${actor.id}`;
+    // The counter and the list are read by one statement, hence from one snapshot.
+    const res = await sql<{ version: number; json: string }>`
+      SELECT (SELECT version FROM change_counters WHERE name = 'apps') AS version,
+             coalesce(json_agg(${appObject(urls)} ORDER BY a.name), '[]')::text AS json
+      FROM apps a JOIN users u ON u.id = a.owner_id ${only}`.execute(db);
+    const row = res.rows[0] as { version: number; json: string };
+    // Kept encoded: a cache hit then costs no UTF-8 encoding of a large string.
+    const body = Buffer.from(`{"apps":${row.json}}`, "utf8");
+    this.cache.delete(key);
+    this.cache.set(key, { version: Number(row.version), body });
+    if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value as string);
+    return body;
+  }
 }

@@ -90,8 +90,8 @@ export async function exchangeToken(db: Db, apiToken: string, ttlSeconds: number
   return { token, expiresAt };
 }
 
-/** The user a bearer token belongs to; 401 errors say whether it is wrong or expired. */
-export async function authenticate(db: Db, bearer: string): Promise<Actor> {
+/** The session behind a bearer token; 401 when it is malformed or unknown. */
+async function lookupSession(db: Db, bearer: string): Promise<{ actor: Actor; expiresAt: Date }> {
   if (!bearer.startsWith(BEARER_PREFIX)) {
     const hint = bearer.startsWith(API_PREFIX) ? ": this is an API token, exchange it at POST /v1/tokens/exchange first" : "";
     throw new QuaiError("token_invalid", `the bearer token is not valid${hint}`);
@@ -103,10 +103,41 @@ export async function authenticate(db: Db, bearer: string): Promise<Actor> {
     .where("sessions.token_hash", "=", hashToken(bearer))
     .executeTakeFirst();
   if (!row) throw new QuaiError("token_invalid", "the bearer token is not valid");
-  if (row.expires_at.getTime() <= Date.now()) {
-    throw new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+  return { actor: { id: row.id, email: row.email, username: row.username, role: row.role }, expiresAt: row.expires_at };
+}
+
+/**
+ * Authenticates bearer tokens, remembering recent answers for `ttlMs` so that a busy client costs
+ * one query per few seconds instead of one per request. Expiry is still checked on every use; a
+ * session deleted in the database stays usable at most `ttlMs` more (see ADR 0004).
+ */
+export class Authenticator {
+  private readonly db: Db;
+  private readonly ttlMs: number;
+  private readonly max: number;
+  private readonly cache = new Map<string, { actor: Actor; expiresAt: number; cachedAt: number }>();
+
+  constructor(db: Db, opts: { ttlMs?: number; max?: number } = {}) {
+    this.db = db;
+    this.ttlMs = opts.ttlMs ?? 5000;
+    this.max = opts.max ?? 10_000;
   }
-  return { id: row.id, email: row.email, username: row.username, role: row.role };
+
+  async authenticate(bearer: string): Promise<Actor> {
+    const key = hashToken(bearer).toString("base64");
+    const hit = this.cache.get(key);
+    const now = Date.now();
+    if (hit && now - hit.cachedAt < this.ttlMs) {
+      if (hit.expiresAt <= now) throw new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+      return hit.actor;
+    }
+    const { actor, expiresAt } = await lookupSession(this.db, bearer);
+    this.cache.delete(key);
+    this.cache.set(key, { actor, expiresAt: expiresAt.getTime(), cachedAt: now });
+    if (this.cache.size > this.max) this.cache.delete(this.cache.keys().next().value as string);
+    if (expiresAt.getTime() <= now) throw new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+    return actor;
+  }
 }
 
 /** Creates the first owner if the platform has no user yet; returns its token only then. */

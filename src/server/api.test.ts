@@ -2,6 +2,7 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { sql } from "kysely";
 import { testApi, type TestApi } from "../testing/api.ts";
+import { buildApi } from "./api.ts";
 
 describe("API", () => {
   let t: TestApi;
@@ -113,6 +114,30 @@ describe("API", () => {
       assert.equal(results.find((r) => r.statusCode === 409)?.json().error, "app_name_taken");
       const events = await t.store.db.selectFrom("events").select("id").where("type", "=", "new_app").where("app_name", "=", "race-app").execute();
       assert.equal(events.length, 1);
+    });
+
+    it("never serves a stale app list, even when another server made the change", async () => {
+      const other = await buildApi({
+        db: t.store.db, keyring: t.keyring, domain: "quai.test", bearerTtlSeconds: 3600, bodyLimitBytes: 1024 * 1024, log: () => {},
+        platform: () => ({ version: "test", domain: "quai.test", api_url: "", router: { http: null, https: null }, git: { http: null, ssh: null } }),
+      });
+      const names = async () => ((await t.call("GET", "/v1/apps")).json().apps as { name: string; owner: { email: string } }[]);
+      try {
+        await names(); // fills the cache
+        const asOther = (method: string, url: string, payload?: object) =>
+          other.inject({ method: method as "POST", url, headers: { authorization: `Bearer ${t.owner.bearer}` }, ...(payload ? { payload } : {}) });
+        assert.equal((await asOther("POST", "/v1/apps", { app: { name: "cache-probe" } })).statusCode, 201);
+        assert.ok((await names()).some((a) => a.name === "cache-probe"), "a create elsewhere shows");
+        await asOther("POST", "/v1/apps/cache-probe/rename", { current_name: "cache-probe", new_name: "cache-probe2" });
+        assert.ok((await names()).some((a) => a.name === "cache-probe2"), "a rename elsewhere shows");
+        await t.store.db.updateTable("users").set({ email: "owner2@quai.test" }).where("email", "=", "owner@quai.test").execute();
+        assert.equal((await names()).find((a) => a.name === "cache-probe2")?.owner.email, "owner2@quai.test", "an owner change shows");
+        await t.store.db.updateTable("users").set({ email: "owner@quai.test" }).where("email", "=", "owner2@quai.test").execute();
+        await asOther("DELETE", "/v1/apps/cache-probe2?current_name=cache-probe2");
+        assert.ok(!(await names()).some((a) => a.name === "cache-probe2"), "a delete elsewhere shows");
+      } finally {
+        await other.close();
+      }
     });
 
     it("validates without creating on X-Dry-Run", async () => {

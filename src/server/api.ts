@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { catalogue, QuaiError, type ErrorCode } from "../core/errors.ts";
 import type { Db } from "../store/db.ts";
 import type { Keyring } from "../variables/keyring.ts";
-import { authenticate, type Actor } from "../auth/service.ts";
+import { Authenticator, type Actor } from "../auth/service.ts";
 import { authRoutes } from "../auth/routes.ts";
 import { appRoutes } from "../apps/routes.ts";
 import { variableRoutes } from "../variables/routes.ts";
@@ -36,6 +36,8 @@ export interface ApiDeps {
   platform: () => PlatformInfo;
   /** Where unexpected errors are reported. */
   log: (line: string) => void;
+  /** How long an authenticated bearer token is remembered (default 5 s; 0 disables). */
+  authCacheMs?: number;
 }
 
 /** The error body every failing endpoint answers with. */
@@ -82,6 +84,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     routerOptions: { ignoreTrailingSlash: true },
   });
   app.decorateRequest("actor", null as unknown as Actor);
+  const auth = new Authenticator(deps.db, { ttlMs: deps.authCacheMs ?? 5000 });
   // The API speaks JSON only: any other body gets 415 rather than a confusing validation error.
   app.removeContentTypeParser("text/plain");
 
@@ -109,7 +112,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     if (!header) return sendError(reply, "auth_required", "authentication required: send Authorization: Bearer <token> (get one at POST /v1/tokens/exchange)");
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) return sendError(reply, "auth_required", "the Authorization header must be `Bearer <token>`");
-    req.actor = await authenticate(deps.db, m[1] as string);
+    req.actor = await auth.authenticate(m[1] as string);
   });
 
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {

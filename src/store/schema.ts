@@ -73,6 +73,12 @@ export interface EventsTable {
   type_data: ColumnType<Record<string, unknown>, string, string>;
 }
 
+/** Counters bumped by triggers (see migration 0005), for caches that must notice any change. */
+export interface ChangeCountersTable {
+  name: string;
+  version: number;
+}
+
 /** Every table of the store. */
 export interface Database {
   users: UsersTable;
@@ -81,4 +87,5 @@ export interface Database {
   apps: AppsTable;
   variables: VariablesTable;
   events: EventsTable;
+  change_counters: ChangeCountersTable;
 }

@@ -22,7 +22,8 @@ export interface TestApi {
   close(): Promise<void>;
 }
 
-export async function testApi(opts: { bodyLimitBytes?: number; bearerTtlSeconds?: number } = {}): Promise<TestApi> {
+/** `authCacheMs` defaults to 0 here: tests that edit sessions in the database see it at once. */
+export async function testApi(opts: { bodyLimitBytes?: number; bearerTtlSeconds?: number; authCacheMs?: number } = {}): Promise<TestApi> {
   const store = await testDb();
   const dir = await mkdtemp(join(tmpdir(), "quai-testkeys-"));
   const keyring = await Keyring.open(join(dir, "master.json"));
@@ -35,6 +36,7 @@ export async function testApi(opts: { bodyLimitBytes?: number; bearerTtlSeconds?
     bodyLimitBytes: opts.bodyLimitBytes ?? 4 * 1024 * 1024,
     platform: () => ({ version: "test", domain: "quai.test", api_url: "http://api.quai.test", router: { http: null, https: null }, git: { http: null, ssh: null } }),
     log: (l) => logs.push(l),
+    authCacheMs: opts.authCacheMs ?? 0,
   });
   const user = async (email: string, role: "owner" | "member" = "member") => {
     const { user: u } = await ensureUser(store.db, email, role);

@@ -85,11 +85,16 @@ async function change(
     seen.add(v.name);
   }
   return db.transaction().execute(async (trx) => {
-    // Conflicts with the EXCLUSIVE lock of a key rotation: values are sealed only after it ended.
-    await sql`LOCK TABLE variables IN ROW EXCLUSIVE MODE`.execute(trx);
-    const locked = await trx.selectFrom("apps").select("id").where("id", "=", app.id).forUpdate().executeTakeFirst();
-    if (!locked) throw new QuaiError("app_not_found", `app "${app.name}" not found`);
-    const current = await loadAll(trx, keyring, app.id);
+    // Lock the app row and load its variables in one statement. Values are sealed only after the
+    // lock is held: a key rotation locks every app row, so it either waits for this change (and
+    // re-encrypts it) or this change waits for it (and then seals with the new key).
+    const res = await sql<{ locked: string; id: string | null; name: string | null; value_enc: Buffer | null; key_id: string | null }>`
+      SELECT a.id AS locked, v.id, v.name, v.value_enc, v.key_id
+      FROM (SELECT id FROM apps WHERE id = ${app.id} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
+    if (res.rows.length === 0) throw new QuaiError("app_not_found", `app "${app.name}" not found`);
+    const current: Variable[] = res.rows
+      .filter((r) => r.id !== null)
+      .map((r) => ({ id: r.id as string, name: r.name as string, value: keyring.open({ keyId: r.key_id as string, data: r.value_enc as Buffer }, context(app.id, r.name as string)) }));
     const byName = new Map(current.map((v) => [v.name, v]));
     const deleted: string[] = [];
     for (const key of deletes) {
@@ -103,19 +108,21 @@ async function change(
     assertNoCycle(final);
 
     if (deleted.length > 0) await trx.deleteFrom("variables").where("app_id", "=", app.id).where("name", "in", deleted).execute();
-    const changed: Variable[] = [];
-    const created: string[] = [];
-    const now = new Date();
-    for (const v of upserts) {
-      const sealed = keyring.seal(v.value, context(app.id, v.name));
-      const row = await trx
+    const created = upserts.filter((v) => !byName.has(v.name)).map((v) => v.name);
+    let changed: Variable[] = [];
+    if (upserts.length > 0) {
+      const rows = upserts.map((v) => {
+        const sealed = keyring.seal(v.value, context(app.id, v.name));
+        return { app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId };
+      });
+      const ids = await trx
         .insertInto("variables")
-        .values({ app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId })
-        .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet({ value_enc: sealed.data, key_id: sealed.keyId, updated_at: now }))
-        .returning("id")
-        .executeTakeFirstOrThrow();
-      if (!byName.has(v.name)) created.push(v.name);
-      changed.push({ id: row.id, name: v.name, value: v.value });
+        .values(rows)
+        .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet((eb) => ({ value_enc: eb.ref("excluded.value_enc"), key_id: eb.ref("excluded.key_id"), updated_at: new Date() })))
+        .returning(["id", "name"])
+        .execute();
+      const idOf = new Map(ids.map((r) => [r.name, r.id]));
+      changed = upserts.map((v) => ({ id: idOf.get(v.name) as string, name: v.name, value: v.value }));
     }
     const names = upserts.map((v) => v.name);
     await recordEvent(trx, {
@@ -161,14 +168,14 @@ async function findVariableRow(db: Db, app: AppRecord, idOrName: string): Promis
 
 /**
  * Re-encrypts every variable with a new master key, then drops the old keys. The new key is
- * saved first; the re-encryption holds an EXCLUSIVE lock on `variables`, so a server writing
- * meanwhile waits, then re-reads the key file and seals with the new key (see `change`).
+ * saved first; the re-encryption holds every app row lock, so a server writing meanwhile waits,
+ * then re-reads the key file and seals with the new key (see `change`).
  */
 export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId: string; reencrypted: number }> {
   const keyId = keyring.addKey();
   await keyring.save();
   const reencrypted = await db.transaction().execute(async (trx) => {
-    await sql`LOCK TABLE variables IN EXCLUSIVE MODE`.execute(trx);
+    await sql`SELECT id FROM apps ORDER BY id FOR UPDATE`.execute(trx);
     const rows = await trx.selectFrom("variables").select(["id", "app_id", "name", "value_enc", "key_id"]).where("key_id", "!=", keyId).execute();
     for (const r of rows) {
       const ctx = context(r.app_id, r.name);

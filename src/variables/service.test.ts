@@ -1,0 +1,52 @@
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { testDb, type TestDb } from "../testing/db.ts";
+import { ensureUser, type Actor } from "../auth/service.ts";
+import { createApp, findApp } from "../apps/service.ts";
+import { Keyring } from "./keyring.ts";
+import { bulkSetVariables, listVariables, rotateMasterKey } from "./service.ts";
+
+describe("variables service", () => {
+  let store: TestDb;
+  let dir: string;
+  let actor: Actor;
+  before(async () => {
+    store = await testDb();
+    dir = await mkdtemp(join(tmpdir(), "quai-rotate-"));
+    actor = (await ensureUser(store.db, "rot@quai.test", "owner")).user;
+  });
+  after(async () => {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("rotation while a server keeps writing leaves every value readable, none under a dropped key (regression)", async () => {
+    const file = join(dir, "master.json");
+    const server = await Keyring.open(file);
+    const urls = { domain: "quai.test" };
+    await createApp(store.db, actor, "rotating", urls);
+    const app = await findApp(store.db, actor, "rotating");
+    await bulkSetVariables(store.db, server, actor, app, Array.from({ length: 50 }, (_, i) => ({ name: `V${i}`, value: `before-${i}` })));
+
+    let writing = true;
+    const writes = (async () => {
+      for (let i = 0; writing || i < 5; i++) await bulkSetVariables(store.db, server, actor, app, [{ name: `W${i % 7}`, value: `during-${i}` }]);
+    })();
+    // Rotations by `quai admin rotate-key`: another process, another Keyring on the same file.
+    for (let r = 0; r < 3; r++) await rotateMasterKey(store.db, await Keyring.open(file));
+    writing = false;
+    await writes;
+    await bulkSetVariables(store.db, server, actor, app, [{ name: "AFTER", value: "after" }]);
+
+    const keysInFile = (JSON.parse(await readFile(file, "utf8")) as { keys: { id: string }[] }).keys.map((k) => k.id);
+    const used = await store.db.selectFrom("variables").select("key_id").distinct().execute();
+    for (const u of used) assert.ok(keysInFile.includes(u.key_id), `key ${u.key_id} used by a value is still in the key file`);
+    const fresh = await listVariables(store.db, await Keyring.open(file), app);
+    assert.equal(fresh.find((v) => v.name === "V7")?.value, "before-7");
+    assert.equal(fresh.find((v) => v.name === "AFTER")?.value, "after");
+    assert.ok(fresh.filter((v) => v.name.startsWith("W")).every((v) => v.value.startsWith("during-")));
+  });
+});
