@@ -1,6 +1,6 @@
 // App endpoints in Scalingo's shapes: /v1/apps and /v1/apps/:app (+ rename).
 import type { FastifyPluginAsync } from "fastify";
-import { appParams } from "../core/http.ts";
+import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
 import type { FastifyReply } from "fastify";
 import { AppListRenderer, createApp, destroyApp, findApp, renameApp, renderApp, updateApp, type AppSettings, type AppUrls } from "./service.ts";
@@ -11,6 +11,12 @@ function sendJson(reply: FastifyReply, key: string, json: string, status = 200):
 }
 
 const nameField = { type: "string", description: "3-48 of a-z, 0-9, '-'; starts and ends with a letter or digit" } as const;
+
+/** Fields of Scalingo's app shapes that Quai accepts and ignores (it has one stack, no projects). */
+const compatFields = {
+  stack_id: { type: ["string", "null"], description: "Accepted for compatibility; Quai has one stack." },
+  project_id: { type: ["string", "null"], description: "Accepted for compatibility; ignored." },
+} as const;
 
 export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
   const urls = (): AppUrls => {
@@ -27,23 +33,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
       schema: {
         summary: "Create an app (header X-Dry-Run: true only validates)",
         tags: ["apps"],
-        body: {
-          type: "object",
-          required: ["app"],
-          additionalProperties: false,
-          properties: {
-            app: {
-              type: "object",
-              required: ["name"],
-              additionalProperties: false,
-              properties: {
-                name: nameField,
-                stack_id: { type: ["string", "null"], description: "Accepted for compatibility; Quai has one stack." },
-                project_id: { type: ["string", "null"], description: "Accepted for compatibility; ignored." },
-              },
-            },
-          },
-        },
+        body: envelope("app", { name: nameField, ...compatFields }, ["name"]),
       },
     }, async (req, reply) => {
       const dryRun = req.headers["x-dry-run"] === "true";
@@ -60,24 +50,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
         summary: "Change an app's settings",
         tags: ["apps"],
         params: appParams,
-        body: {
-          type: "object",
-          required: ["app"],
-          additionalProperties: false,
-          properties: {
-            app: {
-              type: "object",
-              additionalProperties: false,
-              properties: {
-                force_https: { type: "boolean" },
-                sticky_session: { type: "boolean" },
-                router_logs: { type: "boolean" },
-                stack_id: { type: ["string", "null"], description: "Accepted for compatibility; Quai has one stack." },
-                project_id: { type: ["string", "null"], description: "Accepted for compatibility; ignored." },
-              },
-            },
-          },
-        },
+        body: envelope("app", { force_https: { type: "boolean" }, sticky_session: { type: "boolean" }, router_logs: { type: "boolean" }, ...compatFields }),
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);

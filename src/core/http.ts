@@ -23,3 +23,14 @@ export const pageQuery = {
 export function pageOf(q: { page?: string; per_page?: string }): { page: number; perPage: number } {
   return { page: Number(q.page ?? 1), perPage: Math.min(100, Number(q.per_page ?? 30)) };
 }
+
+/** JSON schema of Scalingo's request envelope `{"<key>": {...}}`, refusing unknown fields at both levels. */
+export function envelope(key: string, properties: Record<string, unknown>, required: string[] = []) {
+  return {
+    type: "object",
+    required: [key],
+    additionalProperties: false,
+    properties: { [key]: { type: "object", required, additionalProperties: false, properties } },
+  } as const;
+}
+

@@ -1,6 +1,6 @@
 // Variable endpoints in Scalingo's shapes: /v1/apps/:app/variables.
 import type { FastifyPluginAsync } from "fastify";
-import { appParams } from "../core/http.ts";
+import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
 import { findApp } from "../apps/service.ts";
 import { bulkSetVariables, deleteVariables, listVariables, resolvedVariables, setVariable, updateVariable, type VariableInput } from "./service.ts";
@@ -41,7 +41,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         summary: "Create a variable (or replace the value of the one with that name)",
         tags: ["variables"],
         params: appParams,
-        body: { type: "object", required: ["variable"], additionalProperties: false, properties: { variable: variableInput } },
+        body: envelope("variable", variableInput.properties, ["name", "value"]),
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
@@ -71,12 +71,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         summary: "Change a variable's value",
         tags: ["variables"],
         params: variableParams,
-        body: {
-          type: "object",
-          required: ["variable"],
-          additionalProperties: false,
-          properties: { variable: { type: "object", required: ["value"], additionalProperties: false, properties: { value: { type: "string" } } } },
-        },
+        body: envelope("variable", { value: { type: "string" } }, ["value"]),
       },
     }, async (req) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
