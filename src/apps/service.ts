@@ -87,22 +87,20 @@ export async function createApp(db: Db, actor: Actor, name: unknown, urls: AppUr
 }
 
 /** Changes app settings; records which ones changed. */
-export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: AppSettings): Promise<AppRecord> {
+export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: AppSettings): Promise<void> {
   const changes: Record<string, { from: unknown; to: unknown }> = {};
   for (const key of ["force_https", "sticky_session", "router_logs"] as const) {
     const to = settings[key];
     if (to !== undefined && to !== app[key]) changes[key] = { from: app[key], to };
   }
-  if (Object.keys(changes).length === 0) return app;
-  return db.transaction().execute(async (trx) => {
-    const row = await trx
+  if (Object.keys(changes).length === 0) return;
+  await db.transaction().execute(async (trx) => {
+    await trx
       .updateTable("apps")
       .set({ ...Object.fromEntries(Object.entries(changes).map(([k, v]) => [k, v.to])), updated_at: new Date() })
       .where("id", "=", app.id)
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    await recordEvent(trx, { actor, app: row, type: "edit_app", data: { changes } });
-    return { ...row, owner_email: app.owner_email, owner_username: app.owner_username };
+      .execute();
+    await recordEvent(trx, { actor, app, type: "edit_app", data: { changes } });
   });
 }
 
@@ -113,14 +111,13 @@ function confirm(app: AppRecord, currentName: unknown): void {
 }
 
 /** Renames an app; `currentName` must repeat its name, as on Scalingo. */
-export async function renameApp(db: Db, actor: Actor, app: AppRecord, currentName: unknown, newName: unknown): Promise<AppRecord> {
+export async function renameApp(db: Db, actor: Actor, app: AppRecord, currentName: unknown, newName: unknown): Promise<void> {
   confirm(app, currentName);
   assertAppName(newName);
   try {
-    return await db.transaction().execute(async (trx) => {
-      const row = await trx.updateTable("apps").set({ name: newName, updated_at: new Date() }).where("id", "=", app.id).returningAll().executeTakeFirstOrThrow();
-      await recordEvent(trx, { actor, app: row, type: "rename_app", data: { old_name: app.name, new_name: newName } });
-      return { ...row, owner_email: app.owner_email, owner_username: app.owner_username };
+    await db.transaction().execute(async (trx) => {
+      await trx.updateTable("apps").set({ name: newName, updated_at: new Date() }).where("id", "=", app.id).execute();
+      await recordEvent(trx, { actor, app: { id: app.id, name: newName }, type: "rename_app", data: { old_name: app.name, new_name: newName } });
     });
   } catch (err) {
     if (isUniqueViolation(err)) throw new QuaiError("app_name_taken", `an app named "${newName}" already exists`);

@@ -11,8 +11,11 @@ import { variableCommands } from "../variables/cli.ts";
 import { eventCommands } from "../events/cli.ts";
 import { serverCommands } from "../server/cli.ts";
 
-/** Every command, in the order `quai help` shows them. */
-export const commands: Command[] = [...authCommands.slice(0, 3), ...appCommands, ...variableCommands.slice(0, 3), ...eventCommands, ...serverCommands, ...authCommands.slice(3), ...variableCommands.slice(3)];
+const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...serverCommands];
+const isAdmin = (c: Command) => c.name.startsWith("admin ");
+
+/** Every command, in the order `quai help` shows them: the host-side `admin` ones last. */
+export const commands: Command[] = [...all.filter((c) => !isAdmin(c)), ...all.filter(isAdmin)];
 
 function help(): string {
   const width = Math.max(...commands.map((c) => c.name.length));
@@ -50,9 +53,8 @@ async function prompt(question: string, opts: { secret?: boolean } = {}): Promis
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let app: string | undefined = env.QUAI_APP || undefined;
-  let json = false;
+  const json = argv.includes("--json");
   let wantHelp = false;
-  const json0 = argv.includes("--json");
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -62,9 +64,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     if (a === "--app" || a === "-a") {
       app = argv[++i];
-      if (!app) return fail(new QuaiError("cli_usage", `${a} needs an app name`), json0);
+      if (!app) return fail(new QuaiError("cli_usage", `${a} needs an app name`), json);
     } else if (a.startsWith("--app=")) app = a.slice(6);
-    else if (a === "--json") json = true;
+    else if (a === "--json") continue;
     else if (a === "--help" || a === "-h") wantHelp = true;
     else if (a === "--version" || a === "-v") {
       process.stdout.write(`quai ${VERSION}\n`);

@@ -52,3 +52,8 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     keyFile: resolve(env.QUAI_MASTER_KEY_FILE || join(home, "keys", "master.json")),
   };
 }
+
+/** Where a running server records how to reach its store, for `quai admin` commands. */
+export function storeInfoFile(home: string): string {
+  return join(home, "run", "store.json");
+}

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import type { PgBoss } from "pg-boss";
-import type { ServerConfig } from "../core/config.ts";
+import { storeInfoFile, type ServerConfig } from "../core/config.ts";
 import { ensurePrivateDir, writeFileAtomic } from "../core/files.ts";
 import { EmbeddedPostgres } from "../store/embedded-postgres.ts";
 import { migrate, openDb, type Db } from "../store/db.ts";
@@ -22,11 +22,6 @@ export interface RunningServer {
   /** Token of the owner created at this start (first start only). */
   bootstrapToken: string | undefined;
   stop(): Promise<void>;
-}
-
-/** Where the connection facts of the store are kept for `quai admin` commands. */
-export function storeInfoFile(home: string): string {
-  return join(home, "run", "store.json");
 }
 
 /** Starts everything; resolves once the API is listening and healthy. */

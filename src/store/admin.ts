@@ -1,9 +1,8 @@
 // Direct store access for `quai admin` commands, run on the host beside a running server.
 import { existsSync, readFileSync } from "node:fs";
 import { QuaiError } from "../core/errors.ts";
-import { loadServerConfig } from "../core/config.ts";
+import { loadServerConfig, storeInfoFile } from "../core/config.ts";
 import { openDb, type Db } from "./db.ts";
-import { storeInfoFile } from "../server/main.ts";
 
 /** Runs `fn` on the store of the installation in QUAI_HOME (or QUAI_DATABASE_URL), then closes it. */
 export async function withAdminStore<T>(env: NodeJS.ProcessEnv, fn: (store: { db: Db; keyFile: string }) => Promise<T>): Promise<T> {

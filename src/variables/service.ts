@@ -75,7 +75,7 @@ async function change(
   app: AppRecord,
   upserts: VariableInput[],
   deletes: string[],
-  eventType: EventType,
+  eventType: EventType | ((created: string[]) => EventType),
 ): Promise<{ changed: Variable[]; created: string[]; deleted: string[] }> {
   const seen = new Set<string>();
   for (const v of upserts) {
@@ -125,11 +125,12 @@ async function change(
       changed = upserts.map((v) => ({ id: idOf.get(v.name) as string, name: v.name, value: v.value }));
     }
     const names = upserts.map((v) => v.name);
+    const type = typeof eventType === "function" ? eventType(created) : eventType;
     await recordEvent(trx, {
       actor,
       app,
-      type: eventType,
-      data: eventType === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
+      type,
+      data: type === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
     });
     return { changed, created, deleted };
   });
@@ -137,8 +138,7 @@ async function change(
 
 /** Sets one variable, creating or replacing it; says whether it was created. */
 export async function setVariable(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, input: VariableInput): Promise<{ variable: Variable; created: boolean }> {
-  const existed = await db.selectFrom("variables").select("id").where("app_id", "=", app.id).where("name", "=", input.name).executeTakeFirst();
-  const res = await change(db, keyring, actor, app, [input], [], existed ? "edit_variable" : "new_variable");
+  const res = await change(db, keyring, actor, app, [input], [], (created) => (created.length > 0 ? "new_variable" : "edit_variable"));
   return { variable: res.changed[0]!, created: res.created.length === 1 };
 }
 
