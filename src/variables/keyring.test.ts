@@ -52,6 +52,8 @@ describe("keyring", () => {
     const fresh = admin.seal("v2", "x:A");
     assert.equal(fresh.keyId, newId);
     assert.equal(server.open(fresh, "x:A"), "v2", "the server re-reads the key file on an unknown key id");
+    server.refresh();
+    assert.equal(server.seal("v3", "x:A").keyId, newId, "after refresh it seals with the new active key");
     assert.equal(admin.open(old, "x:A"), "v1");
     admin.dropInactive();
     await admin.save();

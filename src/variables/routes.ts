@@ -44,8 +44,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         body: envelope("variable", variableInput.properties, ["name", "value"]),
       },
     }, async (req, reply) => {
-      const found = await findApp(deps.db, req.actor, req.params.app);
-      const { variable, created } = await setVariable(deps.db, deps.keyring, req.actor, found, req.body.variable);
+      const { variable, created } = await setVariable(deps.db, deps.keyring, req.actor, req.params.app, req.body.variable);
       return reply.code(created ? 201 : 200).send({ variable });
     });
 
@@ -62,8 +61,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
     }, async (req) => {
-      const found = await findApp(deps.db, req.actor, req.params.app);
-      return { variables: await bulkSetVariables(deps.db, deps.keyring, req.actor, found, req.body.variables) };
+      return { variables: await bulkSetVariables(deps.db, deps.keyring, req.actor, req.params.app, req.body.variables) };
     });
 
     app.patch<{ Params: { app: string; id: string }; Body: { variable: { value: string } } }>("/v1/apps/:app/variables/:id", {
@@ -74,15 +72,13 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         body: envelope("variable", { value: { type: "string" } }, ["value"]),
       },
     }, async (req) => {
-      const found = await findApp(deps.db, req.actor, req.params.app);
-      return { variable: await updateVariable(deps.db, deps.keyring, req.actor, found, req.params.id, req.body.variable.value) };
+      return { variable: await updateVariable(deps.db, deps.keyring, req.actor, req.params.app, req.params.id, req.body.variable.value) };
     });
 
     app.delete<{ Params: { app: string; id: string } }>("/v1/apps/:app/variables/:id", {
       schema: { summary: "Delete a variable", tags: ["variables"], params: variableParams },
     }, async (req, reply) => {
-      const found = await findApp(deps.db, req.actor, req.params.app);
-      await deleteVariables(deps.db, deps.keyring, req.actor, found, [req.params.id]);
+      await deleteVariables(deps.db, deps.keyring, req.actor, req.params.app, [req.params.id]);
       return reply.code(204).send();
     });
 
@@ -99,8 +95,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
     }, async (req) => {
-      const found = await findApp(deps.db, req.actor, req.params.app);
-      await deleteVariables(deps.db, deps.keyring, req.actor, found, req.body.variable_ids);
+      await deleteVariables(deps.db, deps.keyring, req.actor, req.params.app, req.body.variable_ids);
       return { variable_ids: req.body.variable_ids };
     });
   };

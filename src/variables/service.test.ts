@@ -29,17 +29,17 @@ describe("variables service", () => {
     const urls = { domain: "quai.test" };
     await createApp(store.db, actor, "rotating", urls);
     const app = await findApp(store.db, actor, "rotating");
-    await bulkSetVariables(store.db, server, actor, app, Array.from({ length: 50 }, (_, i) => ({ name: `V${i}`, value: `before-${i}` })));
+    await bulkSetVariables(store.db, server, actor, app.name, Array.from({ length: 50 }, (_, i) => ({ name: `V${i}`, value: `before-${i}` })));
 
     let writing = true;
     const writes = (async () => {
-      for (let i = 0; writing || i < 5; i++) await bulkSetVariables(store.db, server, actor, app, [{ name: `W${i % 7}`, value: `during-${i}` }]);
+      for (let i = 0; writing || i < 5; i++) await bulkSetVariables(store.db, server, actor, app.name, [{ name: `W${i % 7}`, value: `during-${i}` }]);
     })();
     // Rotations by `quai admin rotate-key`: another process, another Keyring on the same file.
     for (let r = 0; r < 3; r++) await rotateMasterKey(store.db, await Keyring.open(file));
     writing = false;
     await writes;
-    await bulkSetVariables(store.db, server, actor, app, [{ name: "AFTER", value: "after" }]);
+    await bulkSetVariables(store.db, server, actor, app.name, [{ name: "AFTER", value: "after" }]);
 
     const keysInFile = (JSON.parse(await readFile(file, "utf8")) as { keys: { id: string }[] }).keys.map((k) => k.id);
     const used = await store.db.selectFrom("variables").select("key_id").distinct().execute();

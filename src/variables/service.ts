@@ -64,46 +64,61 @@ export async function resolvedVariables(db: Db, keyring: Keyring, app: AppRecord
   return resolveAll(new Map(vars.map((v) => [v.name, v.value])));
 }
 
+/** What one change does: set values, delete variables (by id or name), or set one by id or name. */
+interface Edit {
+  upserts: VariableInput[];
+  deletes: string[];
+  patch?: { key: string; value: string };
+}
+
+/** Locks the app row `actor` may write (by name or id) and loads its variables, in one statement. */
+async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: { id: string; name: string; value_enc: Buffer; key_id: string }[] }> {
+  const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
+  const visible = actor.role === "owner" ? sql`` : sql`AND owner_id = ${actor.id}`;
+  const res = await sql<{ app_id: string; app_name: string; id: string | null; name: string; value_enc: Buffer; key_id: string }>`
+    SELECT a.id AS app_id, a.name AS app_name, v.id, v.name, v.value_enc, v.key_id
+    FROM (SELECT id, name FROM apps WHERE ${byRef} ${visible} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
+  const first = res.rows[0];
+  if (!first) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
+  return { app: { id: first.app_id, name: first.app_name }, rows: res.rows.filter((r) => r.id !== null) as { id: string; name: string; value_enc: Buffer; key_id: string }[] };
+}
+
 /**
- * Applies upserts and deletions in one transaction. The app row is locked so concurrent edits
- * of one app serialise, and the cycle check sees the final set.
+ * Applies an edit in one transaction. The first statement checks that `actor` may write the app
+ * and locks its row, so concurrent edits of one app serialise and the cycle check sees the
+ * final set. Values are sealed only after the lock is held: a key rotation locks every app row,
+ * so it either waits for this change (and re-encrypts it) or this change waits for it (and then
+ * seals with the new key).
  */
 async function change(
   db: Db,
   keyring: Keyring,
   actor: Actor,
-  app: AppRecord,
-  upserts: VariableInput[],
-  deletes: string[],
+  appRef: string,
+  edit: Edit,
   eventType: EventType | ((created: string[]) => EventType),
 ): Promise<{ changed: Variable[]; created: string[]; deleted: string[] }> {
   const seen = new Set<string>();
-  for (const v of upserts) {
+  for (const v of edit.upserts) {
     assertVariableName(v.name);
     assertVariableValue(v.name, v.value);
     if (seen.has(v.name)) throw new QuaiError("variable_duplicate", `variable ${v.name} appears twice in the request`, { name: v.name });
     seen.add(v.name);
   }
   return db.transaction().execute(async (trx) => {
-    // Lock the app row and load its variables in one statement. Values are sealed only after the
-    // lock is held: a key rotation locks every app row, so it either waits for this change (and
-    // re-encrypts it) or this change waits for it (and then seals with the new key).
-    const res = await sql<{ locked: string; id: string | null; name: string | null; value_enc: Buffer | null; key_id: string | null }>`
-      SELECT a.id AS locked, v.id, v.name, v.value_enc, v.key_id
-      FROM (SELECT id FROM apps WHERE id = ${app.id} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
-    if (res.rows.length === 0) throw new QuaiError("app_not_found", `app "${app.name}" not found`);
-    const current: Variable[] = res.rows
-      .filter((r) => r.id !== null)
-      .map((r) => ({ id: r.id as string, name: r.name as string, value: keyring.open({ keyId: r.key_id as string, data: r.value_enc as Buffer }, context(app.id, r.name as string)) }));
+    const { app, rows } = await lockApp(trx, actor, appRef);
+    keyring.refresh();
+    const current: Variable[] = rows.map((r) => ({ id: r.id, name: r.name, value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(app.id, r.name)) }));
     const byName = new Map(current.map((v) => [v.name, v]));
-    const deleted: string[] = [];
-    for (const key of deletes) {
+    const find = (key: string) => {
       const v = isUuid(key) ? current.find((c) => c.id === key) : byName.get(key);
       if (!v) throw new QuaiError("variable_not_found", `no variable ${JSON.stringify(key)} on app ${app.name}`);
-      deleted.push(v.name);
-      byName.delete(v.name);
-    }
-    const final = new Map([...byName.values()].map((v) => [v.name, v.value]));
+      return v;
+    };
+    const upserts = edit.patch ? [{ name: find(edit.patch.key).name, value: edit.patch.value }] : edit.upserts;
+    if (edit.patch) assertVariableValue(upserts[0]!.name, edit.patch.value);
+    const deleted = edit.deletes.map((key) => find(key).name);
+    const final = new Map(current.filter((v) => !deleted.includes(v.name)).map((v) => [v.name, v.value]));
     for (const v of upserts) final.set(v.name, v.value);
     assertNoCycle(final);
 
@@ -111,13 +126,13 @@ async function change(
     const created = upserts.filter((v) => !byName.has(v.name)).map((v) => v.name);
     let changed: Variable[] = [];
     if (upserts.length > 0) {
-      const rows = upserts.map((v) => {
+      const sealedRows = upserts.map((v) => {
         const sealed = keyring.seal(v.value, context(app.id, v.name));
         return { app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId };
       });
       const ids = await trx
         .insertInto("variables")
-        .values(rows)
+        .values(sealedRows)
         .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet((eb) => ({ value_enc: eb.ref("excluded.value_enc"), key_id: eb.ref("excluded.key_id"), updated_at: new Date() })))
         .returning(["id", "name"])
         .execute();
@@ -136,34 +151,25 @@ async function change(
   });
 }
 
-/** Sets one variable, creating or replacing it; says whether it was created. */
-export async function setVariable(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, input: VariableInput): Promise<{ variable: Variable; created: boolean }> {
-  const res = await change(db, keyring, actor, app, [input], [], (created) => (created.length > 0 ? "new_variable" : "edit_variable"));
+/** Sets one variable on the app named (or with id) `appRef`, creating or replacing it; says whether it was created. */
+export async function setVariable(db: Db, keyring: Keyring, actor: Actor, appRef: string, input: VariableInput): Promise<{ variable: Variable; created: boolean }> {
+  const res = await change(db, keyring, actor, appRef, { upserts: [input], deletes: [] }, (created) => (created.length > 0 ? "new_variable" : "edit_variable"));
   return { variable: res.changed[0]!, created: res.created.length === 1 };
 }
 
 /** Creates or replaces many variables at once (PUT). */
-export async function bulkSetVariables(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, inputs: VariableInput[]): Promise<Variable[]> {
-  return (await change(db, keyring, actor, app, inputs, [], "edit_variables")).changed;
+export async function bulkSetVariables(db: Db, keyring: Keyring, actor: Actor, appRef: string, inputs: VariableInput[]): Promise<Variable[]> {
+  return (await change(db, keyring, actor, appRef, { upserts: inputs, deletes: [] }, "edit_variables")).changed;
 }
 
-/** Changes the value of the variable with `id` (or name). */
-export async function updateVariable(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, idOrName: string, value: string): Promise<Variable> {
-  const row = await findVariableRow(db, app, idOrName);
-  return (await change(db, keyring, actor, app, [{ name: row.name, value }], [], "edit_variable")).changed[0]!;
+/** Changes the value of the variable with `idOrName`. */
+export async function updateVariable(db: Db, keyring: Keyring, actor: Actor, appRef: string, idOrName: string, value: string): Promise<Variable> {
+  return (await change(db, keyring, actor, appRef, { upserts: [], deletes: [], patch: { key: idOrName, value } }, "edit_variable")).changed[0]!;
 }
 
 /** Deletes variables by id or name; all or none. */
-export async function deleteVariables(db: Db, keyring: Keyring, actor: Actor, app: AppRecord, idsOrNames: string[]): Promise<string[]> {
-  return (await change(db, keyring, actor, app, [], idsOrNames, "delete_variable")).deleted;
-}
-
-async function findVariableRow(db: Db, app: AppRecord, idOrName: string): Promise<{ id: string; name: string }> {
-  let q = db.selectFrom("variables").select(["id", "name"]).where("app_id", "=", app.id);
-  q = isUuid(idOrName) ? q.where("id", "=", idOrName) : q.where("name", "=", idOrName);
-  const row = await q.executeTakeFirst();
-  if (!row) throw new QuaiError("variable_not_found", `no variable ${JSON.stringify(idOrName)} on app ${app.name}`);
-  return row;
+export async function deleteVariables(db: Db, keyring: Keyring, actor: Actor, appRef: string, idsOrNames: string[]): Promise<string[]> {
+  return (await change(db, keyring, actor, appRef, { upserts: [], deletes: idsOrNames }, "delete_variable")).deleted;
 }
 
 /**
