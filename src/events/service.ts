@@ -5,7 +5,7 @@ import { isUuid } from "../core/ids.ts";
 import type { Database, EventsTable } from "../store/schema.ts";
 import type { Db } from "../store/db.ts";
 import type { Actor } from "../auth/service.ts";
-import type { Selectable } from "kysely";
+import type { Insertable, Selectable } from "kysely";
 
 /** Event types, in Scalingo's vocabulary so that existing tooling reads them. */
 export type EventType =
@@ -28,20 +28,22 @@ export interface NewEvent {
   data?: Record<string, unknown>;
 }
 
+/** The row an event is stored as. */
+export function eventRow(e: NewEvent): Insertable<EventsTable> {
+  return {
+    user_id: e.actor?.id ?? null,
+    user_email: e.actor?.email ?? null,
+    user_username: e.actor?.username ?? null,
+    app_id: e.app?.id ?? null,
+    app_name: e.app?.name ?? null,
+    type: e.type,
+    type_data: JSON.stringify(e.data ?? {}),
+  };
+}
+
 /** Records an event; pass the transaction of the change so both commit or neither does. */
 export async function recordEvent(db: Kysely<Database>, e: NewEvent): Promise<void> {
-  await db
-    .insertInto("events")
-    .values({
-      user_id: e.actor?.id ?? null,
-      user_email: e.actor?.email ?? null,
-      user_username: e.actor?.username ?? null,
-      app_id: e.app?.id ?? null,
-      app_name: e.app?.name ?? null,
-      type: e.type,
-      type_data: JSON.stringify(e.data ?? {}),
-    })
-    .execute();
+  await db.insertInto("events").values(eventRow(e)).execute();
 }
 
 /** An event in Scalingo's JSON shape. */

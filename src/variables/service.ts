@@ -7,7 +7,7 @@ import type { Db } from "../store/db.ts";
 import type { Database } from "../store/schema.ts";
 import type { Actor } from "../auth/service.ts";
 import type { AppRecord } from "../apps/service.ts";
-import { recordEvent, type EventType } from "../events/service.ts";
+import { eventRow, type EventType } from "../events/service.ts";
 import type { Keyring } from "./keyring.ts";
 import { assertNoCycle, resolveAll } from "./references.ts";
 
@@ -124,13 +124,23 @@ async function change(
 
     if (deleted.length > 0) await trx.deleteFrom("variables").where("app_id", "=", app.id).where("name", "in", deleted).execute();
     const created = upserts.filter((v) => !byName.has(v.name)).map((v) => v.name);
+    const names = upserts.map((v) => v.name);
+    const type = typeof eventType === "function" ? eventType(created) : eventType;
+    const event = eventRow({
+      actor,
+      app,
+      type,
+      data: type === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
+    });
     let changed: Variable[] = [];
     if (upserts.length > 0) {
       const sealedRows = upserts.map((v) => {
         const sealed = keyring.seal(v.value, context(app.id, v.name));
         return { app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId };
       });
+      // The event is written by the same statement (a data-modifying CTE): one round trip less.
       const ids = await trx
+        .with("recorded", (qc) => qc.insertInto("events").values(event).returning("id"))
         .insertInto("variables")
         .values(sealedRows)
         .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet((eb) => ({ value_enc: eb.ref("excluded.value_enc"), key_id: eb.ref("excluded.key_id"), updated_at: new Date() })))
@@ -138,15 +148,9 @@ async function change(
         .execute();
       const idOf = new Map(ids.map((r) => [r.name, r.id]));
       changed = upserts.map((v) => ({ id: idOf.get(v.name) as string, name: v.name, value: v.value }));
+    } else {
+      await trx.insertInto("events").values(event).execute();
     }
-    const names = upserts.map((v) => v.name);
-    const type = typeof eventType === "function" ? eventType(created) : eventType;
-    await recordEvent(trx, {
-      actor,
-      app,
-      type,
-      data: type === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
-    });
     return { changed, created, deleted };
   });
 }
