@@ -39,10 +39,18 @@ function baseQuery(db: Db) {
     .select(["users.email as owner_email", "users.username as owner_username"]);
 }
 
+/**
+ * The visibility rule as an SQL condition on `apps`: an owner sees every app, a member its own.
+ * Every query that reads or locks apps for a user filters with it.
+ */
+export function visibleTo(actor: Actor): RawBuilder<boolean> {
+  return actor.role === "owner" ? sql<boolean>`true` : sql<boolean>`owner_id = ${actor.id}`;
+}
+
 /** Ids of the apps `actor` can see, or undefined when it sees them all. */
 export async function visibleAppIds(db: Db, actor: Actor): Promise<string[] | undefined> {
   if (actor.role === "owner") return undefined;
-  const rows = await db.selectFrom("apps").select("id").where("owner_id", "=", actor.id).execute();
+  const rows = await db.selectFrom("apps").select("id").where(visibleTo(actor)).execute();
   return rows.map((r) => r.id);
 }
 
@@ -50,8 +58,7 @@ export async function visibleAppIds(db: Db, actor: Actor): Promise<string[] | un
 export async function findApp(db: Db, actor: Actor, nameOrId: string): Promise<AppRecord> {
   let q = baseQuery(db);
   q = isUuid(nameOrId) ? q.where("apps.id", "=", nameOrId) : q.where("apps.name", "=", nameOrId);
-  if (actor.role !== "owner") q = q.where("apps.owner_id", "=", actor.id);
-  const app = await q.executeTakeFirst();
+  const app = await q.where(visibleTo(actor)).executeTakeFirst();
   if (!app) throw new QuaiError("app_not_found", `app ${JSON.stringify(nameOrId)} not found`);
   return app;
 }
@@ -186,12 +193,11 @@ export class AppListRenderer {
       const now = await db.selectFrom("change_counters").select("version").where("name", "=", "apps").executeTakeFirstOrThrow();
       if (now.version === cached.version) return cached.body;
     }
-    const only = actor.role === "owner" ? sql`` : sql`WHERE a.owner_id = ${actor.id}`;
     // The counter and the list are read by one statement, hence from one snapshot.
     const res = await sql<{ version: number; json: string }>`
       SELECT (SELECT version FROM change_counters WHERE name = 'apps') AS version,
              coalesce(json_agg(${appObject(urls)} ORDER BY a.name), '[]')::text AS json
-      FROM apps a JOIN users u ON u.id = a.owner_id ${only}`.execute(db);
+      FROM apps a JOIN users u ON u.id = a.owner_id WHERE ${visibleTo(actor)}`.execute(db);
     const row = res.rows[0] as { version: number; json: string };
     // Kept encoded: a cache hit then costs no UTF-8 encoding of a large string.
     const body = Buffer.from(`{"apps":${row.json}}`, "utf8");

@@ -6,7 +6,7 @@ import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
 import type { Database } from "../store/schema.ts";
 import type { Actor } from "../auth/service.ts";
-import type { AppRecord } from "../apps/service.ts";
+import { visibleTo, type AppRecord } from "../apps/service.ts";
 import { eventRow, type EventType } from "../events/service.ts";
 import type { Keyring } from "./keyring.ts";
 import { assertNoCycle, resolveAll } from "./references.ts";
@@ -74,10 +74,9 @@ interface Edit {
 /** Locks the app row `actor` may write (by name or id) and loads its variables, in one statement. */
 async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: { id: string; name: string; value_enc: Buffer; key_id: string }[] }> {
   const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
-  const visible = actor.role === "owner" ? sql`` : sql`AND owner_id = ${actor.id}`;
   const res = await sql<{ app_id: string; app_name: string; id: string | null; name: string; value_enc: Buffer; key_id: string }>`
     SELECT a.id AS app_id, a.name AS app_name, v.id, v.name, v.value_enc, v.key_id
-    FROM (SELECT id, name FROM apps WHERE ${byRef} ${visible} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
+    FROM (SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
   const first = res.rows[0];
   if (!first) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
   return { app: { id: first.app_id, name: first.app_name }, rows: res.rows.filter((r) => r.id !== null) as { id: string; name: string; value_enc: Buffer; key_id: string }[] };
