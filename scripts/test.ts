@@ -30,9 +30,9 @@ const check = (name: string, ok: boolean) => {
 
 if (onlyFiles.length === 0) {
   console.log("== typecheck (tsc --noEmit)");
-  check("typecheck", (await step("npx", ["tsc", "-p", "tsconfig.json", "--noEmit"])) === 0);
+  check("typecheck", (await step(join(root, "node_modules/.bin/tsc"), ["-p", "tsconfig.json", "--noEmit"])) === 0);
   console.log("== lint (eslint)");
-  check("lint", (await step("npx", ["eslint", "--max-warnings", "0", "."])) === 0);
+  check("lint", (await step(join(root, "node_modules/.bin/eslint"), ["--max-warnings", "0", "."])) === 0);
 }
 
 const pgDir = await mkdtemp(join(tmpdir(), "quai-test-cluster-"));
