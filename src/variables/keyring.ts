@@ -1,7 +1,7 @@
 // Master keys that encrypt variable values at rest (AES-256-GCM). The key file lives in
 // QUAI_HOME with mode 0600; rotation adds a key, re-encrypts every value, then drops old keys.
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import { writeFileAtomic } from "../core/files.ts";
 import { QuaiError } from "../core/errors.ts";
@@ -30,14 +30,14 @@ export class Keyring {
   private content: KeyFile;
   /** KeyObjects, not Buffers: building one per cipher was a tenth of a variable write's CPU. */
   private readonly keys = new Map<string, KeyObject>();
-  /** Identity of the key file as last read (inode, mtime, size), to notice a rotation. */
+  /** The key file's text as last read, to notice a rotation by another process. */
   private seen = "";
 
   private constructor(file: string, content: KeyFile) {
     this.file = file;
     this.content = content;
     this.index();
-    this.seen = this.fileIdentity();
+    this.seen = this.fileText();
   }
 
   /** Loads the key file, creating it with one fresh key on first use. Refuses a file others can read. */
@@ -104,24 +104,27 @@ export class Keyring {
 
   /** Writes the key file atomically with mode 0600. */
   async save(): Promise<void> {
-    await writeFileAtomic(this.file, JSON.stringify(this.content, null, 2) + "\n");
-    this.seen = this.fileIdentity();
+    const text = JSON.stringify(this.content, null, 2) + "\n";
+    await writeFileAtomic(this.file, text);
+    this.seen = text;
   }
 
-  private fileIdentity(): string {
+  private fileText(): string {
     try {
-      const st = statSync(this.file);
-      return `${st.ino}:${st.mtimeMs}:${st.size}`;
+      return readFileSync(this.file, "utf8");
     } catch {
       return "";
     }
   }
 
-  /** Re-reads the key file if it changed since it was read (`quai admin rotate-key` ran). */
+  /**
+   * Re-reads the key file if its content changed since it was read (`quai admin rotate-key` ran).
+   * Content, not inode and mtime: two rotations within a millisecond can leave those equal.
+   */
   refresh(): void {
-    const now = this.fileIdentity();
+    const now = this.fileText();
     if (now === "" || now === this.seen) return;
-    this.content = JSON.parse(readFileSync(this.file, "utf8")) as KeyFile;
+    this.content = JSON.parse(now) as KeyFile;
     this.index();
     this.seen = now;
   }
