@@ -9,7 +9,7 @@ import { recordEvent } from "../events/service.ts";
 import { assertAppName } from "./names.ts";
 
 /** An app row with its owner. */
-export type AppRecord = Selectable<AppsTable> & { owner_email: string; owner_username: string };
+export type AppRecord = Selectable<AppsTable>;
 
 /** Settings a user may change with PATCH. */
 export interface AppSettings {
@@ -31,14 +31,6 @@ function isUniqueViolation(err: unknown): boolean {
   return typeof err === "object" && err !== null && (err as { code?: string }).code === "23505";
 }
 
-function baseQuery(db: Db) {
-  return db
-    .selectFrom("apps")
-    .innerJoin("users", "users.id", "apps.owner_id")
-    .selectAll("apps")
-    .select(["users.email as owner_email", "users.username as owner_username"]);
-}
-
 /**
  * The visibility rule as an SQL condition on `apps`: an owner sees every app, a member its own.
  * Every query that reads or locks apps for a user filters with it.
@@ -56,8 +48,8 @@ export async function visibleAppIds(db: Db, actor: Actor): Promise<string[] | un
 
 /** Finds an app by name or id; 404 when it does not exist or `actor` may not see it. */
 export async function findApp(db: Db, actor: Actor, nameOrId: string): Promise<AppRecord> {
-  let q = baseQuery(db);
-  q = isUuid(nameOrId) ? q.where("apps.id", "=", nameOrId) : q.where("apps.name", "=", nameOrId);
+  let q = db.selectFrom("apps").selectAll();
+  q = isUuid(nameOrId) ? q.where("id", "=", nameOrId) : q.where("name", "=", nameOrId);
   const app = await q.where(visibleTo(actor)).executeTakeFirst();
   if (!app) throw new QuaiError("app_not_found", `app ${JSON.stringify(nameOrId)} not found`);
   return app;

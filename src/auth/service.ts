@@ -106,6 +106,8 @@ async function lookupSession(db: Db, bearer: string): Promise<{ actor: Actor; ex
   return { actor: { id: row.id, email: row.email, username: row.username, role: row.role }, expiresAt: row.expires_at };
 }
 
+const expired = () => new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+
 /**
  * Authenticates bearer tokens, remembering recent answers for `ttlMs` so that a busy client costs
  * one query per few seconds instead of one per request. Expiry is still checked on every use; a
@@ -128,14 +130,14 @@ export class Authenticator {
     const hit = this.cache.get(key);
     const now = Date.now();
     if (hit && now - hit.cachedAt < this.ttlMs) {
-      if (hit.expiresAt <= now) throw new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+      if (hit.expiresAt <= now) throw expired();
       return hit.actor;
     }
     const { actor, expiresAt } = await lookupSession(this.db, bearer);
     this.cache.delete(key);
     this.cache.set(key, { actor, expiresAt: expiresAt.getTime(), cachedAt: now });
     if (this.cache.size > this.max) this.cache.delete(this.cache.keys().next().value as string);
-    if (expiresAt.getTime() <= now) throw new QuaiError("token_expired", "the bearer token has expired: exchange the API token again (POST /v1/tokens/exchange)");
+    if (expiresAt.getTime() <= now) throw expired();
     return actor;
   }
 }

@@ -3,7 +3,7 @@ import type { FastifyPluginAsync } from "fastify";
 import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
 import { findApp } from "../apps/service.ts";
-import { bulkSetVariables, deleteVariables, listVariables, resolvedVariables, setVariable, updateVariable, type VariableInput } from "./service.ts";
+import { bulkSetVariables, deleteVariables, listVariables, resolveVariables, setVariable, updateVariable, type VariableInput } from "./service.ts";
 
 const variableInput = {
   type: "object",
@@ -31,9 +31,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
     }, async (req) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       const vars = await listVariables(deps.db, deps.keyring, found);
-      if (req.query.resolved !== "true") return { variables: vars };
-      const resolved = await resolvedVariables(deps.db, deps.keyring, found);
-      return { variables: vars.map((v) => ({ ...v, value: resolved.get(v.name) ?? v.value })) };
+      return { variables: req.query.resolved === "true" ? resolveVariables(vars) : vars };
     });
 
     app.post<{ Params: { app: string }; Body: { variable: VariableInput } }>("/v1/apps/:app/variables", {

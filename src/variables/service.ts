@@ -48,20 +48,28 @@ const context = (appId: string, name: string) => `${appId}:${name}`;
 
 type Trx = Kysely<Database>;
 
-async function loadAll(db: Trx, keyring: Keyring, appId: string): Promise<Variable[]> {
-  const rows = await db.selectFrom("variables").select(["id", "name", "value_enc", "key_id"]).where("app_id", "=", appId).orderBy("name").execute();
-  return rows.map((r) => ({ id: r.id, name: r.name, value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(appId, r.name)) }));
+/** A stored variable row. */
+interface StoredVariable {
+  id: string;
+  name: string;
+  value_enc: Buffer;
+  key_id: string;
+}
+
+function decrypt(keyring: Keyring, appId: string, r: StoredVariable): Variable {
+  return { id: r.id, name: r.name, value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(appId, r.name)) };
 }
 
 /** Lists an app's variables, values decrypted, sorted by name. */
-export function listVariables(db: Db, keyring: Keyring, app: AppRecord): Promise<Variable[]> {
-  return loadAll(db, keyring, app.id);
+export async function listVariables(db: Db, keyring: Keyring, app: AppRecord): Promise<Variable[]> {
+  const rows = await db.selectFrom("variables").select(["id", "name", "value_enc", "key_id"]).where("app_id", "=", app.id).orderBy("name").execute();
+  return rows.map((r) => decrypt(keyring, app.id, r));
 }
 
-/** The app's variables with every reference resolved, as a release will see them. */
-export async function resolvedVariables(db: Db, keyring: Keyring, app: AppRecord): Promise<Map<string, string>> {
-  const vars = await loadAll(db, keyring, app.id);
-  return resolveAll(new Map(vars.map((v) => [v.name, v.value])));
+/** `vars` with every reference resolved, as a release will see them. */
+export function resolveVariables(vars: Variable[]): Variable[] {
+  const resolved = resolveAll(new Map(vars.map((v) => [v.name, v.value])));
+  return vars.map((v) => ({ ...v, value: resolved.get(v.name) as string }));
 }
 
 /** What one change does: set values, delete variables (by id or name), or set one by id or name. */
@@ -72,14 +80,14 @@ interface Edit {
 }
 
 /** Locks the app row `actor` may write (by name or id) and loads its variables, in one statement. */
-async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: { id: string; name: string; value_enc: Buffer; key_id: string }[] }> {
+async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: StoredVariable[] }> {
   const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
   const res = await sql<{ app_id: string; app_name: string; id: string | null; name: string; value_enc: Buffer; key_id: string }>`
     SELECT a.id AS app_id, a.name AS app_name, v.id, v.name, v.value_enc, v.key_id
     FROM (SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
   const first = res.rows[0];
   if (!first) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
-  return { app: { id: first.app_id, name: first.app_name }, rows: res.rows.filter((r) => r.id !== null) as { id: string; name: string; value_enc: Buffer; key_id: string }[] };
+  return { app: { id: first.app_id, name: first.app_name }, rows: res.rows.filter((r) => r.id !== null) as StoredVariable[] };
 }
 
 /**
@@ -107,7 +115,7 @@ async function change(
   return db.transaction().execute(async (trx) => {
     const { app, rows } = await lockApp(trx, actor, appRef);
     keyring.refresh();
-    const current: Variable[] = rows.map((r) => ({ id: r.id, name: r.name, value: keyring.open({ keyId: r.key_id, data: r.value_enc }, context(app.id, r.name)) }));
+    const current = rows.map((r) => decrypt(keyring, app.id, r));
     const byName = new Map(current.map((v) => [v.name, v]));
     const find = (key: string) => {
       const v = isUuid(key) ? current.find((c) => c.id === key) : byName.get(key);
