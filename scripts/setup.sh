@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: PostgreSQL server (Quai's store), git, util-linux (unshare).
-packages=(postgresql git util-linux ca-certificates)
+# Debian packages: PostgreSQL server (Quai's store), git (the git front), util-linux (unshare,
+# setpriv, script), bubblewrap (the sandbox), nginx (the router and the PHP web server), and the
+# runtimes the built-in buildpacks use: PHP with php-fpm and composer, Python with venv.
+packages=(postgresql git util-linux ca-certificates bubblewrap nginx-light
+  php-fpm php-cli composer php-mbstring php-xml php-curl php-zip php-pgsql php-mysql php-intl unzip
+  python3 python3-venv python3-pip python3-gunicorn)
 missing=()
 for p in "${packages[@]}"; do
   if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then missing+=("$p"); fi
@@ -18,8 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo mkdir -p /etc/postgresql-common
     echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
   fi
+  # Quai starts the servers it needs itself: keep packages (nginx, php-fpm) from starting
+  # system services during the install.
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+  if [ -n "$created_policy" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # npm packages, including Node.js 24 itself (the `node` package): reinstall only when the

@@ -172,3 +172,16 @@ export function userJson(user: Actor & { created_at?: Date }): Record<string, un
     suspension_reason: null,
   };
 }
+
+/** The user owning an API token (for HTTP Basic on the git front); 401 when unknown. */
+export async function actorForApiToken(db: Db, apiToken: string): Promise<Actor> {
+  if (!apiToken.startsWith(API_PREFIX)) throw new QuaiError("token_invalid", "git over HTTP takes an API token (qt_...) as the password");
+  const row = await db
+    .selectFrom("api_tokens")
+    .innerJoin("users", "users.id", "api_tokens.user_id")
+    .select(["users.id", "users.email", "users.username", "users.role"])
+    .where("api_tokens.token_hash", "=", hashToken(apiToken))
+    .executeTakeFirst();
+  if (!row) throw new QuaiError("token_invalid", "the API token is not valid: it was revoked or never existed");
+  return row;
+}

@@ -88,13 +88,25 @@ export class ApiClient {
     return (await res.json()) as T;
   }
 
+  /** The current bearer token (exchanging the API token if needed), for WebSocket auth. */
+  async bearerToken(): Promise<string> {
+    return this.bearer ?? (await this.exchange());
+  }
+
+  /** Calls the API with a raw body (an upload) or for a streamed answer; errors as in `request`. */
+  async stream(method: string, path: string, body?: { data: Buffer; contentType: string }): Promise<Response> {
+    if (!this.bearer) await this.exchange();
+    return this.fetch(method, path, body ? { raw: body.data, contentType: body.contentType } : undefined, `Bearer ${this.bearer}`);
+  }
+
   private async fetch(method: string, path: string, body: unknown, authorization: string): Promise<Response> {
     let res: Response;
+    const raw = body && typeof body === "object" && "raw" in body ? (body as { raw: Buffer; contentType: string }) : undefined;
     try {
       res = await fetch(this.url + path, {
         method,
-        headers: { authorization, ...(body !== undefined ? { "content-type": "application/json" } : {}) },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
+        headers: { authorization, ...(raw ? { "content-type": raw.contentType } : body !== undefined ? { "content-type": "application/json" } : {}) },
+        body: raw ? new Uint8Array(raw.raw) : body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;

@@ -10,8 +10,10 @@ import { appCommands } from "../apps/cli.ts";
 import { variableCommands } from "../variables/cli.ts";
 import { eventCommands } from "../events/cli.ts";
 import { serverCommands } from "../server/cli.ts";
+import { deploymentCommands } from "../deployments/cli.ts";
+import { formationCommands } from "../formation/cli.ts";
 
-const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...serverCommands];
+const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...deploymentCommands, ...formationCommands, ...serverCommands];
 const isAdmin = (c: Command) => c.name.startsWith("admin ");
 
 /** Every command, in the order `quai help` shows them: the host-side `admin` ones last. */
@@ -53,12 +55,18 @@ async function prompt(question: string, opts: { secret?: boolean } = {}): Promis
 /** Runs the CLI with `argv` (without node and script); resolves to the exit code. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let app: string | undefined = env.QUAI_APP || undefined;
-  const json = argv.includes("--json");
+  // `run` hands everything after it to the one-off command, so global flags end there.
+  const runAt = argv.indexOf("run");
+  const json = argv.slice(0, runAt >= 0 ? runAt : argv.length).includes("--json");
   let wantHelp = false;
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
     if (a === "--") {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    if (a === "run" && rest.length === 0) {
       rest.push(...argv.slice(i));
       break;
     }
@@ -100,7 +108,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   };
   try {
     await command.run(ctx, args);
-    return 0;
+    // A command may set the exit code it passes on (`run` returns the one-off's).
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     return fail(err, json);
   }

@@ -19,6 +19,24 @@ export interface ServerConfig {
   bodyLimitBytes: number;
   /** File holding the master keys that encrypt variables. */
   keyFile: string;
+  /** Root of what sandboxes see (slugs, containers, caches); every parent must be traversable. */
+  runtimeDir: string;
+  /** Router HTTP port; 0 picks a free one on first start and keeps it. */
+  routerPort: number;
+  /** Address the router listens on. */
+  routerHost: string;
+  /** Build time limit in seconds (default 900). */
+  buildTimeoutSeconds: number;
+  /** Grace between SIGTERM and SIGKILL when containers retire, in seconds (default 30). */
+  stopGraceSeconds: number;
+  /** How long a new web container may take to listen on $PORT, in seconds (default 60). */
+  startTimeoutSeconds: number;
+  /** Largest source archive, in bytes (default 512 MiB). */
+  sourceLimitBytes: number;
+  /** Log stream size kept per app, in bytes (default 20 MiB). */
+  logBytesPerApp: number;
+  /** Whether to run the pipeline, runtime and router (off for API-only servers). */
+  runtime: boolean;
 }
 
 /** Parses `host:port` (IPv4 or bracketed IPv6). */
@@ -50,6 +68,15 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     bearerTtlSeconds: positiveInt("QUAI_BEARER_TTL", env.QUAI_BEARER_TTL, 3600),
     bodyLimitBytes: positiveInt("QUAI_BODY_LIMIT", env.QUAI_BODY_LIMIT, 4 * 1024 * 1024),
     keyFile: resolve(env.QUAI_MASTER_KEY_FILE || join(home, "keys", "master.json")),
+    runtimeDir: resolve(env.QUAI_RUNTIME_DIR || join(home, "runtime")),
+    routerPort: env.QUAI_ROUTER_PORT ? positiveInt("QUAI_ROUTER_PORT", env.QUAI_ROUTER_PORT, 0) : 0,
+    routerHost: env.QUAI_ROUTER_HOST || "127.0.0.1",
+    buildTimeoutSeconds: positiveInt("QUAI_BUILD_TIMEOUT", env.QUAI_BUILD_TIMEOUT, 900),
+    stopGraceSeconds: positiveInt("QUAI_STOP_GRACE", env.QUAI_STOP_GRACE, 30),
+    startTimeoutSeconds: positiveInt("QUAI_START_TIMEOUT", env.QUAI_START_TIMEOUT, 60),
+    sourceLimitBytes: positiveInt("QUAI_SOURCE_LIMIT", env.QUAI_SOURCE_LIMIT, 512 * 1024 * 1024),
+    logBytesPerApp: positiveInt("QUAI_LOG_BYTES_PER_APP", env.QUAI_LOG_BYTES_PER_APP, 20 * 1024 * 1024),
+    runtime: env.QUAI_RUNTIME !== "off",
   };
 }
 

@@ -50,6 +50,20 @@ export const catalogue = {
   variable_duplicate: { status: 422, exit: Exit.data, description: "The same variable name appears twice in one request." },
   variable_reference_cycle: { status: 422, exit: Exit.data, description: "Variables refer to each other in a cycle ($A → $B → $A)." },
   variable_reference_missing: { status: 422, exit: Exit.data, description: "A variable refers to another variable that does not exist." },
+  // Deployments
+  deployment_not_found: { status: 404, exit: Exit.noInput, description: "No deployment with this id on the app." },
+  deployment_source_invalid: { status: 422, exit: Exit.data, description: "The source to deploy is missing, not a gzipped tar archive with one top folder, or its URL is not http(s)." },
+  deployment_source_unreachable: { status: 422, exit: Exit.data, description: "Quai could not download the archive at `source_url`." },
+  deployment_source_too_large: { status: 413, exit: Exit.data, description: "The source archive is larger than Quai accepts (QUAI_SOURCE_LIMIT)." },
+  deployment_finished: { status: 409, exit: Exit.data, description: "The deployment has already finished; there is nothing to cancel." },
+  git_ref_invalid: { status: 422, exit: Exit.data, description: "A git ref must be a branch, tag or commit name without spaces, control characters or shell syntax." },
+  procfile_invalid: { status: 422, exit: Exit.data, description: "A Procfile line is not `type: command`, or a command is empty." },
+  release_not_found: { status: 404, exit: Exit.noInput, description: "No release with this version on the app." },
+  no_release: { status: 409, exit: Exit.data, description: "The app has no release yet: deploy it first (git push or `quai deploy`)." },
+  // Formation and containers
+  formation_invalid: { status: 422, exit: Exit.data, description: "A scale request names an unknown process type or size, or an amount outside 0..QUAI_MAX_CONTAINERS." },
+  container_not_found: { status: 404, exit: Exit.noInput, description: "No container with this name on the app." },
+  run_command_invalid: { status: 422, exit: Exit.data, description: "A one-off command must be a non-empty list of arguments." },
   // Events
   event_not_found: { status: 404, exit: Exit.noInput, description: "No event with this id on the app." },
   // Platform
@@ -60,6 +74,8 @@ export const catalogue = {
   cli_not_logged_in: { status: 401, exit: Exit.noPerm, description: "The CLI has no API token: run `quai login` or set QUAI_TOKEN." },
   cli_server_unreachable: { status: 503, exit: Exit.unavailable, description: "The CLI could not reach the Quai API at QUAI_URL." },
   cli_server_not_running: { status: 503, exit: Exit.unavailable, description: "`quai admin` found no running Quai server in QUAI_HOME (start it with `quai server`)." },
+  cli_deployment_failed: { status: 422, exit: Exit.software, description: "The deployment the command followed ended in a failure (build-error, crashed-error, timeout-error, hook-error, aborted)." },
+  cli_run_failed: { status: 500, exit: Exit.software, description: "`quai run` could not start or lost its connection; the command's own exit code is returned when it ran." },
   cli_confirmation_required: { status: 400, exit: Exit.usage, description: "A destructive command needs confirmation: type it when asked, or pass --force." },
   config_invalid: { status: 500, exit: Exit.config, description: "A setting (environment variable or flag) has an invalid value." },
 } as const satisfies Record<string, ErrorSpec>;

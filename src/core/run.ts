@@ -35,6 +35,8 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
     child.on("close", (code, signal) => {
       resolvePromise({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") });
     });
+    // A program that exits without reading its stdin must not crash us with EPIPE.
+    child.stdin?.on("error", () => {});
     child.stdin?.end(opts.input ?? "");
   });
 }

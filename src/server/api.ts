@@ -26,6 +26,14 @@ declare module "fastify" {
 }
 
 /** What the API needs from the server around it. */
+import type { PipelineContext } from "../pipeline/context.ts";
+import type { Deployments } from "../deployments/service.ts";
+import type { DeploymentOutputs } from "../pipeline/output.ts";
+import type { Supervisor } from "../formation/supervisor.ts";
+import { deploymentRoutes } from "../deployments/routes.ts";
+import { formationRoutes } from "../formation/routes.ts";
+import { gitFront, type GitFrontDeps } from "../git/front.ts";
+
 export interface ApiDeps {
   db: Db;
   keyring: Keyring;
@@ -38,6 +46,19 @@ export interface ApiDeps {
   log: (line: string) => void;
   /** How long an authenticated bearer token is remembered (default 5 s; 0 disables). */
   authCacheMs?: number;
+  /** The deploy pipeline and runtime (absent in API-only tests). */
+  pipeline?: PipelineApi;
+}
+
+/** What the deployment, formation, logs and git endpoints use. */
+export interface PipelineApi {
+  ctx: PipelineContext;
+  deployments: Deployments;
+  outputs: DeploymentOutputs;
+  supervisor: Supervisor;
+  cachesDir: string;
+  onNewDeployment(fn: (appId: string, id: string) => void): () => void;
+  git?: GitFrontDeps;
 }
 
 /** The error body every failing endpoint answers with. */
@@ -148,6 +169,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(appRoutes(deps));
   await app.register(variableRoutes(deps));
   await app.register(eventRoutes(deps));
+  await app.register(deploymentRoutes(deps, auth));
+  await app.register(formationRoutes(deps, auth));
+  if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));
 
   app.get("/v1/openapi.json", { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;

@@ -1,7 +1,7 @@
 // `quai server`: starts the store (embedded PostgreSQL unless QUAI_DATABASE_URL), migrates,
 // starts the job workers, creates the first owner, and serves the API until told to stop.
 import { join } from "node:path";
-import { rm } from "node:fs/promises";
+import { chmod, rm } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import type { PgBoss } from "pg-boss";
 import { storeInfoFile, type ServerConfig } from "../core/config.ts";
@@ -13,7 +13,8 @@ import { Keyring } from "../variables/keyring.ts";
 import { bootstrapOwner } from "../auth/service.ts";
 import { VERSION } from "../core/version.ts";
 import type { PlatformInfo } from "../platform/routes.ts";
-import { buildApi } from "./api.ts";
+import { buildApi, type PipelineApi } from "./api.ts";
+import { startPipeline } from "./pipeline.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -27,6 +28,9 @@ export interface RunningServer {
 /** Starts everything; resolves once the API is listening and healthy. */
 export async function startServer(config: ServerConfig, log: (line: string) => void): Promise<RunningServer> {
   await ensurePrivateDir(config.home);
+  // Sandboxes reach the runtime directory through QUAI_HOME: searchable (x), not listable; every
+  // entry inside keeps its own private mode.
+  if (config.runtime) await chmod(config.home, 0o711);
   let pgServer: EmbeddedPostgres | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
@@ -41,8 +45,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const db = openDb(databaseUrl);
   let boss: PgBoss | undefined;
   let api: FastifyInstance | undefined;
+  let stopPipeline: (() => Promise<void>) | undefined;
   const stop = async () => {
     await api?.close().catch(() => {});
+    await stopPipeline?.().catch(() => {});
     await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
     await db.destroy().catch(() => {});
     await pgServer?.stop();
@@ -56,16 +62,25 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const owner = await bootstrapOwner(db, process.env.QUAI_OWNER_EMAIL || `admin@${config.domain.includes(".") ? config.domain : "example.org"}`);
 
     let apiUrl = "";
+    let routerUrl: string | undefined;
     const platform = (): PlatformInfo => ({
       version: VERSION,
       domain: config.domain,
       api_url: apiUrl,
-      router: { http: null, https: null },
-      git: { http: null, ssh: null },
+      router: { http: routerUrl ?? null, https: null },
+      git: { http: pipeline ? apiUrl : null, ssh: null },
     });
-    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log });
+    let pipeline: PipelineApi | undefined;
+    if (config.runtime) {
+      const started = await startPipeline(config, db, keyring, () => apiUrl, log);
+      pipeline = started.api;
+      routerUrl = `http://${config.routerHost}:${started.router.httpPort}`;
+      stopPipeline = started.stop;
+    }
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline });
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });
     apiUrl = address;
+    if (routerUrl) log(`router: apps answer at http://<app>.${config.domain}:${new URL(routerUrl).port}`);
     return { apiUrl, db, bootstrapToken: owner?.token, stop };
   } catch (err) {
     await stop();

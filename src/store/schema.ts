@@ -44,6 +44,9 @@ export interface AppsTable {
   last_deployed_by: string | null;
   last_deployment_id: string | null;
   parent_app_name: string | null;
+  /** Unprivileged host uid (and gid) the app's builds and containers run as. */
+  uid: Generated<number>;
+  current_release_id: string | null;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }
@@ -88,4 +91,79 @@ export interface Database {
   variables: VariablesTable;
   events: EventsTable;
   change_counters: ChangeCountersTable;
+  deployments: DeploymentsTable;
+  releases: ReleasesTable;
+  formation: FormationTable;
+  containers: ContainersTable;
+}
+
+/** One build-and-release attempt. Statuses and outcomes use Scalingo's words. */
+export interface DeploymentsTable {
+  id: Generated<string>;
+  app_id: string;
+  status: string;
+  git_ref: string | null;
+  previous_git_ref: string | null;
+  /** "git" (a push), "archive" (an uploaded or fetched tarball), "rollback". */
+  source: string;
+  /** Blob key of the source tarball. */
+  source_blob: string | null;
+  pusher_id: string | null;
+  pusher_email: string | null;
+  pusher_username: string | null;
+  slug_blob: string | null;
+  image_size: number | null;
+  release_id: string | null;
+  /** For rollbacks: the release whose slug and config are redeployed. */
+  rollback_release_id: string | null;
+  /** A postdeploy command given with the deployment, overriding the Procfile's. */
+  postdeploy_hook: string | null;
+  error: string | null;
+  cancel_requested: Generated<boolean>;
+  created_at: CreatedAt;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+/** A numbered, immutable release: slug + resolved config + process types. */
+export interface ReleasesTable {
+  id: Generated<string>;
+  app_id: string;
+  version: number;
+  deployment_id: string | null;
+  git_ref: string | null;
+  slug_blob: string;
+  slug_size: number;
+  process_types: ColumnType<Record<string, string>, string, string>;
+  /** Resolved variables as JSON, AES-256-GCM under `key_id` (same format as variables). */
+  config_enc: Buffer;
+  key_id: string;
+  description: string;
+  created_by: string | null;
+  created_at: CreatedAt;
+}
+
+/** Desired amount and size per process type. */
+export interface FormationTable {
+  app_id: string;
+  type: string;
+  amount: number;
+  size: string;
+}
+
+/** A container the platform started (the runtime driver holds its live state). */
+export interface ContainersTable {
+  id: string;
+  app_id: string;
+  release_id: string;
+  type: string;
+  index: number;
+  size: string;
+  port: number | null;
+  /** starting, running, crashed, stopping, stopped. */
+  state: string;
+  restarts: Generated<number>;
+  last_exit: string | null;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
 }

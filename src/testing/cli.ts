@@ -21,7 +21,8 @@ export interface ServerProcess {
 
 /** Starts `quai server` with `env` (QUAI_HOME etc.) and waits for its banner. */
 export async function spawnServer(env: NodeJS.ProcessEnv, args: string[] = []): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [QUAI_BIN, "server", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  // Servers in tests run API-only unless they ask for the runtime (QUAI_RUNTIME=on).
+  const proc = spawn(process.execPath, [QUAI_BIN, "server", ...args], { env: { ...process.env, QUAI_RUNTIME: "off", ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const log: string[] = [];
   createInterface({ input: proc.stderr! }).on("line", (l) => log.push(l));
   const lines = createInterface({ input: proc.stdout! });

@@ -1,0 +1,246 @@
+// Router benchmark: a small node:http backend measured direct, through Quai's NginxRouter, and
+// through a hand-written minimal nginx config (same upstream keep-alive and access logging), in
+// interleaved rounds. The figure that matters is Quai ÷ hand-written nginx (target ≥ 0.95).
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import http from "node:http";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "../src/core/net.ts";
+import { NginxRouter } from "../src/router/nginx.ts";
+import { runLoadInWorker, type LoadResult } from "./load.ts";
+
+/** Knobs of `benchRouter`. */
+export interface RouterBenchOptions {
+  /** Measured requests per variant and round (default 4,000). */
+  requests?: number;
+  /** Unmeasured requests first, each run (default 400). */
+  warmup?: number;
+  /** Concurrent keep-alive clients (default 10). */
+  concurrency?: number;
+  /**
+   * Interleaved rounds (default 10). Short runs, many rounds: on a shared 2-CPU machine the noise
+   * between runs is larger than the difference measured, so ratios are taken within each round
+   * (variants run back to back) and the median of those ratios is reported.
+   */
+  rounds?: number;
+  /** nginx binary (default /usr/sbin/nginx). */
+  nginx?: string;
+  /** Progress lines (default: stderr). */
+  log?: (line: string) => void;
+}
+
+/** One variant's figures (medians over the rounds). */
+export interface RouterBenchRow {
+  name: "direct" | "quai-nginx" | "hand-nginx";
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/** What `benchRouter` measured. */
+export interface RouterBenchResult {
+  rows: RouterBenchRow[];
+  /** Throughput ratios (higher is better) and p99 ratio (lower is better). */
+  ratios: { quaiVsDirect: number; handVsDirect: number; quaiVsHand: number; p99QuaiVsHand: number };
+  /** SIGHUP → live for 5 applies that switch the backend (ms). */
+  reloadLiveMs: number[];
+  target: number;
+  pass: boolean;
+}
+
+const TARGET = 0.95;
+const WORKERS = 2;
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] as number;
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function summarise(r: LoadResult): { rps: number; p50: number; p99: number } {
+  const sorted = [...r.latenciesMs].sort((a, b) => a - b);
+  return { rps: sorted.length / (r.wallMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
+}
+
+/** The comparison point: what an operator would write by hand for one app. */
+function handWrittenConf(dir: string, port: number, backendPort: number): string {
+  return `worker_processes ${WORKERS};
+pid "${dir}/nginx.pid";
+error_log "${dir}/error.log" warn;
+events {
+  worker_connections 4096;
+}
+http {
+  client_body_temp_path "${dir}/client_body";
+  proxy_temp_path "${dir}/proxy";
+  fastcgi_temp_path "${dir}/fastcgi";
+  uwsgi_temp_path "${dir}/uwsgi";
+  scgi_temp_path "${dir}/scgi";
+  log_format bench '$time_iso8601 request_id=$request_id client=$remote_addr method=$request_method path="$request_uri" host=$host status=$status bytes=$body_bytes_sent duration=$request_time upstream="$upstream_addr" upstream_duration="$upstream_response_time"';
+  access_log "${dir}/access.log" bench;
+  upstream backend {
+    server 127.0.0.1:${backendPort};
+    keepalive 16;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`;
+}
+
+async function startHandWritten(nginx: string, dir: string, backendPort: number): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const conf = join(dir, "nginx.conf");
+  await mkdir(dir, { recursive: true });
+  await writeFile(conf, handWrittenConf(dir, port, backendPort));
+  const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"] });
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise<boolean>((r) => {
+      const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {
+        res.resume();
+        res.on("end", () => r(res.statusCode === 200));
+      });
+      req.on("error", () => r(false));
+    });
+    if (up) return { port, child };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  child.kill("SIGKILL");
+  throw new Error("hand-written nginx did not start");
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+/** Runs the router benchmark, prints its table and returns the figures. */
+export async function benchRouter(opts: RouterBenchOptions = {}): Promise<RouterBenchResult> {
+  const requests = opts.requests ?? 4_000;
+  const warmup = opts.warmup ?? 400;
+  const concurrency = opts.concurrency ?? 10;
+  const rounds = opts.rounds ?? 10;
+  const nginx = opts.nginx ?? "/usr/sbin/nginx";
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+
+  const dir = await mkdtemp(join(tmpdir(), "quai-bench-router-"));
+  // nginx workers run as nobody when we are root: they must traverse to their temp directories.
+  await chmod(dir, 0o711);
+  const body = "hello from the backend\n";
+  const backend = http.createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  });
+  backend.keepAliveTimeout = 65_000;
+  backend.listen(0, "127.0.0.1");
+  await once(backend, "listening");
+  const backendPort = (backend.address() as { port: number }).port;
+  const second = http.createServer((_req, res) => res.end(body));
+  second.listen(0, "127.0.0.1");
+  await once(second, "listening");
+  const secondPort = (second.address() as { port: number }).port;
+
+  const router = new NginxRouter({ prefix: join(dir, "quai"), workers: WORKERS, log });
+  let hand: { port: number; child: ChildProcess } | undefined;
+  try {
+    await router.start();
+    // Load tools send Host: 127.0.0.1:<port>, so the bench app claims that hostname.
+    const state = (port: number) => ({
+      domain: "localhost",
+      apps: [{ name: "bench", hostnames: ["127.0.0.1"], backends: [{ host: "127.0.0.1", port }], accessLog: join(dir, "logs", "bench.log") }],
+    });
+    await router.apply(state(backendPort));
+    hand = await startHandWritten(nginx, join(dir, "hand"), backendPort);
+
+    const origins: Record<RouterBenchRow["name"], string> = {
+      direct: `http://127.0.0.1:${backendPort}`,
+      "quai-nginx": `http://127.0.0.1:${router.httpPort}`,
+      "hand-nginx": `http://127.0.0.1:${hand.port}`,
+    };
+    const names = Object.keys(origins) as RouterBenchRow["name"][];
+    const samples = new Map(names.map((n) => [n, [] as { rps: number; p50: number; p99: number }[]]));
+    for (let round = 0; round < rounds; round++) {
+      // Rotate the order each round so no variant always runs first (or on a warmer machine).
+      const order = names.map((_, i) => names[(i + round) % names.length] as RouterBenchRow["name"]);
+      for (const name of order) {
+        const r = await runLoadInWorker({ origin: origins[name], scenario: { kind: "get", path: "/" }, warmup, requests, concurrency });
+        const s = summarise(r);
+        samples.get(name)?.push(s);
+        log(`bench router: round ${round + 1}/${rounds} ${name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99.toFixed(2)} ms`);
+      }
+    }
+    const rows: RouterBenchRow[] = names.map((name) => {
+      const ss = samples.get(name) ?? [];
+      return { name, rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)) };
+    });
+
+    const reloadLiveMs: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await router.apply(state(i % 2 ? backendPort : secondPort));
+      reloadLiveMs.push(router.lastReload?.liveMs ?? NaN);
+    }
+
+    // Paired: the ratio within each round, then the median over rounds.
+    const paired = (a: RouterBenchRow["name"], b: RouterBenchRow["name"], field: "rps" | "p99") => {
+      const sa = samples.get(a) ?? [];
+      const sb = samples.get(b) ?? [];
+      return median(sa.map((s, i) => s[field] / (sb[i]?.[field] ?? NaN)));
+    };
+    const ratios = {
+      quaiVsDirect: paired("quai-nginx", "direct", "rps"),
+      handVsDirect: paired("hand-nginx", "direct", "rps"),
+      quaiVsHand: paired("quai-nginx", "hand-nginx", "rps"),
+      p99QuaiVsHand: paired("quai-nginx", "hand-nginx", "p99"),
+    };
+    const pass = ratios.quaiVsHand >= TARGET;
+    console.log(
+      `\nRouter throughput: ${concurrency} keep-alive clients, ${requests} requests per variant and round after ${warmup} warm-up, ${rounds} interleaved rounds` +
+        `\n(figures: medians over rounds; ratios: median of the ratios within each round);` +
+        `\nnginx ${WORKERS} workers, backend node:http ${process.version} in the bench process, ${cpus().length} CPUs; load generator in a worker thread.\n`,
+    );
+    console.log(
+      table(
+        ["variant", "req/s", "p50 ms", "p99 ms", "req/s × direct"],
+        rows.map((r) => [r.name, r.rps.toFixed(0), r.p50.toFixed(2), r.p99.toFixed(2), `${(r.name === "direct" ? 1 : paired(r.name, "direct", "rps")).toFixed(2)}x`]),
+      ),
+    );
+    console.log(
+      `\nQuai ÷ hand-written nginx: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99` +
+        ` (target ≥ ${TARGET}x req/s: ${pass ? "PASS" : "MISS"}).` +
+        `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
+    );
+    return { rows, ratios, reloadLiveMs, target: TARGET, pass };
+  } finally {
+    await router.stop().catch((err: unknown) => log(`bench router: stopping Quai's nginx: ${(err as Error).message}`));
+    if (hand && hand.child.exitCode === null) {
+      hand.child.kill("SIGQUIT");
+      await once(hand.child, "exit");
+    }
+    backend.closeAllConnections();
+    second.closeAllConnections();
+    backend.close();
+    second.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// `node bench/router.ts` runs it alone; a MISS is reported, not an error (as in bench/run.ts).
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await benchRouter();
+  process.exit(0);
+}

@@ -1,0 +1,75 @@
+# shellcheck shell=bash
+# Output and file helpers shared by the Node.js buildpack's scripts (sourced, not run).
+# Output follows the buildpack convention: "-----> Step", 7-space detail lines, " !     " errors.
+
+topic() { printf -- '-----> %s\n' "$*"; }
+info() { printf '       %s\n' "$*"; }
+# Indents a command's output as detail lines. npm >= 11 warns about npm_config_nodedir, which
+# the build sets for node-gyp's sake, on every run: that line is noise.
+indent() { sed -u -e '/Unknown env config "nodedir"/d' -e 's/^/       /'; }
+warn() { printf ' !     Warning: %s\n' "$*" >&2; }
+# Prints an error (several lines allowed) and stops the build.
+fail() {
+  local first=1 line
+  while IFS= read -r line; do
+    if [[ $first == 1 ]]; then printf '\n !     %s\n' "$line" >&2; first=0; else printf ' !     %s\n' "$line" >&2; fi
+  done <<<"$*"
+  printf '\n' >&2
+  exit 1
+}
+
+now_ms() { local ns; ns="$(date +%s%N)"; printf '%s' "$((ns / 1000000))"; }
+# Seconds elapsed since a now_ms value, e.g. "1.234s".
+elapsed() {
+  local ms=$(($(now_ms) - $1))
+  printf '%d.%03ds' "$((ms / 1000))" "$((ms % 1000))"
+}
+
+# Copies the directory tree SRC into DEST (which must not exist) with hard links when SRC and
+# DEST share a mount, and a plain copy otherwise (link(2) fails with EXDEV across bind mounts).
+# Prints "linked" or "copied".
+copy_tree() {
+  local src="$1" dest="$2"
+  mkdir -p "$dest"
+  if cp -al "$src/." "$dest/" 2>/dev/null; then
+    printf 'linked'
+  else
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    cp -a "$src/." "$dest/"
+    printf 'copied'
+  fi
+}
+
+# Gives FILE an inode of its own, so that an in-place rewrite cannot reach a hard-linked twin.
+detach_file() {
+  local f="$1"
+  [[ -f $f && ! -L $f ]] || return 0
+  cp -p "$f" "$f.quai-detach" && mv -f "$f.quai-detach" "$f"
+}
+
+# Keeps the KEEP most recently used entries of DIR (by mtime) and removes the others.
+keep_newest() {
+  local dir="$1" keep="$2" entry n=0
+  [[ -d $dir ]] || return 0
+  while IFS= read -r entry; do
+    n=$((n + 1))
+    if ((n > keep)); then rm -rf "${dir:?}/$entry"; fi
+  done < <(ls -1t "$dir")
+}
+
+# Exports the app's variables from ENV_DIR (one file per variable), except those that would
+# break the build environment itself.
+export_env_dir() {
+  local env_dir="$1" file name
+  [[ -d $env_dir ]] || return 0
+  for file in "$env_dir"/*; do
+    [[ -f $file ]] || continue
+    name="$(basename "$file")"
+    [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    case "$name" in
+      PATH | HOME | GIT_DIR | CPATH | CPPATH | LD_PRELOAD | LD_LIBRARY_PATH | LIBRARY_PATH | BUILD_DIR | CACHE_DIR | ENV_DIR | QUAI_* | BASH_ENV | ENV | IFS | SHELLOPTS | BASHOPTS) continue ;;
+    esac
+    export "$name=$(cat "$file")"
+  done
+}

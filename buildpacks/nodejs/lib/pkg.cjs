@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+// JSON and semver questions the Node.js buildpack's bash scripts ask (package.json fields,
+// version resolution). CommonJS without dependencies of its own, so that any Node.js >= 12 runs
+// it; semver comes from the system npm (QUAI_SEMVER = path of npm's bundled `semver` module).
+"use strict";
+
+const fs = require("fs");
+
+const [, , cmd, ...args] = process.argv;
+
+function fail(message, code = 1) {
+  process.stderr.write(message + "\n");
+  process.exit(code);
+}
+
+function semver() {
+  const path = process.env.QUAI_SEMVER;
+  if (!path) fail("internal error: QUAI_SEMVER is not set");
+  return require(path);
+}
+
+/** Reads and parses a JSON file; a syntax error names the file and the parser's message. */
+function readJson(file, label) {
+  let text;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    fail(`Cannot read ${label}: ${e.message}`);
+  }
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    let where = "";
+    const pos = /at position (\d+)/.exec(e.message);
+    if (pos && !/line \d+/.test(e.message)) {
+      const before = text.slice(0, Number(pos[1])).split("\n");
+      where = ` (line ${before.length}, column ${before[before.length - 1].length + 1})`;
+    }
+    fail(`${label} is not valid JSON: ${e.message}${where}`);
+  }
+}
+
+function readPackage(file) {
+  const pkg = readJson(file, "package.json");
+  if (pkg === null || typeof pkg !== "object" || Array.isArray(pkg)) fail("package.json must contain a JSON object");
+  return pkg;
+}
+
+function get(obj, dotted) {
+  let v = obj;
+  for (const k of dotted.split(".")) {
+    if (v === null || typeof v !== "object" || !Object.prototype.hasOwnProperty.call(v, k)) return undefined;
+    v = v[k];
+  }
+  return v;
+}
+
+/** Stable JSON: object keys sorted, so that equal content gives equal cache keys. */
+function canonical(v) {
+  if (Array.isArray(v)) return "[" + v.map(canonical).join(",") + "]";
+  if (v !== null && typeof v === "object") {
+    return "{" + Object.keys(v).sort().map((k) => JSON.stringify(k) + ":" + canonical(v[k])).join(",") + "}";
+  }
+  return JSON.stringify(v === undefined ? null : v);
+}
+
+function readStdin() {
+  try {
+    return fs.readFileSync(0, "utf8");
+  } catch {
+    return "";
+  }
+}
+
+/** The versions an `npm view <pkg>@<range> version --json` printed (a string or an array). */
+function versionsFrom(text) {
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return { error: text.trim() || "npm printed nothing" };
+  }
+  if (typeof data === "string") return { versions: [data] };
+  if (Array.isArray(data)) return { versions: data.filter((v) => typeof v === "string") };
+  if (data && typeof data === "object" && data.error) {
+    return { error: data.error.summary || data.error.code || "npm view failed", code: data.error.code };
+  }
+  return { error: "unexpected answer from npm view" };
+}
+
+/** Lines "key=value" for the shell; values never hold a newline. */
+function facts(lines) {
+  return Object.entries(lines).map(([k, v]) => `${k}=${String(v ?? "").replace(/[\r\n]+/g, " ")}\n`).join("");
+}
+
+function stringField(pkg, dotted) {
+  const v = get(pkg, dotted);
+  if (v === undefined || v === null) return "";
+  if (typeof v !== "string") fail(`package.json: "${dotted}" must be a string, got ${JSON.stringify(v)}`);
+  return v.trim();
+}
+
+switch (cmd) {
+  // facts FILE: everything the build needs to know about package.json, in one process start
+  // (a Node.js start costs ~0.1 s: asking field by field made a redeploy a second slower).
+  case "facts": {
+    const pkg = readPackage(args[0]);
+    const pm = get(pkg, "packageManager");
+    let packageManager = "";
+    if (pm !== undefined && pm !== null) {
+      const m = typeof pm === "string" ? /^(npm|yarn|pnpm)@([0-9]+\.[0-9]+\.[0-9]+[0-9A-Za-z.-]*)(\+.*)?$/.exec(pm.trim()) : null;
+      if (!m) fail(`package.json: "packageManager" must look like "pnpm@9.12.0" (npm, yarn or pnpm), got ${JSON.stringify(pm)}`);
+      packageManager = `${m[1]} ${m[2]}`;
+    }
+    const scripts = pkg.scripts && typeof pkg.scripts === "object" ? pkg.scripts : {};
+    const wanted = ["heroku-prebuild", "preinstall", "install", "postinstall", "prepare", "heroku-postbuild", "build", "heroku-cleanup", "start"];
+    const keys = ["dependencies", "devDependencies", "optionalDependencies", "peerDependencies",
+      "bundleDependencies", "bundledDependencies", "overrides", "resolutions", "workspaces", "pnpm"];
+    const picked = {};
+    for (const k of keys) if (pkg[k] !== undefined) picked[k] = pkg[k];
+    process.stdout.write(facts({
+      engines_node: stringField(pkg, "engines.node"),
+      engines_npm: stringField(pkg, "engines.npm"),
+      package_manager: packageManager,
+      workspaces: pkg.workspaces ? 1 : 0,
+      scripts: wanted.filter((n) => typeof scripts[n] === "string").join(" "),
+      deps_hash: require("crypto").createHash("sha256").update(canonical(picked)).digest("hex"),
+    }));
+    break;
+  }
+  // node-choice RANGE VERSION...: the newest platform VERSION in RANGE ("" = any; exit 1 if
+  // none), and whether RANGE is valid at all (exit 2 if not).
+  case "node-choice": {
+    const s = semver();
+    const [range, ...versions] = args;
+    if (range && s.validRange(range) === null) process.exit(2);
+    const valid = versions.filter((v) => s.valid(v));
+    const best = range ? s.maxSatisfying(valid, range) : s.rsort(valid)[0];
+    if (!best) process.exit(1);
+    process.stdout.write(best);
+    break;
+  }
+  // npm-choice NODE_VERSION SYSTEM_NPM_ROOT ENGINES_NPM: "system VERSION" when the system npm
+  // suits this Node.js (and engines.npm), else "fetch SPEC" for the npm to download.
+  case "npm-choice": {
+    const s = semver();
+    const [nodeVersion, npmRoot, enginesNpm] = args;
+    const npmPkg = readJson(npmRoot + "/package.json", "npm's package.json");
+    const runsOnNode = !npmPkg.engines || !npmPkg.engines.node || s.satisfies(nodeVersion, npmPkg.engines.node);
+    if (enginesNpm && s.validRange(enginesNpm) === null) fail(`engines.npm "${enginesNpm}" in package.json is not a semver range.`);
+    if (runsOnNode && (!enginesNpm || s.satisfies(npmPkg.version, enginesNpm))) {
+      process.stdout.write(`system ${npmPkg.version}`);
+    } else if (enginesNpm) {
+      process.stdout.write(`fetch ${enginesNpm}`);
+    } else {
+      const spec = s.gte(nodeVersion, "18.17.0") ? "10" : s.gte(nodeVersion, "14.17.0") ? "9" : s.gte(nodeVersion, "12.13.0") ? "8" : "6";
+      process.stdout.write(`fetch ${spec}`);
+    }
+    break;
+  }
+  // pruned FULL_LOCK PRUNED_LOCK: the package paths (node_modules/...) that `npm prune` removed,
+  // from npm's hidden lockfiles before and after.
+  case "pruned": {
+    const before = readJson(args[0], "node_modules/.package-lock.json").packages || {};
+    const after = readJson(args[1], "node_modules/.package-lock.json").packages || {};
+    const removed = Object.keys(before).filter((k) => k.startsWith("node_modules/") && !(k in after) && !k.split("/").includes(".."));
+    process.stdout.write(removed.map((k) => k + "\n").join(""));
+    break;
+  }
+  // has FILE PATH: exit 0 when the (dotted) field exists and is not null.
+  case "has": {
+    const v = get(readPackage(args[0]), args[1]);
+    process.exit(v === undefined || v === null ? 1 : 0);
+    break;
+  }
+  // pick RANGE < npm-view-json: prints the newest version; exit 2 when nothing matches, 3 when
+  // npm failed otherwise (its message on stderr).
+  case "pick": {
+    const s = semver();
+    const res = versionsFrom(readStdin());
+    if (res.code === "E404") process.exit(2);
+    if (res.error) fail(res.error, 3);
+    const stable = res.versions.filter((v) => s.valid(v) && s.prerelease(v) === null);
+    const pool = stable.length > 0 ? stable : res.versions.filter((v) => s.valid(v));
+    const best = args[0] ? s.maxSatisfying(pool, args[0], { includePrerelease: false }) || s.rsort(pool)[0] : s.rsort(pool)[0];
+    if (!best) process.exit(2);
+    process.stdout.write(best);
+    break;
+  }
+  // majors < npm-view-versions-json: prints the major lines with a stable release ("0.10, ..., 24").
+  case "majors": {
+    const s = semver();
+    const res = versionsFrom(readStdin());
+    if (res.error) fail(res.error, 3);
+    const lines = new Map();
+    for (const v of res.versions) {
+      if (!s.valid(v) || s.prerelease(v) !== null) continue;
+      const line = s.major(v) === 0 ? `0.${s.minor(v)}` : String(s.major(v));
+      const key = s.major(v) * 1000 + (s.major(v) === 0 ? s.minor(v) : 0);
+      lines.set(key, line);
+    }
+    process.stdout.write([...lines.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]).join(", "));
+    break;
+  }
+  default:
+    fail("usage: pkg.cjs facts|node-choice|npm-choice|pick|majors|pruned|has ...");
+}

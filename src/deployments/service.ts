@@ -1,0 +1,258 @@
+// Deployments: records, the per-app queue, and the run of one deployment through the pipeline
+// (receive → build → release → deploy). One deployment runs at a time per app, across every
+// server sharing the database: the queue is the `deployments` table, the lock an advisory lock.
+import { Readable } from "node:stream";
+import { EventEmitter } from "node:events";
+import { sql } from "kysely";
+import type { Actor } from "../auth/service.ts";
+import type { AppRecord } from "../apps/service.ts";
+import { QuaiError } from "../core/errors.ts";
+import { isUuid } from "../core/ids.ts";
+import { BlobTooLarge } from "../blobs/store.ts";
+import { listVariables, resolveVariables } from "../variables/service.ts";
+import type { PipelineContext } from "../pipeline/context.ts";
+import { buildSlug, BuildError } from "../pipeline/build.ts";
+import { createRelease, loadRelease } from "../pipeline/release.ts";
+import { deployRelease, DeployError } from "../pipeline/deploy.ts";
+import type { Supervisor } from "../formation/supervisor.ts";
+import type { DeploymentsTable } from "../store/schema.ts";
+import type { Selectable } from "kysely";
+import { finalStatuses } from "../pipeline/output.ts";
+
+export type DeploymentRow = Selectable<DeploymentsTable>;
+
+/** A git ref as Scalingo shows it: a branch, tag or commit name. Refuses shell syntax and options. */
+export function assertGitRef(ref: string): void {
+  if (ref.length === 0 || ref.length > 255 || ref.startsWith("-") || !/^[A-Za-z0-9._/@+-]+$/.test(ref) || ref.includes("..")) {
+    throw new QuaiError("git_ref_invalid", `git ref ${JSON.stringify(ref)} is not a valid branch, tag or commit name`);
+  }
+}
+
+/** Scalingo's deployment JSON. */
+export function deploymentJson(d: DeploymentRow, apiBase: string, appName: string): Record<string, unknown> {
+  const duration = d.started_at && d.finished_at ? Math.round((d.finished_at.getTime() - d.started_at.getTime()) / 1000) : null;
+  return {
+    id: d.id,
+    app_id: d.app_id,
+    created_at: d.created_at.toISOString(),
+    started_at: d.started_at?.toISOString() ?? null,
+    finished_at: d.finished_at?.toISOString() ?? null,
+    status: d.status,
+    git_ref: d.git_ref,
+    previous_git_ref: d.previous_git_ref,
+    duration,
+    image_size: d.image_size,
+    stack_base_image: "quai-24",
+    source: d.source,
+    error: d.error,
+    pusher: { id: d.pusher_id, email: d.pusher_email, username: d.pusher_username },
+    links: { output: `${apiBase}/v1/apps/${appName}/deployments/${d.id}/output` },
+  };
+}
+
+/** Why a source was given. */
+export interface NewDeployment {
+  source: "git" | "archive" | "rollback";
+  gitRef: string | null;
+  /** The gzipped tarball; for rollbacks, absent. */
+  archive?: Readable;
+  /** Release to redeploy (rollback). */
+  releaseId?: string;
+  postdeploy?: string;
+}
+
+/** The pipeline's front: create, run, cancel, list deployments. */
+export class Deployments {
+  private readonly ctx: PipelineContext;
+  private readonly sup: Supervisor;
+  /** Aborts for deployments running in this process. */
+  private readonly running = new Map<string, AbortController>();
+  private readonly pumping = new Set<string>();
+  private closed = false;
+  private readonly bus = new EventEmitter();
+
+  constructor(ctx: PipelineContext, sup: Supervisor) {
+    this.ctx = ctx;
+    this.sup = sup;
+  }
+
+  /** Marks deployments left mid-way by a dead server as aborted, and resumes queues. */
+  async recover(): Promise<void> {
+    const stale = await this.ctx.db
+      .updateTable("deployments")
+      .set({ status: "aborted", error: "the control plane stopped during this deployment; the previous release kept serving", finished_at: new Date() })
+      .where("status", "in", ["building", "pushing", "starting"])
+      .where(sql<boolean>`pg_try_advisory_lock(hashtext('quai-deploy:' || app_id::text)) AND pg_advisory_unlock(hashtext('quai-deploy:' || app_id::text))`)
+      .returning(["id", "app_id"])
+      .execute();
+    for (const d of stale) {
+      await this.ctx.outputs.append(d.id, "\n !     The control plane stopped during this deployment; it was aborted. The previous release kept serving.\n");
+      this.ctx.outputs.status(d.id, "aborted");
+    }
+    const queued = await this.ctx.db.selectFrom("deployments").select("app_id").distinct().where("status", "=", "queued").execute();
+    for (const q of queued) void this.pump(q.app_id);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const a of this.running.values()) a.abort(new Error("server stopping"));
+  }
+
+  /** Records a deployment (status queued) and starts the app's queue. */
+  async create(actor: Actor, app: AppRecord, input: NewDeployment): Promise<DeploymentRow> {
+    if (input.gitRef !== null) assertGitRef(input.gitRef);
+    let sourceKey: string | null = null;
+    if (input.archive) {
+      try {
+        sourceKey = (await this.ctx.blobs.put(input.archive, { maxBytes: this.ctx.settings.sourceLimitBytes })).key;
+      } catch (err) {
+        if (err instanceof BlobTooLarge) throw new QuaiError("deployment_source_too_large", `the source archive is larger than ${this.ctx.settings.sourceLimitBytes} bytes`);
+        throw err;
+      }
+    }
+    const prev = await this.ctx.db.selectFrom("deployments").select("git_ref").where("app_id", "=", app.id).where("status", "=", "success").orderBy("created_at", "desc").limit(1).executeTakeFirst();
+    const row = await this.ctx.db
+      .insertInto("deployments")
+      .values({ app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    await this.ctx.db.insertInto("events").values({ app_id: app.id, app_name: app.name, user_id: actor.id, user_email: actor.email, user_username: actor.username, type: "deployment", type_data: JSON.stringify({ deployment_id: row.id, git_ref: input.gitRef, source: input.source }) }).execute();
+    this.bus.emit("new", app.id, row.id);
+    this.ctx.outputs.status(row.id, "queued");
+    void this.pump(app.id);
+    return row;
+  }
+
+  /** Calls `fn` for each new deployment; returns the unsubscribe function. */
+  onNew(fn: (appId: string, id: string) => void): () => void {
+    this.bus.on("new", fn);
+    return () => this.bus.off("new", fn);
+  }
+
+  /** Finds a deployment of an app. */
+  async find(appId: string, id: string): Promise<DeploymentRow> {
+    const row = isUuid(id) ? await this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).where("id", "=", id).executeTakeFirst() : undefined;
+    if (!row) throw new QuaiError("deployment_not_found", `no deployment ${id} on this app`);
+    return row;
+  }
+
+  async list(appId: string, page: number, perPage: number): Promise<{ rows: DeploymentRow[]; total: number }> {
+    const rows = await this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).orderBy("created_at", "desc").limit(perPage).offset((page - 1) * perPage).execute();
+    const total = await this.ctx.db.selectFrom("deployments").select(sql<number>`count(*)`.as("n")).where("app_id", "=", appId).executeTakeFirstOrThrow();
+    return { rows, total: Number(total.n) };
+  }
+
+  /** The latest deployment of an app, if any. */
+  async latest(appId: string): Promise<DeploymentRow | undefined> {
+    return this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).orderBy("created_at", "desc").limit(1).executeTakeFirst();
+  }
+
+  /** Cancels a queued or running deployment: it ends `aborted`, the running release keeps serving. */
+  async cancel(actor: Actor, app: AppRecord, id: string): Promise<DeploymentRow> {
+    const d = await this.find(app.id, id);
+    if (finalStatuses.has(d.status)) throw new QuaiError("deployment_finished", `deployment ${id} already ended (${d.status})`);
+    const queued = await this.ctx.db.updateTable("deployments").set({ status: "aborted", error: `cancelled by ${actor.email}`, finished_at: new Date() }).where("id", "=", id).where("status", "=", "queued").returningAll().executeTakeFirst();
+    if (queued) {
+      await this.ctx.outputs.append(id, ` !     Cancelled by ${actor.email} before it started.\n`);
+      this.ctx.outputs.status(id, "aborted");
+      return queued;
+    }
+    await this.ctx.db.updateTable("deployments").set({ cancel_requested: true }).where("id", "=", id).execute();
+    this.running.get(id)?.abort(new CancelledError(`cancelled by ${actor.email}`));
+    return this.find(app.id, id);
+  }
+
+  /**
+   * Runs the app's queued deployments in order while holding the app's advisory lock. The lock is
+   * on a dedicated connection, so it is released if this process dies.
+   */
+  async pump(appId: string): Promise<void> {
+    if (this.pumping.has(appId) || this.closed) return;
+    this.pumping.add(appId);
+    try {
+      for (;;) {
+        const more = await this.ctx.db.connection().execute(async (conn) => {
+          const got = await sql<{ ok: boolean }>`SELECT pg_try_advisory_lock(hashtext(${"quai-deploy:" + appId})) AS ok`.execute(conn);
+          if (!got.rows[0]?.ok) return false;
+          try {
+            for (;;) {
+              if (this.closed) return false;
+              const next = await conn.selectFrom("deployments").selectAll().where("app_id", "=", appId).where("status", "=", "queued").orderBy("created_at").limit(1).executeTakeFirst();
+              if (!next) break;
+              await this.runOne(next);
+            }
+          } finally {
+            await sql`SELECT pg_advisory_unlock(hashtext(${"quai-deploy:" + appId}))`.execute(conn);
+          }
+          // A deployment queued between the last look and the unlock would be stranded: look again.
+          const again = await conn.selectFrom("deployments").select("id").where("app_id", "=", appId).where("status", "=", "queued").limit(1).executeTakeFirst();
+          return again !== undefined;
+        });
+        if (!more) return;
+      }
+    } catch (err) {
+      this.ctx.log(`deployments: queue of app ${appId} failed: ${err instanceof Error ? err.stack : String(err)}`);
+    } finally {
+      this.pumping.delete(appId);
+    }
+  }
+
+  private async setStatus(id: string, status: string, extra: Partial<{ error: string | null; started_at: Date; finished_at: Date; slug_blob: string; image_size: number; release_id: string }> = {}): Promise<void> {
+    await this.ctx.db.updateTable("deployments").set({ status, ...extra }).where("id", "=", id).execute();
+    this.ctx.outputs.status(id, status);
+  }
+
+  /** One deployment, start to end. Never throws: the outcome is the deployment's status. */
+  private async runOne(d: DeploymentRow): Promise<void> {
+    const abort = new AbortController();
+    this.running.set(d.id, abort);
+    const out = (text: string) => void this.ctx.outputs.append(d.id, text);
+    const app = await this.ctx.db.selectFrom("apps").select(["id", "name", "uid"]).where("id", "=", d.app_id).executeTakeFirst();
+    try {
+      if (!app) throw new Error("the app was deleted");
+      await this.setStatus(d.id, "building", { started_at: new Date() });
+      const vars = resolveVariables(await listVariables(this.ctx.db, this.ctx.keyring, { id: app.id } as AppRecord));
+      const env = Object.fromEntries(vars.map((v) => [v.name, v.value]));
+      const actor = d.pusher_email;
+      let release;
+      const rollbackOf = d.rollback_release_id;
+      if (rollbackOf) {
+        const old = await loadRelease(this.ctx.db, this.ctx.keyring, rollbackOf);
+        out(`-----> Rolling back to v${old.version} (${old.gitRef ?? "no git ref"}), with its config\n`);
+        out(`       Databases are not rolled back: a rollback redeploys code and config only.\n`);
+        release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: old.gitRef, slugKey: old.slugKey, slugSize: old.slugSize, processTypes: old.processTypes, config: old.config, description: `Rollback to v${old.version}`, createdBy: actor });
+        await this.setStatus(d.id, "pushing", { slug_blob: old.slugKey, image_size: old.slugSize });
+      } else {
+        if (!d.source_blob) throw new BuildError("the deployment has no source");
+        out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
+        const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env }, out, abort.signal);
+        await this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize });
+        release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: d.git_ref, slugKey: built.slugKey, slugSize: built.slugSize, processTypes: built.processTypes, config: env, description: `Deploy ${d.git_ref ?? "archive"}`, createdBy: actor });
+      }
+      out(`-----> Release v${release.version} created\n`);
+      await this.setStatus(d.id, "starting", { release_id: release.id });
+      if (abort.signal.aborted) throw abort.signal.reason;
+      await deployRelease(this.ctx, this.sup, app, release, out, { postdeploy: d.postdeploy_hook ?? undefined, signal: abort.signal });
+      const now = new Date();
+      await this.ctx.db.updateTable("apps").set({ last_deployed_at: now, last_deployed_by: d.pusher_username, last_deployment_id: d.id }).where("id", "=", app.id).execute();
+      out(`-----> Deployed v${release.version} in ${((now.getTime() - (d.created_at.getTime())) / 1000).toFixed(1)} s\n`);
+      await this.setStatus(d.id, "success", { finished_at: now });
+    } catch (err) {
+      const outcome = abort.signal.aborted ? "aborted" : err instanceof DeployError ? err.outcome : "build-error";
+      const message = abort.signal.aborted ? (abort.signal.reason instanceof Error ? abort.signal.reason.message : "aborted") : err instanceof Error ? err.message : String(err);
+      if (!(err instanceof BuildError) && !(err instanceof DeployError) && !abort.signal.aborted) this.ctx.log(`deployments: ${d.id} failed: ${err instanceof Error ? err.stack : String(err)}`);
+      out(`\n !     ${message.replace(/\n/g, "\n !     ")}\n !     Deployment ${outcome}; the previous release keeps serving.\n`);
+      await this.setStatus(d.id, outcome, { error: message, finished_at: new Date() }).catch(() => {});
+    } finally {
+      this.running.delete(d.id);
+    }
+  }
+
+  /** Reads a Readable fully into an archive stream (for callers holding a Buffer). */
+  static fromBuffer(buf: Buffer): Readable {
+    return Readable.from([buf]);
+  }
+}
+
+/** A deployment cancelled by a user. */
+export class CancelledError extends Error {}

@@ -1,0 +1,238 @@
+// Formation, containers, releases, rollback, logs and one-off runs, in Scalingo's shapes where
+// Scalingo has one (/scale, /containers, /ps, /restart, /logs, /run).
+import type { FastifyPluginAsync } from "fastify";
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { PassThrough } from "node:stream";
+import { WebSocketServer, type WebSocket } from "ws";
+import { appParams } from "../core/http.ts";
+import { QuaiError } from "../core/errors.ts";
+import type { ApiDeps } from "../server/api.ts";
+import { findApp, type AppRecord } from "../apps/service.ts";
+import type { Actor, Authenticator } from "../auth/service.ts";
+import { containerSizes, type ContainerSize } from "../runtime/types.ts";
+import { currentRelease, restart, scale, type ScaleInput } from "./service.ts";
+import { runnableTypes } from "../pipeline/procfile.ts";
+import { findRelease } from "../pipeline/release.ts";
+import { deploymentJson } from "../deployments/service.ts";
+import { matches } from "../logs/store.ts";
+import { recordRun } from "./run.ts";
+
+export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPluginAsync {
+  return async (app) => {
+    const p = deps.pipeline;
+    if (!p) return;
+    const { ctx, supervisor: sup } = p;
+    const ref = (a: AppRecord) => ({ id: a.id, name: a.name, uid: a.uid });
+
+    const formationJson = async (a: AppRecord) => {
+      const release = await currentRelease(ctx, sup, a.id);
+      const rows = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", a.id).orderBy("type").execute();
+      return rows.map((r) => ({ name: r.type, amount: r.amount, size: r.size, command: release?.processTypes[r.type] ?? null }));
+    };
+
+    app.get<{ Params: { app: string } }>("/v1/apps/:app/containers", { schema: { summary: "The formation: amount and size per process type", tags: ["containers"], params: appParams } }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      return { containers: await formationJson(found) };
+    });
+
+    app.post<{ Params: { app: string }; Body: { containers: ScaleInput[] } }>("/v1/apps/:app/scale", {
+      schema: {
+        summary: "Scale process types (amount and size); returns once the new containers serve",
+        tags: ["containers"],
+        params: appParams,
+        body: {
+          type: "object",
+          required: ["containers"],
+          additionalProperties: false,
+          properties: { containers: { type: "array", minItems: 1, items: { type: "object", required: ["name"], additionalProperties: false, properties: { name: { type: "string" }, amount: { type: "integer" }, size: { type: "string" } } } } },
+        },
+      },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const containers = await scale(ctx, sup, ref(found), req.body.containers);
+      await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "scale", type_data: JSON.stringify({ containers: req.body.containers }) }).execute();
+      return reply.code(202).send({ containers });
+    });
+
+    app.get<{ Params: { app: string } }>("/v1/apps/:app/ps", { schema: { summary: "Running containers", tags: ["containers"], params: appParams } }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const rows = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", found.id).orderBy("type").orderBy("index").execute();
+      const release = await currentRelease(ctx, sup, found.id);
+      return {
+        containers: await Promise.all(rows.map(async (c) => {
+          const st = await ctx.runtime.stats(c.id).catch(() => undefined);
+          return { id: c.id, label: `${c.type}-${c.index}`, type: c.type, type_index: c.index, state: c.state, size: c.size, port: c.port, restarts: c.restarts, last_exit: c.last_exit, release: c.release_id === release?.id ? `v${release.version}` : "previous", created_at: c.created_at.toISOString(), memory_bytes: st?.memoryBytes ?? null, memory_limit_bytes: st?.memoryLimitBytes ?? null };
+        })),
+      };
+    });
+
+    app.post<{ Params: { app: string }; Body: { scope?: string[] } | undefined }>("/v1/apps/:app/restart", {
+      schema: { summary: "Rolling restart of all or some process types", tags: ["containers"], params: appParams },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const scope = req.body?.scope ?? [];
+      if (!Array.isArray(scope) || scope.some((s) => typeof s !== "string")) throw new QuaiError("validation_failed", "scope must be a list of process types");
+      await restart(ctx, sup, ref(found), scope);
+      await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "restart", type_data: JSON.stringify({ scope }) }).execute();
+      return reply.code(202).send({ restarted: scope.length ? scope : "all" });
+    });
+
+    app.get<{ Params: { app: string } }>("/v1/apps/:app/releases", { schema: { summary: "Releases, newest first", tags: ["releases"], params: appParams } }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const rows = await ctx.db.selectFrom("releases").select(["id", "version", "git_ref", "description", "created_by", "created_at", "slug_size", "process_types"]).where("app_id", "=", found.id).orderBy("version", "desc").limit(100).execute();
+      return { releases: rows.map((r) => ({ id: r.id, version: r.version, git_ref: r.git_ref, description: r.description, created_by: r.created_by, created_at: r.created_at.toISOString(), slug_size: r.slug_size, process_types: runnableTypes(r.process_types), current: r.id === found.current_release_id })) };
+    });
+
+    app.post<{ Params: { app: string }; Body: { version?: number } | undefined }>("/v1/apps/:app/rollback", {
+      schema: { summary: "Redeploy an earlier release's slug and config (default: the one before the current); databases are not rolled back", tags: ["releases"], params: appParams },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const current = await currentRelease(ctx, sup, found.id);
+      if (!current) throw new QuaiError("no_release", "the app has no release to roll back from");
+      const version = req.body?.version ?? current.version - 1;
+      if (!Number.isInteger(version) || version < 1) throw new QuaiError("release_not_found", "there is no earlier release to roll back to");
+      const target = await findRelease(ctx.db, ctx.keyring, found.id, version);
+      const d = await p.deployments.create(req.actor, found, { source: "rollback", gitRef: target.gitRef, releaseId: target.id });
+      return reply.code(201).send({ deployment: deploymentJson(d, deps.platform().api_url, found.name), release: { version: target.version } });
+    });
+
+    // Logs: Scalingo answers with a logs_url the client then reads; the URL carries a short-lived signed token.
+    const secret = randomBytes(32);
+    const sign = (appId: string, exp: number) => createHmac("sha256", secret).update(`${appId}.${exp}`).digest("base64url");
+    app.get<{ Params: { app: string } }>("/v1/apps/:app/logs", { schema: { summary: "The URL of the app's log stream (valid 1 hour)", tags: ["logs"], params: appParams } }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const exp = Math.floor(Date.now() / 1000) + 3600;
+      return { app: { id: found.id, name: found.name }, logs_url: `${deps.platform().api_url}/v1/apps/${found.name}/logs/stream?token=${exp}.${sign(found.id, exp)}` };
+    });
+
+    app.get<{ Params: { app: string }; Querystring: { token?: string; n?: string; stream?: string; filter?: string } }>("/v1/apps/:app/logs/stream", {
+      config: { public: true },
+      schema: { summary: "Log lines (n, default 100; stream=true follows; filter=web)", tags: ["logs"], params: appParams },
+    }, async (req, reply) => {
+      const found = await ctx.db.selectFrom("apps").select(["id", "name"]).where("name", "=", req.params.app).executeTakeFirst();
+      const [expRaw, sig] = String(req.query.token ?? "").split(".");
+      const exp = Number(expRaw);
+      const good = found && sig && Number.isInteger(exp) && exp > Date.now() / 1000 && timingSafeEqual(Buffer.from(sign(found.id, exp)), Buffer.from(sig.padEnd(43).slice(0, 43)));
+      if (!found || !good) throw new QuaiError("token_invalid", "the logs URL is invalid or expired: ask GET /v1/apps/:app/logs for a new one");
+      const n = Math.min(Math.max(Number(req.query.n ?? 100) || 100, 1), 10_000);
+      const filter = req.query.filter || undefined;
+      await sup.shipLogs();
+      const lines = await sup.logs.tail(found.id, n, filter);
+      if (req.query.stream !== "true") return reply.type("text/plain; charset=utf-8").send(lines.map((l) => l + "\n").join(""));
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
+      res.write(lines.map((l) => l + "\n").join(""));
+      const off = sup.logs.follow(found.id, (text) => {
+        const out = filter ? text.split("\n").filter((l) => l && matches(l, filter)).map((l) => l + "\n").join("") : text;
+        if (out) res.write(out);
+      });
+      res.on("close", off);
+      return reply;
+    });
+
+    // One-off containers. Detached: POST /run with detached=true. Attached: WebSocket /run/attach.
+    const runSchema = {
+      type: "object",
+      required: ["command"],
+      additionalProperties: false,
+      properties: {
+        command: { anyOf: [{ type: "string", minLength: 1 }, { type: "array", minItems: 1, items: { type: "string" } }] },
+        env: { type: "object", additionalProperties: { type: "string" } },
+        size: { type: "string" },
+        detached: { type: "boolean" },
+      },
+    } as const;
+    app.post<{ Params: { app: string }; Body: { command: string | string[]; env?: Record<string, string>; size?: string; detached?: boolean } }>("/v1/apps/:app/run", {
+      schema: { summary: "Start a one-off container (detached; attach through the /run/attach WebSocket)", tags: ["run"], params: appParams, body: runSchema },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const job = await prepareRun(found, req.actor, req.body);
+      const state = await ctx.runtime.start(job.spec);
+      void ctx.runtime.wait(job.spec.id).then(async () => {
+        await sup.shipLogs();
+        await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute();
+        await ctx.runtime.remove(job.spec.id).catch(() => {});
+      });
+      return reply.code(201).send({ container: { id: job.spec.id, label: job.label, type: "one-off", state: state.status, command: job.commandText, size: job.spec.size, created_at: state.startedAt } });
+    });
+
+    const prepareRun = async (found: AppRecord, actor: Actor, body: { command: unknown; env?: Record<string, string>; size?: string }) => {
+      const release = await currentRelease(ctx, sup, found.id);
+      if (!release) throw new QuaiError("no_release", "the app has no release yet: deploy it first, then run commands in it");
+      const argv = typeof body.command === "string" ? ["/quai/bin/launch", "--shell", body.command] : Array.isArray(body.command) && body.command.length > 0 && body.command.every((a) => typeof a === "string") ? ["/quai/bin/launch", ...(body.command as string[])] : undefined;
+      if (!argv || (typeof body.command === "string" && body.command.trim() === "")) throw new QuaiError("run_command_invalid", "the command is empty");
+      const size = (body.size ?? "M") as ContainerSize;
+      if (!(size in containerSizes)) throw new QuaiError("formation_invalid", `unknown size "${body.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
+      for (const k of Object.keys(body.env ?? {})) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new QuaiError("variable_name_invalid", `--env name ${JSON.stringify(k)} is not a valid variable name`);
+      const n = await recordRun(ctx, found, actor, typeof body.command === "string" ? body.command : (body.command as string[]));
+      const id = `${found.name}-one-off-${n}-${randomBytes(3).toString("hex")}`;
+      const spec = await sup.specFor(ref(found), release, id, `one-off-${n}`, size, argv, null, body.env ?? {});
+      await ctx.db.insertInto("containers").values({ id, app_id: found.id, release_id: release.id, type: "one-off", index: n, size, port: null, state: "running" }).execute();
+      return { spec, label: `one-off-${n}`, commandText: typeof body.command === "string" ? body.command : (body.command as string[]).join(" ") };
+    };
+
+    const wss = new WebSocketServer({ noServer: true });
+    app.server.on("upgrade", (req, socket, head) => {
+      const m = /^\/v1\/apps\/([^/?]+)\/run\/attach(?:\?|$)/.exec(req.url ?? "");
+      if (!m) return;
+      wss.handleUpgrade(req, socket, head, (ws) => attach(ws, decodeURIComponent(m[1] as string)));
+    });
+    // Protocol: → {type:"auth",data:{token}}, → {type:"start",command,env,size,tty}, → {type:"stdin",data(base64)} / {type:"eof"};
+    // ← {type:"stdout"|"stderr",data(base64)}, ← {type:"exit",code,signal}.
+    const attach = (ws: WebSocket, appRef: string) => {
+      let stdin: PassThrough | undefined;
+      const abort = new AbortController();
+      ws.on("close", () => abort.abort());
+      let stage = 0;
+      ws.on("message", async (data) => {
+        let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string };
+        try {
+          msg = JSON.parse(String(data)) as typeof msg;
+        } catch {
+          return ws.close(4000, "bad message");
+        }
+        try {
+          if (stage === 0) {
+            stage = 1;
+            const token = (msg.data as { token?: string } | undefined)?.token;
+            if (msg.type !== "auth" || !token) throw new QuaiError("auth_required", "first message must be {type: auth}");
+            const actor = await auth.authenticate(token);
+            const found = await findApp(deps.db, actor, appRef);
+            (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai = { actor, app: found };
+            ws.send(JSON.stringify({ type: "ready" }));
+            return;
+          }
+          if (stage === 1 && msg.type === "start") {
+            stage = 2;
+            // Input may arrive while the container is prepared: buffer it from now on.
+            stdin = new PassThrough();
+            const { actor, app: found } = (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai;
+            const job = await prepareRun(found, actor, { command: msg.command, env: msg.env, size: msg.size });
+            ws.send(JSON.stringify({ type: "started", container: job.label }));
+            const res = await ctx.runtime.exec(job.spec, {
+              stdin,
+              tty: msg.tty === true,
+              signal: abort.signal,
+              onStdout: (b) => ws.send(JSON.stringify({ type: "stdout", data: b.toString("base64") })),
+              onStderr: (b) => ws.send(JSON.stringify({ type: "stderr", data: b.toString("base64") })),
+            });
+            await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute();
+            await sup.destroy(job.spec.id, 0).catch(() => {});
+            ws.send(JSON.stringify({ type: "exit", code: res.exitCode, signal: res.signal, oom: res.oomKilled }));
+            ws.close(1000);
+            return;
+          }
+          if (stage === 2 && msg.type === "stdin" && typeof msg.data === "string") stdin?.write(Buffer.from(msg.data, "base64"));
+          else if (stage === 2 && msg.type === "eof") stdin?.end();
+        } catch (err) {
+          const e = err instanceof QuaiError ? err : new QuaiError("internal_error", "internal error");
+          if (!(err instanceof QuaiError)) ctx.log(`run: ${String(err)}`);
+          ws.send(JSON.stringify({ type: "error", error: e.code, message: e.message }));
+          ws.close(4000, e.code);
+        }
+      });
+    };
+    app.addHook("onClose", async () => wss.close());
+  };
+}

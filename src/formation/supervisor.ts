@@ -1,0 +1,408 @@
+// The supervisor: turns releases and the formation into running containers, keeps them running
+// (restart with backoff, crash visible on the app), tells the router which web containers serve,
+// ships container output to the app's log stream, and re-adopts everything after a restart.
+import { existsSync } from "node:fs";
+import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import { join } from "node:path";
+import { sql } from "kysely";
+import { run } from "../core/run.ts";
+import type { ContainerSize, ContainerSpec, ContainerState } from "../runtime/types.ts";
+import type { RouterDriver, RouterState } from "../router/types.ts";
+import type { PipelineContext } from "../pipeline/context.ts";
+import { loadRelease, type Release } from "../pipeline/release.ts";
+import { unpackSlug } from "../pipeline/build.ts";
+import { AppLogs, SpoolReader, type LogLine } from "../logs/store.ts";
+import type { Selectable } from "kysely";
+import type { ContainersTable } from "../store/schema.ts";
+
+/** A container row. */
+export type ContainerRow = Selectable<ContainersTable>;
+
+/** Minimal app facts the supervisor needs. */
+export interface AppRef {
+  id: string;
+  name: string;
+  uid: number;
+}
+
+/** Ports given to apps: below the ephemeral range (32768–60999), so no outgoing connection holds one. */
+export const appPortRange = { min: 20000, max: 32000 } as const;
+
+/** Supervisor settings. */
+export interface SupervisorOptions {
+  /** SIGTERM → SIGKILL grace when retiring containers (default 30 s). */
+  graceMs: number;
+  /** How long a new web container may take to accept connections. */
+  startTimeoutMs: number;
+  /** Longest backoff between crash restarts. */
+  maxBackoffMs: number;
+}
+
+/** Why a container did not become ready. */
+export type ReadyOutcome = { ok: true } | { ok: false; reason: "crashed" | "timeout"; detail: string };
+
+export class Supervisor {
+  private readonly ctx: PipelineContext;
+  private readonly router: RouterDriver | undefined;
+  readonly logs: AppLogs;
+  private readonly opts: SupervisorOptions;
+  private readonly spools = new SpoolReader();
+  /** Containers whose exit we are waiting for (id → abort of the wait). */
+  private readonly watched = new Map<string, AbortController>();
+  /** Containers being stopped on purpose: their exit is not a crash. */
+  private readonly stopping = new Set<string>();
+  private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  private shipTimer: NodeJS.Timeout | undefined;
+  private routerChain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(ctx: PipelineContext, router: RouterDriver | undefined, logs: AppLogs, opts: Partial<SupervisorOptions> = {}) {
+    this.ctx = ctx;
+    this.router = router;
+    this.logs = logs;
+    this.opts = { graceMs: opts.graceMs ?? 30_000, startTimeoutMs: opts.startTimeoutMs ?? 60_000, maxBackoffMs: opts.maxBackoffMs ?? 60_000 };
+  }
+
+  /** Re-adopts containers started by an earlier control plane; restarts the ones that died meanwhile. */
+  async recover(): Promise<void> {
+    const rows = await this.ctx.db.selectFrom("containers").selectAll().execute();
+    for (const c of rows) {
+      const spec = await this.readSpec(c.id);
+      if (!spec) {
+        await this.ctx.db.deleteFrom("containers").where("id", "=", c.id).execute();
+        continue;
+      }
+      const state = await this.ctx.runtime.recover(spec).catch(() => undefined);
+      if (c.state === "starting") {
+        // A deployment was cut short by the restart; its pipeline record says so. Drop its containers.
+        await this.destroy(c.id, 1000);
+        continue;
+      }
+      if (state?.status === "running") {
+        this.watch(c);
+      } else if (c.state === "running" || c.state === "crashed") {
+        await this.onExit(c.id, state);
+      } else {
+        await this.destroy(c.id, 0);
+      }
+    }
+    this.shipTimer = setInterval(() => void this.shipLogs(), 250);
+    await this.syncRouter();
+  }
+
+  /** Stops watching (containers keep running: they outlive the control plane). */
+  close(): void {
+    this.closed = true;
+    if (this.shipTimer) clearInterval(this.shipTimer);
+    for (const t of this.restartTimers.values()) clearTimeout(t);
+    for (const a of this.watched.values()) a.abort();
+    this.watched.clear();
+  }
+
+  /** Directory of the container's files (spec, /app copy, spool). */
+  private dir(id: string): string {
+    return join(this.ctx.paths.containers, id);
+  }
+
+  private async readSpec(id: string): Promise<ContainerSpec | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.dir(id), "spec.json"), "utf8")) as ContainerSpec;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The environment a container of `release` sees. */
+  containerEnv(app: AppRef, release: Release, name: string, size: ContainerSize, port: number | null): Record<string, string> {
+    return {
+      ...release.config,
+      PATH: "/usr/local/bin:/usr/bin:/bin",
+      HOME: "/app",
+      LANG: release.config.LANG ?? "C.UTF-8",
+      APP: app.name,
+      CONTAINER: name,
+      CONTAINER_SIZE: size,
+      CONTAINER_VERSION: `v${release.version}`,
+      SOURCE_VERSION: release.gitRef ?? "",
+      ...(port !== null ? { PORT: String(port) } : {}),
+    };
+  }
+
+  /** Prepares /app for a container: a hard-linked copy of the slug whose directories it owns. */
+  async prepareAppDir(app: AppRef, release: Release, dir: string): Promise<string> {
+    const slugDir = join(this.ctx.paths.slugs, release.slugKey);
+    if (!existsSync(slugDir)) await unpackSlug(this.ctx, release.slugKey, slugDir);
+    const appDir = join(dir, "app");
+    await rm(appDir, { recursive: true, force: true });
+    const cp = await run("cp", ["-al", "--", slugDir, appDir]);
+    if (cp.code !== 0) throw new Error(`copying the slug failed: ${cp.stderr.trim()}`);
+    // Directories become the app's (it may add files); files stay root's (shared with the slug).
+    const chownDirs = await run("find", [appDir, "-type", "d", "-exec", "chown", `${app.uid}:${app.uid}`, "{}", "+"]);
+    if (chownDirs.code !== 0) throw new Error(`preparing /app failed: ${chownDirs.stderr.trim()}`);
+    return appDir;
+  }
+
+  /** A spec for a container or one-off of `release`. */
+  async specFor(app: AppRef, release: Release, id: string, name: string, size: ContainerSize, command: string[], port: number | null, extraEnv: Record<string, string> = {}): Promise<ContainerSpec> {
+    const dir = this.dir(id);
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    const appDir = await this.prepareAppDir(app, release, dir);
+    const tmp = join(dir, "tmp");
+    await mkdir(tmp, { mode: 0o700 }).catch(() => {});
+    await chown(tmp, app.uid, app.uid);
+    return {
+      id,
+      app: app.name,
+      uid: app.uid,
+      gid: app.uid,
+      appDir,
+      appWritable: true,
+      binds: [
+        { source: this.ctx.paths.bin, target: "/quai/bin", writable: false },
+        // Language runtimes of the stack (slugs may link to them, as the Node.js buildpack does).
+        { source: this.ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
+      ],
+      command,
+      env: { ...this.containerEnv(app, release, name, size, port), ...extraEnv },
+      cwd: "/app",
+      size,
+      network: "host",
+      logFile: join(dir, "output.log"),
+    };
+  }
+
+  /** Starts one container of a process type; it is not routed until its release is switched to. */
+  async startContainer(app: AppRef, release: Release, type: string, index: number, size: ContainerSize): Promise<ContainerRow> {
+    const command = release.processTypes[type];
+    if (!command) throw new Error(`release v${release.version} has no process type ${type}`);
+    const id = `${app.name}-${type}-${index}-${Math.random().toString(36).slice(2, 8)}`;
+    const port = await this.allocatePort(app, release, id, type, index, size);
+    const spec = await this.specFor(app, release, id, `${type}-${index}`, size, ["/quai/bin/launch", "--shell", command], port);
+    await writeFile(join(this.dir(id), "spec.json"), JSON.stringify(spec), { mode: 0o600 });
+    await this.ctx.runtime.start(spec);
+    const row = await this.ctx.db.selectFrom("containers").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+    this.watch(row);
+    return row;
+  }
+
+  /** Reserves a free port (unique in the table, and free on the host) with the container's row. */
+  private async allocatePort(app: AppRef, release: Release, id: string, type: string, index: number, size: ContainerSize): Promise<number> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = appPortRange.min + Math.floor(Math.random() * (appPortRange.max - appPortRange.min));
+      if (!(await portFree(port))) continue;
+      const res = await sql`INSERT INTO containers (id, app_id, release_id, type, index, size, port, state) VALUES (${id}, ${app.id}, ${release.id}, ${type}, ${index}, ${size}, ${port}, 'starting') ON CONFLICT DO NOTHING`.execute(this.ctx.db);
+      if (Number(res.numAffectedRows ?? 0) === 1) return port;
+    }
+    throw new Error("no free port for the container");
+  }
+
+  /** Waits until the container accepts TCP connections on its port, or exits, or the timeout passes. */
+  async waitReady(c: ContainerRow, timeoutMs = this.opts.startTimeoutMs): Promise<ReadyOutcome> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const state = await this.ctx.runtime.inspect(c.id);
+      if (!state || state.status !== "running") return { ok: false, reason: "crashed", detail: exitText(state) };
+      if (c.port === null) {
+        // Not a web process: ready if it stays up for a moment.
+        if (Date.now() > deadline - timeoutMs + 1500) return { ok: true };
+      } else if (await canConnect(c.port)) {
+        return { ok: true };
+      }
+      if (Date.now() > deadline) return { ok: false, reason: "timeout", detail: `did not accept connections on $PORT within ${Math.round(timeoutMs / 1000)} s` };
+      await sleep(50);
+    }
+  }
+
+  /** Follows a container's exit; an exit nobody asked for is a crash. */
+  private watch(c: ContainerRow): void {
+    if (this.watched.has(c.id)) return;
+    const abort = new AbortController();
+    this.watched.set(c.id, abort);
+    this.ctx.runtime.wait(c.id, abort.signal).then(
+      (state) => {
+        this.watched.delete(c.id);
+        if (!abort.signal.aborted && !this.closed) void this.onExit(c.id, state);
+      },
+      () => this.watched.delete(c.id),
+    );
+  }
+
+  private async onExit(id: string, state: ContainerState | undefined): Promise<void> {
+    if (this.stopping.has(id) || this.closed) return;
+    const c = await this.ctx.db.selectFrom("containers").selectAll().where("id", "=", id).executeTakeFirst();
+    if (!c || c.state === "stopping") return;
+    await this.shipLogs();
+    const exit = exitText(state);
+    if (c.state === "starting") {
+      // The deployment waiting on it reports the crash.
+      await this.ctx.db.updateTable("containers").set({ state: "crashed", last_exit: exit, updated_at: new Date() }).where("id", "=", id).execute();
+      return;
+    }
+    const restarts = c.restarts + 1;
+    const ranLong = state?.finishedAt && Date.parse(state.finishedAt) - c.updated_at.getTime() > 60_000;
+    const delay = ranLong ? 1000 : Math.min(this.opts.maxBackoffMs, 1000 * 2 ** Math.min(c.restarts, 6));
+    await this.ctx.db.updateTable("containers").set({ state: "crashed", restarts, last_exit: exit, updated_at: new Date() }).where("id", "=", id).execute();
+    await this.ctx.db.updateTable("apps").set({ status: "crashed" }).where("id", "=", c.app_id).execute();
+    const app = await this.ctx.db.selectFrom("apps").select(["id", "name"]).where("id", "=", c.app_id).executeTakeFirst();
+    if (app) {
+      await this.logs.append(app.id, [{ at: new Date(), source: `${c.type}-${c.index}`, text: `container exited (${exit}); restart #${restarts} in ${Math.round(delay / 1000)} s` }]);
+      await this.ctx.db.insertInto("events").values({ app_id: app.id, app_name: app.name, user_id: null, user_email: null, user_username: null, type: "crash", type_data: JSON.stringify({ container: `${c.type}-${c.index}`, exit, restarts }) }).execute();
+    }
+    await this.syncRouter();
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(id);
+      void this.restartInPlace(id).catch((err: unknown) => this.ctx.log(`supervisor: restart of ${id} failed: ${String(err)}`));
+    }, delay);
+    timer.unref();
+    this.restartTimers.set(id, timer);
+  }
+
+  /** Starts a crashed container again with the same spec (same name, port and files). */
+  private async restartInPlace(id: string): Promise<void> {
+    if (this.closed) return;
+    const c = await this.ctx.db.selectFrom("containers").selectAll().where("id", "=", id).executeTakeFirst();
+    const spec = await this.readSpec(id);
+    if (!c || !spec || c.state !== "crashed") return;
+    await this.ctx.runtime.remove(id).catch(() => {});
+    await this.ctx.runtime.start(spec);
+    await this.ctx.db.updateTable("containers").set({ state: "running", updated_at: new Date() }).where("id", "=", id).execute();
+    this.watch(c);
+    if (c.port !== null) {
+      const ready = await this.waitReady(c, this.opts.startTimeoutMs);
+      if (!ready.ok) return;
+    }
+    const crashed = await this.ctx.db.selectFrom("containers").select("id").where("app_id", "=", c.app_id).where("state", "=", "crashed").executeTakeFirst();
+    if (!crashed) await this.ctx.db.updateTable("apps").set({ status: "running" }).where("id", "=", c.app_id).where("status", "=", "crashed").execute();
+    await this.syncRouter();
+  }
+
+  /** Marks containers as serving (after a deployment's switch). */
+  async markRunning(ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.ctx.db.updateTable("containers").set({ state: "running", updated_at: new Date() }).where("id", "in", ids).execute();
+  }
+
+  /** Stops a container (SIGTERM, then SIGKILL after `graceMs`) and forgets it. */
+  async destroy(id: string, graceMs = this.opts.graceMs): Promise<void> {
+    this.stopping.add(id);
+    const timer = this.restartTimers.get(id);
+    if (timer) clearTimeout(timer);
+    try {
+      await this.ctx.db.updateTable("containers").set({ state: "stopping", updated_at: new Date() }).where("id", "=", id).execute();
+      this.watched.get(id)?.abort();
+      await this.ctx.runtime.stop(id, graceMs).catch(() => {});
+      await this.shipLogs();
+      await this.ctx.runtime.remove(id).catch(() => {});
+      await this.ctx.db.deleteFrom("containers").where("id", "=", id).execute();
+      this.spools.forget(join(this.dir(id), "output.log"));
+      await rm(this.dir(id), { recursive: true, force: true });
+    } finally {
+      this.stopping.delete(id);
+    }
+  }
+
+  /**
+   * Retires containers after the router stopped sending them traffic: waits (up to `graceMs`)
+   * for connections to their port to end, so in-flight requests finish, then stops them.
+   */
+  async retire(rows: ContainerRow[]): Promise<void> {
+    await Promise.all(rows.map(async (c) => {
+      if (c.port !== null) {
+        const until = Date.now() + Math.min(this.opts.graceMs, 10_000);
+        while (Date.now() < until && (await hasEstablished(c.port))) await sleep(50);
+      }
+      await this.destroy(c.id);
+    }));
+  }
+
+  /** Renders the routing table from the store and applies it (serialised, last state wins). */
+  syncRouter(): Promise<void> {
+    const router = this.router;
+    if (!router) return Promise.resolve();
+    const next = this.routerChain.then(async () => {
+      const rows = await sql<{ name: string; id: string; port: number | null }>`
+        SELECT a.name, a.id, c.port FROM apps a
+        LEFT JOIN containers c ON c.app_id = a.id AND c.release_id = a.current_release_id AND c.type = 'web' AND c.state = 'running'
+        ORDER BY a.name, c.port`.execute(this.ctx.db);
+      const apps = new Map<string, RouterState["apps"][number]>();
+      for (const r of rows.rows) {
+        let a = apps.get(r.id);
+        if (!a) apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`) }));
+        if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
+      }
+      await router.apply({ domain: this.ctx.settings.domain, apps: [...apps.values()] });
+    });
+    this.routerChain = next.catch((err: unknown) => this.ctx.log(`router: ${String(err)}`));
+    return next;
+  }
+
+  /** Moves new container output and router access lines into the apps' log streams. */
+  async shipLogs(): Promise<void> {
+    const rows = await this.ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index"]).execute().catch(() => []);
+    for (const c of rows) {
+      const text = await this.spools.drain(join(this.dir(c.id), "output.log"));
+      if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
+    }
+    const routerDir = join(this.ctx.paths.logs, "router");
+    for (const f of await readdir(routerDir).catch(() => [] as string[])) {
+      if (!f.endsWith(".log")) continue;
+      const text = await this.spools.drain(join(routerDir, f));
+      if (text) await this.logs.append(f.slice(0, -4), toLines(text, "router"));
+    }
+  }
+
+  /** Loads a release (for callers outside the pipeline). */
+  release(id: string): Promise<Release> {
+    return loadRelease(this.ctx.db, this.ctx.keyring, id);
+  }
+}
+
+function toLines(text: string, source: string): LogLine[] {
+  const at = new Date();
+  return text.split("\n").filter((l) => l !== "").map((l) => ({ at, source, text: l }));
+}
+
+/** "exit code 1", "killed by SIGKILL (out of memory)", ... */
+export function exitText(state: ContainerState | undefined): string {
+  if (!state) return "lost";
+  if (state.oomKilled) return "out of memory (killed)";
+  if (state.signal) return `killed by ${state.signal}`;
+  if (state.exitCode !== undefined && state.exitCode !== null) return `exit code ${state.exitCode}`;
+  return state.status;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: "127.0.0.1", port });
+    s.once("connect", () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once("error", () => resolve(false));
+  });
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen({ host: "127.0.0.1", port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** Whether a TCP connection to 127.0.0.1:`port` is established (from /proc/net/tcp). */
+async function hasEstablished(port: number): Promise<boolean> {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const text = await readFile("/proc/net/tcp", "utf8").catch(() => "");
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    // local_address is f[1] ("0100007F:4E20"), state f[3] ("01" = ESTABLISHED)
+    if (f[1]?.endsWith(`:${hex}`) && f[3] === "01") return true;
+  }
+  return false;
+}

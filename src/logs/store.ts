@@ -1,0 +1,137 @@
+// Per-app log streams: container output, router access lines and deployment events, one line
+// each with a timestamp and a source, in a bounded file per app (current + one rotated file).
+import { EventEmitter } from "node:events";
+import { appendFile, mkdir, readFile, rename, stat, open, truncate, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+/** One log line. */
+export interface LogLine {
+  at: Date;
+  /** web-1, worker-1, one-off-3, router, deploy */
+  source: string;
+  text: string;
+}
+
+/** Formats a line as `quai logs` and the API show it. */
+export function formatLine(l: LogLine): string {
+  return `${l.at.toISOString()} [${l.source}] ${l.text}`;
+}
+
+/** Bounded per-app log files with live followers. */
+export class AppLogs {
+  private readonly dir: string;
+  private readonly maxBytes: number;
+  private readonly bus = new EventEmitter();
+  private readonly chains = new Map<string, Promise<void>>();
+
+  /** `maxBytes` per app, split over the current and one rotated file. */
+  constructor(dir: string, maxBytes: number) {
+    this.dir = dir;
+    this.maxBytes = maxBytes;
+    this.bus.setMaxListeners(0);
+  }
+
+  private file(appId: string): string {
+    return join(this.dir, `${appId}.log`);
+  }
+
+  /** Appends lines to an app's stream. */
+  append(appId: string, lines: LogLine[]): Promise<void> {
+    if (lines.length === 0) return Promise.resolve();
+    const text = lines.map((l) => formatLine(l) + "\n").join("");
+    this.bus.emit(appId, text);
+    const prev = this.chains.get(appId) ?? mkdir(this.dir, { recursive: true, mode: 0o700 }).then(() => {});
+    const next = prev.then(() => this.write(appId, text)).catch(() => {});
+    this.chains.set(appId, next);
+    return next;
+  }
+
+  private async write(appId: string, text: string): Promise<void> {
+    const file = this.file(appId);
+    await appendFile(file, text, { mode: 0o600 });
+    const size = (await stat(file)).size;
+    if (size > this.maxBytes / 2) await rename(file, `${file}.1`);
+  }
+
+  /** The last `n` lines (optionally only those whose source starts with `filter`). */
+  async tail(appId: string, n: number, filter?: string): Promise<string[]> {
+    await this.chains.get(appId);
+    let text = "";
+    for (const f of [`${this.file(appId)}.1`, this.file(appId)]) {
+      try {
+        text += await readFile(f, "utf8");
+      } catch {
+        // not there yet
+      }
+    }
+    let lines = text.split("\n").filter((l) => l !== "");
+    if (filter) lines = lines.filter((l) => matches(l, filter));
+    return lines.slice(-n);
+  }
+
+  /** Calls `fn` with each new chunk of lines; returns the unsubscribe function. */
+  follow(appId: string, fn: (text: string) => void): () => void {
+    this.bus.on(appId, fn);
+    return () => this.bus.off(appId, fn);
+  }
+}
+
+/** Whether a formatted line comes from a source starting with `filter` (`web` matches web-1, web-2). */
+export function matches(line: string, filter: string): boolean {
+  const m = /^\S+ \[([^\]]+)\]/.exec(line);
+  return !!m && (m[1] === filter || (m[1] as string).startsWith(`${filter}-`));
+}
+
+/**
+ * Reads what containers append to their spool files, from a saved offset (kept beside the spool,
+ * so a restarted control plane resumes where the last one stopped: lines written while it was
+ * down are shipped then). A spool is emptied once read past `truncateAt`; the container keeps its
+ * O_APPEND descriptor, so it goes on writing at the new end.
+ */
+export class SpoolReader {
+  private readonly offsets = new Map<string, number>();
+  private readonly truncateAt: number;
+
+  constructor(truncateAt = 4 * 1024 * 1024) {
+    this.truncateAt = truncateAt;
+  }
+
+  /** Complete lines written since the last call. */
+  async drain(file: string): Promise<string> {
+    let offset = this.offsets.get(file);
+    if (offset === undefined) {
+      offset = Number(await readFile(`${file}.offset`, "utf8").catch(() => "0")) || 0;
+    }
+    let fh;
+    try {
+      fh = await open(file, "r");
+    } catch {
+      return "";
+    }
+    try {
+      const { size } = await fh.stat();
+      if (size < offset) offset = 0;
+      if (size === offset) return "";
+      const buf = Buffer.alloc(Math.min(size - offset, 1024 * 1024));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      const chunk = buf.subarray(0, bytesRead);
+      const lastNl = chunk.lastIndexOf(10);
+      // A partial line waits for its end, unless it is huge.
+      const end = lastNl < 0 ? (chunk.length >= 64 * 1024 ? chunk.length : 0) : lastNl + 1;
+      offset += end;
+      if (offset >= this.truncateAt && offset === size) {
+        await truncate(file, 0);
+        offset = 0;
+      }
+      this.offsets.set(file, offset);
+      await writeFile(`${file}.offset`, String(offset));
+      return chunk.subarray(0, end).toString("utf8");
+    } finally {
+      await fh.close();
+    }
+  }
+
+  forget(file: string): void {
+    this.offsets.delete(file);
+  }
+}

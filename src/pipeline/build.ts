@@ -1,0 +1,333 @@
+// Build: a source archive becomes a slug. The source is unpacked as the app's uid, buildpacks
+// are chosen (.buildpacks, BUILDPACK_URL, else detection over the built-ins) and run with the
+// Heroku buildpack API inside the sandbox, and the result is packed into a content-addressed slug.
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { createGzip } from "node:zlib";
+import { run } from "../core/run.ts";
+import type { ContainerSpec } from "../runtime/types.ts";
+import type { PipelineContext } from "./context.ts";
+import { parseProcfile, parseReleaseYaml, runnableTypes, type ProcessTypes } from "./procfile.ts";
+
+/** A build failure: the deployment ends `build-error` with this message. */
+export class BuildError extends Error {}
+
+/** The built-in buildpacks, in detection order, and what each looks for. */
+export const builtinBuildpacks = [
+  { name: "nodejs", title: "Node.js", looksFor: "package.json" },
+  { name: "php", title: "PHP", looksFor: "composer.json or index.php" },
+  { name: "python", title: "Python", looksFor: "requirements.txt, setup.py, pyproject.toml or Pipfile" },
+  { name: "static", title: "Static site", looksFor: "index.html (at the root, in public/ or dist/) or static.json" },
+  { name: "procfile", title: "Procfile", looksFor: "a Procfile" },
+] as const;
+
+/** A buildpack chosen for a build: a directory on the host the app's uid can read. */
+interface Buildpack {
+  label: string;
+  dir: string;
+}
+
+/** What a successful build leaves. */
+export interface BuildResult {
+  slugKey: string;
+  slugSize: number;
+  /** The unpacked slug (root-owned), reused by containers. */
+  slugDir: string;
+  processTypes: ProcessTypes;
+}
+
+/** Input of a build. */
+export interface BuildJob {
+  deploymentId: string;
+  app: { id: string; name: string; uid: number };
+  sourceKey: string;
+  gitRef: string | null;
+  /** The app's variables, references resolved: written to ENV_DIR, never on a command line. */
+  env: Record<string, string>;
+}
+
+const shellish = /[\s;&|`$<>()\\'"*?[\]{}!#~]/;
+
+/** Maps well-known Heroku and Scalingo buildpack URLs to the built-in that does the same job. */
+export function builtinForUrl(url: string): string | undefined {
+  const m = /(?:^|\/)(?:heroku-buildpack-(nodejs|php|python|static)|(nodejs|php|python|static)-buildpack)(?:\.git)?(?:#.*)?$/.exec(url.trim());
+  return m ? (m[1] ?? m[2]) : undefined;
+}
+
+/**
+ * Parses one `.buildpacks` line or a BUILDPACK_URL: a built-in name, a known URL, a git URL
+ * (`https://`, `http://`, `git://`, `file://`, optional `#ref`), or an absolute path on the host.
+ */
+export function parseBuildpackRef(line: string, where: string): { builtin: string } | { git: string; ref?: string } | { path: string } {
+  const v = line.trim();
+  if (builtinBuildpacks.some((b) => b.name === v)) return { builtin: v };
+  const builtin = builtinForUrl(v);
+  if (builtin) return { builtin };
+  if (/^(https?|git|file):\/\/[^\s]+$/.test(v) && !v.startsWith("-")) {
+    const [url, ref] = v.split("#", 2) as [string, string | undefined];
+    if (ref !== undefined && (ref === "" || ref.startsWith("-") || shellish.test(ref))) throw new BuildError(`${where}: "${ref}" is not a valid git ref`);
+    return ref ? { git: url, ref } : { git: url };
+  }
+  if (v.startsWith("/") && !/[\0\n]/.test(v)) return { path: v };
+  throw new BuildError(`${where} is not a buildpack: ${JSON.stringify(v)} (expected an https:// or git:// URL, an absolute path, or one of ${builtinBuildpacks.map((b) => b.name).join(", ")})`);
+}
+
+/** Runs the whole build; throws `BuildError` (or an abort) on failure. */
+export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text: string) => void, signal: AbortSignal): Promise<BuildResult> {
+  const deadline = Date.now() + ctx.settings.buildTimeoutMs;
+  const work = join(ctx.paths.builds, job.deploymentId);
+  const uid = job.app.uid;
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true, mode: 0o711 });
+  // One directory holds the app and its cache, mounted once at /quai/build, with /app and /cache
+  // linked into it: hard links between the two (node_modules reuse) then work.
+  const box = join(work, "box");
+  const cacheDir = join(ctx.paths.caches, job.app.id);
+  const boxCache = join(box, "cache");
+  try {
+    await mkdir(box, { mode: 0o700 });
+    await chown(box, uid, uid);
+    const src = join(box, "src");
+    await mkdir(src, { mode: 0o700 });
+    await chown(src, uid, uid);
+    await unpackSource(ctx, job.sourceKey, src, uid);
+    const appDir = join(box, "app");
+    await rename(await singleTopFolder(src), appDir);
+    await rm(src, { recursive: true, force: true });
+
+    if (existsSync(cacheDir)) await rename(cacheDir, boxCache);
+    else {
+      await mkdir(boxCache, { mode: 0o700 });
+      await chown(boxCache, uid, uid);
+    }
+    const envDir = join(work, "env");
+    await mkdir(envDir, { mode: 0o700 });
+    for (const [name, value] of Object.entries(job.env)) await writeFile(join(envDir, name), value, { mode: 0o400 });
+    await chownTree(envDir, uid);
+    await chmod(envDir, 0o500);
+
+    const sandbox = (buildpackDir: string, command: string[], id: string): ContainerSpec => ({
+      id: `build-${job.deploymentId.slice(0, 8)}-${id}`,
+      app: job.app.name,
+      uid,
+      gid: uid,
+      appDir: box,
+      appMount: "/quai/build",
+      symlinks: [
+        { link: "/app", target: "/quai/build/app" },
+        { link: "/cache", target: "/quai/build/cache" },
+      ],
+      appWritable: true,
+      binds: [
+        { source: envDir, target: "/env", writable: false },
+        { source: buildpackDir, target: "/buildpack", writable: false },
+        { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
+      ],
+      command,
+      env: {
+        PATH: "/usr/local/bin:/usr/bin:/bin",
+        HOME: "/app",
+        LANG: "C.UTF-8",
+        APP: job.app.name,
+        STACK: "quai-24",
+        SOURCE_VERSION: job.gitRef ?? "",
+        BUILD_DIR: "/app",
+        CACHE_DIR: "/cache",
+        ENV_DIR: "/env",
+      },
+      cwd: "/app",
+      size: ctx.settings.buildSize,
+      network: "host",
+      logFile: "/dev/null",
+    });
+    const exec = async (bp: Buildpack, step: string, args: string[], onOut: (t: string) => void) => {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s`);
+      const res = await ctx.runtime.exec(sandbox(bp.dir, [`/buildpack/bin/${step}`, ...args], step), {
+        onStdout: (b) => onOut(b.toString("utf8")),
+        onStderr: (b) => onOut(b.toString("utf8")),
+        signal,
+        timeoutMs: left,
+      });
+      if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error("aborted");
+      if (Date.now() >= deadline) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s (${bp.label} ${step} was stopped)`);
+      if (res.oomKilled) throw new BuildError(`${bp.label} ${step} ran out of memory (build limit ${ctx.settings.buildSize}) and was killed`);
+      return res.exitCode;
+    };
+
+    const chosen = await chooseBuildpacks(ctx, appDir, job.env, work, uid, out);
+    let buildpacks: Buildpack[];
+    if (chosen) {
+      buildpacks = chosen;
+    } else {
+      buildpacks = [];
+      for (const b of builtinBuildpacks) {
+        const bp = { label: b.title, dir: join(ctx.paths.buildpacks, b.name) };
+        let said = "";
+        const code = await exec(bp, "detect", ["/app"], (t) => (said += t));
+        if (code === 0) {
+          out(`-----> ${said.trim() || b.title} app detected\n`);
+          buildpacks = [bp];
+          break;
+        }
+      }
+      if (buildpacks.length === 0) {
+        const tried = builtinBuildpacks.map((b) => `       ${b.title}: looks for ${b.looksFor}`).join("\n");
+        throw new BuildError(`No buildpack could build this app. Tried, in order:\n${tried}\n       Add a Procfile, a .buildpacks file or a BUILDPACK_URL variable.`);
+      }
+    }
+
+    let types: ProcessTypes = {};
+    for (const bp of buildpacks) {
+      if (buildpacks.length > 1) out(`-----> Running buildpack ${bp.label}\n`);
+      const code = await exec(bp, "compile", ["/app", "/cache", "/env"], out);
+      if (code !== 0) throw new BuildError(`${bp.label} failed (bin/compile exited with ${code ?? "a signal"})`);
+      if (existsSync(join(bp.dir, "bin", "release"))) {
+        let yaml = "";
+        const rc = await exec(bp, "release", ["/app"], (t) => (yaml += t));
+        if (rc !== 0) throw new BuildError(`${bp.label} failed (bin/release exited with ${rc ?? "a signal"})`);
+        types = { ...types, ...parseReleaseYaml(yaml) };
+      }
+    }
+    const procfile = join(appDir, "Procfile");
+    if (existsSync(procfile)) {
+      try {
+        types = { ...types, ...parseProcfile(await readFile(procfile, "utf8")) };
+      } catch (err) {
+        throw new BuildError(err instanceof Error ? err.message : String(err));
+      }
+    }
+    if (runnableTypes(types).length === 0) {
+      throw new BuildError("No process to run: the app has no Procfile and no buildpack gave a default web process. Add a Procfile (web: <command>).");
+    }
+    out(`-----> Discovering process types\n       Procfile declares types -> ${runnableTypes(types).join(", ")}${types.postdeploy ? " (and a postdeploy hook)" : ""}\n`);
+
+    out("-----> Compressing the slug\n");
+    // The slug belongs to root from here on: containers get a copy whose files they cannot alter.
+    await runOk("chown", ["-R", "-h", "0:0", appDir]);
+    await chmod(appDir, 0o755);
+    const { key, size } = await packSlug(ctx, appDir);
+    out(`       Done: ${(size / 1024 / 1024).toFixed(1)} MB\n`);
+    const slugDir = join(ctx.paths.slugs, key);
+    if (!existsSync(slugDir)) {
+      await mkdir(ctx.paths.slugs, { recursive: true, mode: 0o711 });
+      await rename(appDir, slugDir);
+    }
+    return { slugKey: key, slugSize: size, slugDir, processTypes: types };
+  } finally {
+    if (existsSync(boxCache)) await rename(boxCache, cacheDir).catch(() => {});
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+async function runOk(cmd: string, args: string[]): Promise<void> {
+  const res = await run(cmd, args);
+  if (res.code !== 0) throw new Error(`${cmd} failed: ${res.stderr.trim()}`);
+}
+
+/** Unpacks the gzipped tar source as the app's uid, so a hostile archive can only write where that uid may. */
+async function unpackSource(ctx: PipelineContext, key: string, dest: string, uid: number): Promise<void> {
+  const source = await ctx.blobs.get(key);
+  const child = spawn("setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "tar", "-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  source.pipe(child.stdin);
+  child.stdin.on("error", () => {});
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  if (code !== 0) throw new BuildError(`the source archive could not be unpacked (it must be a gzipped tar archive): ${err.trim().split("\n").slice(-3).join(" ")}`);
+}
+
+/** The app's root: the archive's single top folder (Scalingo's contract), or the archive root. */
+async function singleTopFolder(dir: string): Promise<string> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  if (entries.length === 1 && entries[0]?.isDirectory()) return join(dir, entries[0].name);
+  if (entries.length === 0) throw new BuildError("the source archive is empty");
+  return dir;
+}
+
+/** Buildpacks named by `.buildpacks` or BUILDPACK_URL, fetched and ready; undefined means detect. */
+async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Record<string, string>, work: string, uid: number, out: (t: string) => void): Promise<Buildpack[] | undefined> {
+  let refs: { ref: ReturnType<typeof parseBuildpackRef>; where: string }[] = [];
+  const file = join(appDir, ".buildpacks");
+  if (existsSync(file)) {
+    const lines = (await readFile(file, "utf8")).split(/\r?\n/);
+    lines.forEach((l, i) => {
+      if (l.trim() === "" || l.trim().startsWith("#")) return;
+      refs.push({ ref: parseBuildpackRef(l, `.buildpacks line ${i + 1}`), where: `.buildpacks line ${i + 1}` });
+    });
+    if (refs.length === 0) throw new BuildError(".buildpacks is empty: list one buildpack per line");
+    out(`-----> Using the ${refs.length} buildpack${refs.length > 1 ? "s" : ""} listed in .buildpacks\n`);
+  } else if (env.BUILDPACK_URL) {
+    refs = [{ ref: parseBuildpackRef(env.BUILDPACK_URL, "BUILDPACK_URL"), where: "BUILDPACK_URL" }];
+    out(`-----> Using the buildpack in BUILDPACK_URL\n`);
+  } else {
+    return undefined;
+  }
+  const result: Buildpack[] = [];
+  for (const [i, { ref, where }] of refs.entries()) {
+    if ("builtin" in ref) {
+      const b = builtinBuildpacks.find((x) => x.name === ref.builtin);
+      result.push({ label: b?.title ?? ref.builtin, dir: join(ctx.paths.buildpacks, ref.builtin) });
+    } else if ("git" in ref) {
+      const dir = join(work, "buildpacks", String(i));
+      await mkdir(join(work, "buildpacks"), { recursive: true, mode: 0o711 });
+      out(`       Fetching ${ref.git}${ref.ref ? `#${ref.ref}` : ""}\n`);
+      const args = ["clone", "--quiet", "--depth", "1", ...(ref.ref ? ["--branch", ref.ref] : []), "--", ref.git, dir];
+      const res = await run("git", args, { env: { PATH: process.env.PATH, GIT_TERMINAL_PROMPT: "0", HOME: work } });
+      if (res.code !== 0) throw new BuildError(`${where}: could not fetch ${ref.git}: ${res.stderr.trim().split("\n").pop()}`);
+      await runOk("chmod", ["-R", "a+rX", dir]);
+      result.push({ label: ref.git.replace(/\.git$/, "").split("/").pop() ?? ref.git, dir });
+    } else {
+      const st = await stat(ref.path).catch(() => undefined);
+      if (!st?.isDirectory() || !existsSync(join(ref.path, "bin", "compile"))) throw new BuildError(`${where}: ${ref.path} is not a buildpack directory (no bin/compile)`);
+      // Copied so the sandbox sees it whatever the permissions of its parents on the host.
+      const dir = join(work, "buildpacks", String(i));
+      await mkdir(join(work, "buildpacks"), { recursive: true, mode: 0o711 });
+      await runOk("cp", ["-R", "--", ref.path, dir]);
+      await runOk("chmod", ["-R", "a+rX", dir]);
+      result.push({ label: ref.path.split("/").pop() ?? ref.path, dir });
+    }
+  }
+  void uid;
+  return result;
+}
+
+/** Packs `dir` reproducibly (sorted, fixed times and owners) and stores it; identical builds share a key. */
+async function packSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
+  const tar = spawn("tar", ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const closed = new Promise<number | null>((r) => tar.on("close", r));
+  const info = await ctx.blobs.put(tar.stdout.pipe(createGzip({ level: 1 })));
+  if ((await closed) !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  return info;
+}
+
+/** Recursively gives `dir` to `uid`. */
+async function chownTree(dir: string, uid: number): Promise<void> {
+  await chown(dir, uid, uid);
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) await chownTree(p, uid);
+    else await chown(p, uid, uid);
+  }
+}
+
+/** Unpacks a slug blob into `dir` (after a restart, or on another host). */
+export async function unpackSlug(ctx: PipelineContext, key: string, dir: string): Promise<void> {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true, mode: 0o755 });
+  const path = ctx.blobs.localPath?.(key);
+  const args = ["-xz", "--same-owner", "-C", tmp, "-f", path ?? "-"];
+  const child = spawn("tar", args, { stdio: [path ? "ignore" : "pipe", "ignore", "pipe"] });
+  if (!path) (await ctx.blobs.get(key)).pipe(child.stdin as NodeJS.WritableStream);
+  let err = "";
+  child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  if (code !== 0) throw new Error(`unpacking slug ${key} failed: ${err.trim()}`);
+  await rename(tmp, dir);
+}
+

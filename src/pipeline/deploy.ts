@@ -1,0 +1,90 @@
+// Deploy: a release goes live with zero downtime. New containers start beside the old ones; web
+// containers must accept connections on $PORT; the Procfile `postdeploy` hook runs in a one-off
+// container of the new release; only then the router switches and the old containers retire.
+import type { Supervisor, AppRef, ContainerRow } from "../formation/supervisor.ts";
+import type { PipelineContext } from "./context.ts";
+import type { Release } from "./release.ts";
+import { runnableTypes } from "./procfile.ts";
+import { containerSizes, type ContainerSize } from "../runtime/types.ts";
+
+/** How a deploy ended when it did not succeed (Scalingo's outcome words). */
+export class DeployError extends Error {
+  readonly outcome: "crashed-error" | "timeout-error" | "hook-error";
+  constructor(outcome: "crashed-error" | "timeout-error" | "hook-error", message: string) {
+    super(message);
+    this.outcome = outcome;
+  }
+}
+
+/** Formation to run: the stored one, completed with web:1:M for a new web type, others 0. */
+export async function formationFor(ctx: PipelineContext, appId: string, release: Release): Promise<{ type: string; amount: number; size: ContainerSize }[]> {
+  const stored = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", appId).execute();
+  const out: { type: string; amount: number; size: ContainerSize }[] = [];
+  for (const type of runnableTypes(release.processTypes)) {
+    const row = stored.find((r) => r.type === type);
+    const size = (row && row.size in containerSizes ? row.size : "M") as ContainerSize;
+    const amount = row ? row.amount : type === "web" ? 1 : 0;
+    if (!row) await ctx.db.insertInto("formation").values({ app_id: appId, type, amount, size }).onConflict((oc) => oc.doNothing()).execute();
+    out.push({ type, amount, size });
+  }
+  return out;
+}
+
+/**
+ * Runs `release` in place of what runs now. On failure the new containers are stopped and the
+ * old ones keep serving; the error says which outcome it was.
+ */
+export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, out: (text: string) => void, opts: { postdeploy?: string; signal?: AbortSignal } = {}): Promise<void> {
+  const formation = await formationFor(ctx, app.id, release);
+  const old = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute();
+  const started: ContainerRow[] = [];
+  const fail = async (err: DeployError) => {
+    await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
+    throw err;
+  };
+  out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
+  for (const f of formation) {
+    for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
+  }
+  const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c) })));
+  for (const { c, r } of ready) {
+    if (!r.ok) {
+      const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
+      out(`       ${c.type}-${c.index} ${r.detail}\n${tail}`);
+      return fail(new DeployError(r.reason === "timeout" ? "timeout-error" : "crashed-error", `${c.type}-${c.index} ${r.detail}`));
+    }
+  }
+  if (started.length > 0) out(`       ${started.length} container${started.length > 1 ? "s" : ""} up\n`);
+
+  const hook = opts.postdeploy ?? release.processTypes.postdeploy;
+  if (hook) {
+    out(`-----> Running the postdeploy hook: ${hook}\n`);
+    const id = `${app.name}-postdeploy-${release.version}-${Math.random().toString(36).slice(2, 6)}`;
+    const spec = await sup.specFor(app, release, id, "postdeploy-1", "M", ["/quai/bin/launch", "--shell", hook], null);
+    const res = await ctx.runtime.exec(spec, {
+      onStdout: (b) => out(indent(b.toString("utf8"))),
+      onStderr: (b) => out(indent(b.toString("utf8"))),
+      signal: opts.signal,
+      timeoutMs: 15 * 60_000,
+    });
+    await sup.destroy(id, 0).catch(() => {});
+    if (res.exitCode !== 0) {
+      out(`       postdeploy failed (${res.oomKilled ? "out of memory" : res.signal ? `killed by ${res.signal}` : `exit code ${res.exitCode}`}); the previous release keeps serving\n`);
+      return fail(new DeployError("hook-error", `postdeploy hook failed with ${res.exitCode ?? res.signal}`));
+    }
+  }
+
+  // The switch: the new release becomes current, its web containers get the traffic.
+  await sup.markRunning(started.map((c) => c.id));
+  await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
+  await sup.syncRouter();
+  out(`-----> Switched traffic to v${release.version}\n`);
+  if (old.length > 0) {
+    // Retire in the background of the deployment's success: requests in flight finish first.
+    void sup.retire(old).catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
+  }
+}
+
+function indent(text: string): string {
+  return text.replace(/^(?=.)/gm, "       ");
+}

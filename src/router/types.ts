@@ -1,0 +1,34 @@
+// The contract between the control plane and the HTTP router: the whole desired state goes in,
+// the router applies it in one step or keeps the previous one (Caddy's model).
+
+/** One app as the router sees it. */
+export interface RouteApp {
+  /** App name: becomes <name>.<domain>. */
+  name: string;
+  /** Extra hostnames (custom domains), exact names. */
+  hostnames: string[];
+  /** Web backends ready to receive traffic: 127.0.0.1 and a port. Empty → 503 page. */
+  backends: { host: string; port: number }[];
+  /** File the app's access log lines are appended to. */
+  accessLog: string;
+}
+
+/** The whole routing table. */
+export interface RouterState {
+  /** Platform domain: apps answer at <app>.<domain> (default "localhost"). */
+  domain: string;
+  apps: RouteApp[];
+}
+
+/** A router process managed by Quai. */
+export interface RouterDriver {
+  readonly name: string;
+  /** Starts (or re-attaches to a running) router; resolves when it accepts connections. */
+  start(): Promise<void>;
+  /** Renders, validates, swaps in and reloads; throws and keeps the old config if invalid. */
+  apply(state: RouterState): Promise<void>;
+  /** Port the router listens on for HTTP. */
+  readonly httpPort: number;
+  /** Stops the router process. */
+  stop(): Promise<void>;
+}

@@ -1,0 +1,60 @@
+// Starts the deploy pipeline's parts for `quai server`: runtime root, blob store, runtime and
+// router drivers, supervisor (re-adopting running containers), deployment queue and git front.
+import { join } from "node:path";
+import type { ServerConfig } from "../core/config.ts";
+import type { Db } from "../store/db.ts";
+import type { Keyring } from "../variables/keyring.ts";
+import { LocalBlobStore } from "../blobs/store.ts";
+import { LocalRuntime } from "../runtime/local.ts";
+import { NginxRouter } from "../router/nginx.ts";
+import { runtimePaths, type PipelineContext } from "../pipeline/context.ts";
+import { prepareRuntime } from "../pipeline/setup.ts";
+import { DeploymentOutputs } from "../pipeline/output.ts";
+import { Supervisor } from "../formation/supervisor.ts";
+import { Deployments } from "../deployments/service.ts";
+import { AppLogs } from "../logs/store.ts";
+import type { PipelineApi } from "./api.ts";
+import type { AppRecord } from "../apps/service.ts";
+
+/** Starts everything the pipeline needs; `stop` leaves containers and the router running. */
+export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyring, apiUrl: () => string, log: (line: string) => void): Promise<{ api: PipelineApi; router: NginxRouter; stop: () => Promise<void> }> {
+  const paths = runtimePaths(config.runtimeDir);
+  await prepareRuntime(paths);
+  const router = new NginxRouter({ prefix: join(config.home, "router"), httpPort: config.routerPort, host: config.routerHost, domain: config.domain, log });
+  await router.start();
+  const runtime = new LocalRuntime({ stateDir: join(config.runtimeDir, "state") });
+  const outputs = new DeploymentOutputs(join(config.home, "deployments"));
+  const ctx: PipelineContext = {
+    db,
+    keyring,
+    blobs: new LocalBlobStore(join(config.home, "blobs")),
+    runtime,
+    outputs,
+    paths,
+    settings: { domain: config.domain, buildTimeoutMs: config.buildTimeoutSeconds * 1000, buildSize: "L", sourceLimitBytes: config.sourceLimitBytes },
+    log,
+  };
+  const logs = new AppLogs(join(config.home, "logs"), config.logBytesPerApp);
+  const supervisor = new Supervisor(ctx, router, logs, { graceMs: config.stopGraceSeconds * 1000, startTimeoutMs: config.startTimeoutSeconds * 1000 });
+  await supervisor.recover();
+  const deployments = new Deployments(ctx, supervisor);
+  await deployments.recover();
+  const appUrl = (app: AppRecord) => `http://${app.name}.${config.domain}${router.httpPort === 80 ? "" : `:${router.httpPort}`}`;
+  const api: PipelineApi = {
+    ctx,
+    deployments,
+    outputs,
+    supervisor,
+    cachesDir: paths.caches,
+    onNewDeployment: (fn) => deployments.onNew(fn),
+    git: { db, reposDir: join(config.home, "git"), deployments: () => deployments, outputs, apiUrl, appUrl, log },
+  };
+  return {
+    api,
+    router,
+    stop: async () => {
+      deployments.close();
+      supervisor.close();
+    },
+  };
+}

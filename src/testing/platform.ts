@@ -1,0 +1,172 @@
+// Test helpers for the whole platform: a `quai server` with its runtime and router in a
+// throwaway home, pushes with the real git client, requests through the router, and a cleanup
+// that stops what a server leaves running on purpose (containers, nginx).
+import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { request } from "node:http";
+import { run, type RunResult } from "../core/run.ts";
+import { spawnServer, quai, type ServerProcess } from "./cli.ts";
+import { LocalRuntime } from "../runtime/local.ts";
+
+/** A running platform for end-to-end tests. */
+export interface TestPlatform {
+  server: ServerProcess;
+  home: string;
+  url: string;
+  token: string;
+  routerPort: number;
+  env: NodeJS.ProcessEnv;
+  quai(args: string[], input?: string): Promise<RunResult>;
+  /** `git push` of `dir` (a git work tree) to the app; returns git's output and exit code. */
+  push(app: string, dir: string, refspec?: string): Promise<RunResult>;
+  /** GET through the router with Host `<app>.localhost`. */
+  get(app: string, path?: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }>;
+  /** Restarts the server process (SIGKILL when `kill`), keeping containers and router. */
+  restart(kill: boolean): Promise<void>;
+  /** Stops the server, then every container and the router it left running. */
+  close(): Promise<void>;
+}
+
+/** A temp directory every app uid can traverse (sandboxes bind paths under it). */
+export async function traversableTempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(dir, 0o711);
+  return dir;
+}
+
+/** Starts `quai server` with the runtime on, in a fresh home. */
+export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestPlatform> {
+  const root = await traversableTempDir("quai-e2e-");
+  const home = join(root, "home");
+  const env: NodeJS.ProcessEnv = { QUAI_HOME: home, QUAI_RUNTIME: "on", QUAI_STOP_GRACE: "3", QUAI_START_TIMEOUT: "20", ...extraEnv };
+  let server = await spawnServer(env);
+  const token = server.token as string;
+  const cliEnv: NodeJS.ProcessEnv = { QUAI_CONFIG_DIR: join(root, "cli"), QUAI_URL: server.url, QUAI_TOKEN: token, QUAI_APP: "" };
+  const { platform } = await (await fetch(`${server.url}/v1/platform`, { headers: { authorization: `Bearer ${await bearer(server.url, token)}` } })).json() as { platform: { router: { http: string } } };
+  const routerPort = Number(new URL(platform.router.http).port);
+  const p: TestPlatform = {
+    get server() {
+      return server;
+    },
+    home,
+    get url() {
+      return server.url;
+    },
+    token,
+    routerPort,
+    get env() {
+      return { ...cliEnv, QUAI_URL: server.url };
+    },
+    quai: (args, input) => quai(args, { ...cliEnv, QUAI_URL: server.url }, input),
+    push: (app, dir, refspec = "HEAD:main") => {
+      const u = new URL(server.url);
+      return run("git", ["-C", dir, "push", "--porcelain", `http://user:${token}@${u.host}/${app}.git`, refspec], { env: { ...process.env, GIT_TERMINAL_PROMPT: "0" } });
+    },
+    get: (app, path = "/") => httpGet(routerPort, `${app}.localhost`, path),
+    async restart(kill) {
+      if (kill) {
+        server.proc.kill("SIGKILL");
+        await new Promise((r) => server.proc.once("exit", r));
+      } else await server.stop();
+      server = await spawnServer({ ...env, QUAI_LISTEN: new URL(server.url).host });
+    },
+    async close() {
+      await server.stop();
+      await stopLeftovers(home, env.QUAI_RUNTIME_DIR ?? join(home, "runtime"));
+    },
+  };
+  return p;
+}
+
+async function bearer(url: string, token: string): Promise<string> {
+  const res = await fetch(`${url}/v1/tokens/exchange`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(":" + token).toString("base64")}` } });
+  return ((await res.json()) as { token: string }).token;
+}
+
+/** GET with a Host header, over a fresh connection. */
+export function httpGet(port: number, host: string, path: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => (body += c));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+/** Stops the containers and the nginx a test server left running (they outlive it by design). */
+export async function stopLeftovers(home: string, runtimeDir: string): Promise<void> {
+  const stateDir = join(runtimeDir, "state");
+  const runtime = new LocalRuntime({ stateDir });
+  for (const id of await readdir(stateDir).catch(() => [] as string[])) {
+    await runtime.stop(id, 0).catch(() => {});
+    await runtime.remove(id).catch(() => {});
+  }
+  const pid = Number(await readFile(join(home, "router", "run", "nginx.pid"), "utf8").catch(() => ""));
+  if (pid > 0) {
+    try {
+      process.kill(pid, "SIGQUIT");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Writes `files` into a new git work tree with one commit; returns its path. */
+export async function gitApp(files: Record<string, string>, opts: { executable?: string[] } = {}): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "quai-app-"));
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, name)), { recursive: true });
+    await writeFile(join(dir, name), content, { mode: opts.executable?.includes(name) ? 0o755 : 0o644 });
+  }
+  await git(dir, ["init", "-q", "-b", "main"]);
+  await commitAll(dir, "initial");
+  return dir;
+}
+
+/** Commits everything in `dir`. */
+export async function commitAll(dir: string, message: string): Promise<void> {
+  await git(dir, ["add", "-A"]);
+  await git(dir, ["-c", "user.email=dev@example.org", "-c", "user.name=Dev", "commit", "-q", "--allow-empty", "-m", message]);
+}
+
+async function git(dir: string, args: string[]): Promise<void> {
+  const res = await run("git", ["-C", dir, ...args]);
+  if (res.code !== 0) throw new Error(`git ${args.join(" ")}: ${res.stderr}`);
+}
+
+/**
+ * A tiny web app for the Procfile-only buildpack: Python's standard library, no dependencies,
+ * answers `body` (or what VERSION says), finishes requests in flight on SIGTERM.
+ */
+export function pythonWebApp(body: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    Procfile: "web: python3 server.py\n",
+    "server.py": `import os, signal, sys, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+BODY = ${JSON.stringify(body)}
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if self.path == "/env":
+            data = "\\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())).encode()
+        else:
+            data = BODY.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def log_message(self, fmt, *args):
+        sys.stdout.write("request %s\\n" % (fmt % args)); sys.stdout.flush()
+srv = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=srv.shutdown).start())
+print("listening on", os.environ["PORT"], flush=True)
+srv.serve_forever()
+`,
+    ...extra,
+  };
+}

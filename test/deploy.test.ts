@@ -1,0 +1,211 @@
+// End to end: git push → build → release → containers → router, with the real git client,
+// bubblewrap, cgroups and nginx. Apps here use the Procfile buildpack and Python's standard
+// library so each deploy takes about a second.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Agent, request } from "node:http";
+import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+
+let p: TestPlatform;
+
+async function json<T>(args: string[]): Promise<T> {
+  const res = await p.quai([...args, "--json"]);
+  assert.equal(res.code, 0, res.stderr);
+  return JSON.parse(res.stdout) as T;
+}
+
+describe("git push deploys", () => {
+  let dir: string;
+  before(async () => {
+    p = await startPlatform();
+    assert.equal((await p.quai(["create", "web-app"])).code, 0);
+    dir = await gitApp(pythonWebApp("v1"));
+  });
+  after(async () => {
+    await p?.close();
+  });
+
+  it("builds, streams the output to the pusher, records the deployment and serves the app", async () => {
+    const push = await p.push("web-app", dir);
+    assert.equal(push.code, 0, push.stderr);
+    assert.match(push.stderr, /remote: -----> Procfile app detected/);
+    assert.match(push.stderr, /remote: -----> Release v1 created/);
+    assert.match(push.stderr, /web-app is live at http:\/\/web-app\.localhost:\d+/);
+    const res = await p.get("web-app");
+    assert.equal(res.status, 200);
+    assert.equal(res.body, "v1");
+    assert.ok(res.headers["x-request-id"], "the router sets X-Request-ID");
+    const deployments = await json<{ id: string; status: string; git_ref: string; pusher: { email: string }; image_size: number; duration: number }[]>(["--app", "web-app", "deployments"]);
+    assert.equal(deployments.length, 1);
+    const d = deployments[0]!;
+    assert.equal(d.status, "success");
+    assert.match(d.git_ref, /^[0-9a-f]{40}$/);
+    assert.match(d.pusher.email, /@/);
+    assert.ok(d.image_size > 0);
+    const output = await p.quai(["--app", "web-app", "deployment-logs", d.id]);
+    assert.match(output.stdout, /-----> Switched traffic to v1/);
+  });
+
+  it("gives containers the release's variables, PORT and CONTAINER, and nothing of the host", async () => {
+    assert.equal((await p.quai(["--app", "web-app", "env-set", "GREETING=bonjour", "URL_REF=$GREETING/x"])).code, 0);
+    await commitAll(dir, "env");
+    assert.equal((await p.push("web-app", dir)).code, 0);
+    const env = (await p.get("web-app", "/env")).body;
+    assert.match(env, /^GREETING=bonjour$/m);
+    assert.match(env, /^URL_REF=bonjour\/x$/m, "references are resolved");
+    assert.match(env, /^CONTAINER=web-1$/m);
+    assert.match(env, /^CONTAINER_SIZE=M$/m);
+    assert.match(env, /^PORT=\d+$/m);
+    assert.doesNotMatch(env, /QUAI_HOME|QUAI_TOKEN|PG_/);
+    const port = Number(/^PORT=(\d+)$/m.exec(env)![1]);
+    assert.ok(port < 32768, `app port ${port} is below the ephemeral range`);
+  });
+
+  it("says a push to another branch is stored and does not deploy", async () => {
+    const before = await json<unknown[]>(["--app", "web-app", "deployments"]);
+    const push = await p.push("web-app", dir, "HEAD:refs/heads/feature;$(id)");
+    assert.equal(push.code, 0, push.stderr);
+    assert.match(push.stderr, /branch feature;\$\(id\) stored; only main or master deploys/);
+    assert.equal((await json<unknown[]>(["--app", "web-app", "deployments"])).length, before.length);
+  });
+
+  it("redeploys with no failed request under constant load", async () => {
+    await writeFile(join(dir, "server.py"), pythonWebApp("v2")["server.py"] as string);
+    await commitAll(dir, "v2");
+    const agent = new Agent({ keepAlive: true, maxSockets: 4 });
+    let stop = false;
+    let ok = 0;
+    const failures: string[] = [];
+    const bodies = new Set<string>();
+    const one = (): Promise<{ status: number; body: string; reused: boolean }> =>
+      new Promise((resolve, reject) => {
+        const req = request({ host: "127.0.0.1", port: p.routerPort, path: "/", headers: { host: "web-app.localhost" }, agent }, (res) => {
+          let body = "";
+          res.on("data", (c: Buffer) => (body += c.toString()));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, reused: req.reusedSocket }));
+        });
+        req.on("error", (err) => reject(Object.assign(err, { reused: req.reusedSocket })));
+        req.end();
+      });
+    const client = async () => {
+      while (!stop) {
+        try {
+          let r;
+          try {
+            r = await one();
+          } catch (err) {
+            // A browser retries an idempotent request once when a reused connection closes first.
+            if (!(err as { reused?: boolean }).reused) throw err;
+            r = await one();
+          }
+          if (r.status === 200) {
+            ok++;
+            bodies.add(r.body);
+          } else failures.push(`status ${r.status}`);
+        } catch (err) {
+          failures.push(String(err));
+        }
+      }
+    };
+    const clients = [client(), client()];
+    const push = await p.push("web-app", dir);
+    await new Promise((r) => setTimeout(r, 500));
+    stop = true;
+    await Promise.all(clients);
+    agent.destroy();
+    assert.equal(push.code, 0, push.stderr);
+    assert.deepEqual(failures, []);
+    assert.ok(ok > 20, `served ${ok} requests`);
+    assert.ok(bodies.has("v1") && bodies.has("v2"), "both releases answered during the switch");
+    assert.equal((await p.get("web-app")).body, "v2");
+  });
+
+  it("scales web:2 and spreads requests over both containers", async () => {
+    const scaled = await p.quai(["--app", "web-app", "scale", "web:2"]);
+    assert.equal(scaled.code, 0, scaled.stderr);
+    const ps = await json<{ containers: { label: string; state: string }[] }>(["--app", "web-app", "ps"]);
+    assert.deepEqual(ps.containers.filter((c) => c.state === "running").map((c) => c.label).sort(), ["web-1", "web-2"]);
+    const seen = new Set<string>();
+    for (let i = 0; i < 20; i++) seen.add(/^CONTAINER=(.*)$/m.exec((await p.get("web-app", "/env")).body)![1]!);
+    assert.deepEqual([...seen].sort(), ["web-1", "web-2"]);
+    assert.equal((await p.quai(["--app", "web-app", "scale", "web:1"])).code, 0);
+  });
+
+  it("refuses bad scale requests with the catalogue's errors", async () => {
+    for (const [arg, pattern] of [["web:-1", /whole number from 0 to 20/], ["web:1000", /whole number from 0 to 20/], ["web:1:XXL", /unknown size "XXL"/], ["nope:1", /unknown process type "nope"/]] as const) {
+      const res = await p.quai(["--app", "web-app", "scale", arg]);
+      assert.equal(res.code, 65, `${arg}: ${res.stderr}`);
+      assert.match(res.stderr, pattern);
+    }
+    const bad = await p.quai(["--app", "web-app", "scale", "web:2:M:extra"]);
+    assert.equal(bad.code, 64, bad.stderr);
+  });
+
+  it("runs one-off commands as argv, keeps their exit code, and records who ran what", async () => {
+    const ok = await p.quai(["--app", "web-app", "run", "python3", "-c", "import os,sys; print(os.environ['CONTAINER'], sys.argv[1:])", "$(id)", ";", "ls"]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /one-off-\d+ \['\$\(id\)', ';', 'ls'\]/);
+    const failing = await p.quai(["--app", "web-app", "run", "sh", "-c", "echo oops >&2; exit 7"]);
+    assert.equal(failing.code, 7);
+    assert.match(failing.stderr, /oops/);
+    const withInput = await p.quai(["--app", "web-app", "run", "--env", "X=42", "sh", "-c", "read line; echo \"$X:$line\""], "hello\n");
+    assert.equal(withInput.stdout.trim(), "42:hello");
+    const events = await json<{ type: string; type_data: { command: unknown } }[]>(["--app", "web-app", "events"]);
+    assert.ok(events.some((e) => e.type === "run" && JSON.stringify(e.type_data.command).includes("exit 7")));
+  });
+
+  it("keeps serving when the control plane is killed, and re-adopts the containers", async () => {
+    const before = await json<{ containers: { label: string; created_at: string }[] }>(["--app", "web-app", "ps"]);
+    await p.restart(true);
+    assert.equal((await p.get("web-app")).body, "v2", "the app answers while the server is down");
+    const after = await json<{ containers: { label: string; created_at: string; state: string; restarts: number }[] }>(["--app", "web-app", "ps"]);
+    assert.deepEqual(after.containers.map((c) => [c.label, c.created_at, c.state, c.restarts]), before.containers.map((c) => [c.label, c.created_at, "running", 0]));
+    assert.equal((await p.get("web-app")).body, "v2");
+  });
+
+  it("rolls back to an earlier release through the same zero-downtime path", async () => {
+    const rb = await p.quai(["--app", "web-app", "rollback", "v1"]);
+    assert.equal(rb.code, 0, rb.stderr);
+    assert.match(rb.stderr, /databases are not rolled back/);
+    assert.equal((await p.get("web-app")).body, "v1");
+    const releases = await json<{ version: number; current: boolean; description: string }[]>(["--app", "web-app", "releases"]);
+    assert.equal(releases[0]!.description, "Rollback to v1");
+    assert.ok(releases[0]!.current);
+  });
+
+  it("restarts a crashed container with backoff and shows the crash", async () => {
+    const kill = await p.quai(["--app", "web-app", "run", "true"]);
+    assert.equal(kill.code, 0);
+    // Kill the web process from the host, as an OOM kill or a bug would.
+    const ps = await json<{ containers: { id: string; label: string }[] }>(["--app", "web-app", "ps"]);
+    const web = ps.containers.find((c) => c.label === "web-1")!;
+    const { readFile } = await import("node:fs/promises");
+    const state = JSON.parse(await readFile(join(p.home, "runtime", "state", web.id, "state.json"), "utf8")) as { pid: number };
+    process.kill(state.pid, "SIGKILL");
+    let seen: { state: string; restarts: number; last_exit: string | null } | undefined;
+    for (let i = 0; i < 100; i++) {
+      const now = await json<{ containers: { label: string; state: string; restarts: number; last_exit: string | null }[] }>(["--app", "web-app", "ps"]);
+      seen = now.containers.find((c) => c.label === "web-1");
+      if (seen && seen.restarts >= 1 && seen.state === "running") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(seen?.restarts, 1);
+    assert.equal(seen?.state, "running");
+    assert.ok(seen?.last_exit);
+    const events = await json<{ type: string }[]>(["--app", "web-app", "events"]);
+    assert.ok(events.some((e) => e.type === "crash"), "the crash is an event");
+    for (let i = 0; i < 50 && (await p.get("web-app")).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await p.get("web-app")).status, 200);
+  });
+
+  it("shows container output and router access lines in the app's logs", async () => {
+    const logs = await p.quai(["--app", "web-app", "logs", "-n", "200"]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.match(logs.stdout, /\[web-1\] listening on \d+/);
+    assert.match(logs.stdout, /\[router\] .*host=web-app\.localhost status=200/);
+    const web = await p.quai(["--app", "web-app", "logs", "--filter", "router", "-n", "5"]);
+    assert.doesNotMatch(web.stdout, /\[web-1\]/);
+  });
+});
