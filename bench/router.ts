@@ -106,7 +106,9 @@ async function startHandWritten(nginx: string, dir: string, backendPort: number)
   const conf = join(dir, "nginx.conf");
   await mkdir(dir, { recursive: true });
   await writeFile(conf, handWrittenConf(dir, port, backendPort));
-  const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"] });
+  // Detached like Quai's master: a new session is a new scheduler autogroup, which changes how CPU
+  // is shared with the load generator and the backend; both nginx must be on the same footing.
+  const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"], detached: true });
   for (let i = 0; i < 200; i++) {
     const up = await new Promise<boolean>((r) => {
       const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {

@@ -1,5 +1,7 @@
 // App endpoints in Scalingo's shapes: /v1/apps and /v1/apps/:app (+ rename).
 import type { FastifyPluginAsync } from "fastify";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
 import type { FastifyReply } from "fastify";
@@ -73,6 +75,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       await renameApp(deps.db, req.actor, found, req.body.current_name, req.body.new_name);
+      await deps.pipeline?.supervisor.syncRouter();
       return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 
@@ -85,7 +88,15 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
+      const containers = deps.pipeline ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", found.id).execute() : [];
       await destroyApp(deps.db, req.actor, found, req.query.current_name);
+      // The app is gone from the store: stop what ran it and take it off the router.
+      if (deps.pipeline) {
+        await Promise.all(containers.map((c) => deps.pipeline?.supervisor.destroy(c.id, 5000)));
+        await deps.pipeline.supervisor.syncRouter();
+        await rm(join(deps.pipeline.cachesDir, found.id), { recursive: true, force: true });
+        if (deps.pipeline.git) await rm(join(deps.pipeline.git.reposDir, `${found.id}.git`), { recursive: true, force: true });
+      }
       return reply.code(204).send();
     });
   };

@@ -144,6 +144,8 @@ function appObject(urls: AppUrls): RawBuilder<unknown> {
   const port = urls.routerPort && urls.routerPort !== 80 ? `:${urls.routerPort}` : "";
   const url = sql`'http://' || a.name || ${`.${urls.domain}${port}`}::text`;
   const git = urls.gitBase ? sql`${urls.gitBase + "/"}::text || a.name || '.git'` : sql`NULL::text`;
+  // Scalingo's deployment listener connects here (the git front and the API share one address).
+  const stream = urls.gitBase ? sql`${urls.gitBase.replace(/^http/, "ws") + "/v1/apps/"}::text || a.name || '/deployments/stream'` : sql`''::text`;
   return sql`json_build_object(
     'id', a.id, 'uuid', a.id, 'name', a.name, 'region', 'local',
     'created_at', ${iso(sql`a.created_at`)}, 'updated_at', ${iso(sql`a.updated_at`)}, 'status', a.status,
@@ -152,7 +154,7 @@ function appObject(urls: AppUrls): RawBuilder<unknown> {
     'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs,
     'last_deployed_at', ${iso(sql`a.last_deployed_at`)}, 'last_deployed_by', a.last_deployed_by,
     'last_deployment_id', a.last_deployment_id, 'parent_app_name', a.parent_app_name,
-    'links', json_build_object('deployments_stream', ''), 'limits', '{}'::json, 'flags', '{}'::json,
+    'links', json_build_object('deployments_stream', ${stream}), 'limits', '{}'::json, 'flags', '{}'::json,
     'project', NULL, 'stack_id', NULL, 'hds_resource', false, 'private_networks_ids', '[]'::json)`;
 }
 

@@ -292,15 +292,12 @@ export class NginxRouter implements RouterDriver {
     const oldWorkers = childrenOf(pid);
     const t0 = performance.now();
     process.kill(pid, "SIGHUP");
-    let firstAnswerMs = 0;
-    try {
-      firstAnswerMs = await this.waitForGeneration(pid, generation, logOffset, RELOAD_TIMEOUT_MS, oldWorkers);
-    } catch (err) {
+    const servedAt = await this.waitForGeneration(pid, generation, logOffset, RELOAD_TIMEOUT_MS, oldWorkers).catch(async (err: unknown) => {
       // The master kept the old config in memory; put its file back so a restart runs it too.
       if (previous !== undefined) await writeFileAtomic(this.confFile, previous);
       throw err;
-    }
-    this.reload = { firstAnswerMs: firstAnswerMs - t0, liveMs: performance.now() - t0 };
+    });
+    this.reload = { firstAnswerMs: servedAt - t0, liveMs: performance.now() - t0 };
     this.gen = generation;
     this.state = state;
     await this.save();

@@ -39,7 +39,7 @@ const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1
 const IPV6 = /^\[[0-9a-f:.]+\]$/;
 // Paths are written inside double quotes: quotes, backslashes, `$` (variable interpolation), braces,
 // semicolons and control characters are refused rather than escaped.
-const UNSAFE_PATH = /["'\\${};\u0000-\u001f\u007f]/;
+const UNSAFE_PATH = /["'\\${};\p{Cc}]/u;
 // A client's X-Request-ID is kept when it looks like an id (Heroku's rule: 20 to 200 of these).
 const CLIENT_REQUEST_ID = "~^[A-Za-z0-9+/=_.:-]{20,200}$";
 

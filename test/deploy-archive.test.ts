@@ -1,0 +1,173 @@
+// Archive deploys (`quai deploy`, POST /deployments with source_url, the `scalingo` client), the
+// per-app queue, cancellation, a pusher who disconnects, and bad input on the deploy endpoints.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:http";
+import { mkdir, readFile, writeFile, chmod } from "node:fs/promises";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { clientFromToken, type Client } from "scalingo";
+import { run } from "../src/core/run.ts";
+import { commitAll, gitApp, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
+
+let p: TestPlatform;
+let files: Server;
+let filesUrl = "";
+let work = "";
+let client: Client;
+
+/** Makes `<name>.tar.gz` with one top folder holding `content`. */
+async function tarball(name: string, content: Record<string, string>): Promise<string> {
+  const top = join(work, name, "app");
+  await mkdir(top, { recursive: true });
+  for (const [f, c] of Object.entries(content)) await writeFile(join(top, f), c);
+  const out = join(work, `${name}.tar.gz`);
+  const res = await run("tar", ["-czf", out, "-C", join(work, name), "app"]);
+  assert.equal(res.code, 0, res.stderr);
+  return out;
+}
+
+async function deployment(app: string, id: string): Promise<{ status: string; started_at: string | null; finished_at: string | null; error: string | null }> {
+  return (await client.Deployments.find(app, id)) as unknown as { status: string; started_at: string | null; finished_at: string | null; error: string | null };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A buildpack on the host that waits `seconds` before doing nothing, then lets the Procfile run. */
+async function slowBuildpack(seconds: number): Promise<string> {
+  const dir = join(work, `slow-${seconds}`);
+  await mkdir(join(dir, "bin"), { recursive: true });
+  await writeFile(join(dir, "bin", "detect"), "#!/bin/sh\necho Slow\n");
+  await writeFile(join(dir, "bin", "compile"), `#!/bin/sh\necho "-----> Taking ${seconds} s"\nsleep ${seconds}\necho "       done"\n`);
+  for (const f of ["detect", "compile"]) await chmod(join(dir, "bin", f), 0o755);
+  return dir;
+}
+
+describe("archive deploys and the deployment queue", () => {
+  before(async () => {
+    p = await startPlatform();
+    work = await traversableTempDir("quai-archives-");
+    files = createServer(async (req, res) => {
+      try {
+        const body = await readFile(join(work, (req.url ?? "/").slice(1)));
+        res.writeHead(200, { "content-type": "application/gzip" }).end(body);
+      } catch {
+        res.writeHead(404).end("not found");
+      }
+    });
+    await new Promise<void>((r) => files.listen(0, "127.0.0.1", r));
+    filesUrl = `http://127.0.0.1:${(files.address() as { port: number }).port}`;
+    client = await clientFromToken(p.token, { apiUrl: p.url, authApiUrl: p.url });
+    for (const app of ["archive-app", "queue-app", "push-app"]) assert.equal((await p.quai(["create", app])).code, 0);
+  });
+  after(async () => {
+    files?.close();
+    await p?.close();
+  });
+
+  it("`quai deploy` uploads a local tarball with one top folder and follows the build", async () => {
+    const file = await tarball("v1", pythonWebApp("archive v1"));
+    const res = await p.quai(["--app", "archive-app", "deploy", file]);
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /-----> Switched traffic to v1/);
+    assert.equal((await p.get("archive-app")).body, "archive v1");
+  });
+
+  it("the scalingo client deploys from a source_url, finds it, reads its output and hears its statuses", async () => {
+    await tarball("v2", pythonWebApp("archive v2"));
+    const { app } = await (await fetch(`${p.url}/v1/apps/archive-app`, { headers: { authorization: `Bearer ${(client as unknown as { _token: string })._token}` } })).json() as { app: { id: string; links: { deployments_stream: string } } };
+    assert.match(app.links.deployments_stream, /^ws:\/\/127\.0\.0\.1:\d+\/v1\/apps\/archive-app\/deployments\/stream$/);
+    const statuses: string[] = [];
+    // The client's own deployment listener (not re-exported by its index, imported by path).
+    const { default: Listener } = (await import("scalingo/lib/Deployments/listener.js" as string)) as { default: new (c: Client, url: string) => { onStatus(fn: (e: { status: string }) => void): void; close(): void } };
+    const listener = new Listener(client, app.links.deployments_stream);
+    listener.onStatus((e) => statuses.push(e.status));
+    await new Promise((r) => setTimeout(r, 300));
+    const d = await client.Deployments.create("archive-app", { source_url: `${filesUrl}/v2.tar.gz`, git_ref: "v2" });
+    assert.equal(d.status, "queued");
+    assert.equal(d.git_ref, "v2");
+    const done = await until("success", async () => {
+      const found = await client.Deployments.find("archive-app", d.id);
+      return ["success", "build-error", "crashed-error", "timeout-error", "hook-error", "aborted"].includes(found.status) ? found : undefined;
+    });
+    assert.equal(done.status, "success");
+    const output = await client.Deployments.logs("archive-app", d.id);
+    assert.match(String(output), /Release v2 created/);
+    assert.equal((await p.get("archive-app")).body, "archive v2");
+    listener.close();
+    assert.deepEqual(statuses.filter((s, i) => statuses.indexOf(s) === i), ["queued", "building", "pushing", "starting", "success"]);
+  });
+
+  it("refuses bad sources with catalogue errors and leaves the app serving", async () => {
+    const post = (body: unknown) => fetch(`${p.url}/v1/apps/archive-app/deployments`, { method: "POST", headers: { authorization: `Bearer ${(client as unknown as { _token: string })._token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const ftp = await post({ deployment: { source_url: "ftp://127.0.0.1/x.tar.gz" } });
+    assert.equal(ftp.status, 422);
+    assert.equal(((await ftp.json()) as { error: string }).error, "deployment_source_invalid");
+    const missing = await post({ deployment: { source_url: `${filesUrl}/nope.tar.gz` } });
+    assert.equal(missing.status, 422);
+    assert.equal(((await missing.json()) as { error: string }).error, "deployment_source_unreachable");
+    const ref = await post({ deployment: { source_url: `${filesUrl}/v2.tar.gz`, git_ref: "main; rm -rf /" } });
+    assert.equal(ref.status, 422);
+    assert.equal(((await ref.json()) as { error: string }).error, "git_ref_invalid");
+    await writeFile(join(work, "garbage.tar.gz"), "this is not a tarball");
+    const garbage = await p.quai(["--app", "archive-app", "deploy", join(work, "garbage.tar.gz")]);
+    assert.notEqual(garbage.code, 0);
+    assert.match(garbage.stdout + garbage.stderr, /could not be unpacked/);
+    const none = await p.quai(["--app", "archive-app", "deploy", join(work, "absent.tar.gz")]);
+    assert.equal(none.code, 64);
+    assert.equal((await p.get("archive-app")).body, "archive v2");
+  });
+
+  it("runs one deployment at a time per app: a second one waits in queued, then runs", async () => {
+    assert.equal((await p.quai(["--app", "queue-app", "env-set", `BUILDPACK_URL=${await slowBuildpack(4)}`])).code, 0);
+    await tarball("q1", pythonWebApp("q1"));
+    await tarball("q2", pythonWebApp("q2"));
+    const first = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q1.tar.gz` });
+    const second = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q2.tar.gz` });
+    await until("first building", async () => ((await deployment("queue-app", first.id)).status === "building" ? true : undefined));
+    assert.equal((await deployment("queue-app", second.id)).status, "queued");
+    const a = await until("first done", async () => { const d = await deployment("queue-app", first.id); return d.finished_at ? d : undefined; });
+    const b = await until("second done", async () => { const d = await deployment("queue-app", second.id); return d.finished_at ? d : undefined; });
+    assert.equal(a.status, "success");
+    assert.equal(b.status, "success");
+    assert.ok(Date.parse(b.started_at!) >= Date.parse(a.finished_at!), "the second started after the first ended");
+    assert.equal((await p.get("queue-app")).body, "q2");
+  });
+
+  it("cancels a queued deployment (aborted) without touching the running one", async () => {
+    const first = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q1.tar.gz` });
+    const second = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q2.tar.gz` });
+    const cancel = await p.quai(["--app", "queue-app", "deployment-cancel", second.id]);
+    assert.equal(cancel.code, 0, cancel.stderr);
+    const b = await deployment("queue-app", second.id);
+    assert.equal(b.status, "aborted");
+    const a = await until("first done", async () => { const d = await deployment("queue-app", first.id); return d.finished_at ? d : undefined; });
+    assert.equal(a.status, "success");
+    const again = await p.quai(["--app", "queue-app", "deployment-cancel", second.id]);
+    assert.equal(again.code, 65, "cancelling a finished deployment is refused");
+  });
+
+  it("finishes a deployment whose pusher disconnected mid-build", async () => {
+    assert.equal((await p.quai(["--app", "push-app", "env-set", `BUILDPACK_URL=${await slowBuildpack(3)}`])).code, 0);
+    const dir = await gitApp(pythonWebApp("pushed"));
+    await commitAll(dir, "go");
+    const u = new URL(p.url);
+    const git = spawn("git", ["-C", dir, "push", `http://user:${p.token}@${u.host}/push-app.git`, "HEAD:main"], { stdio: "ignore" });
+    const d = await until("deployment building", async () => {
+      const res = JSON.parse((await p.quai(["--app", "push-app", "deployments", "--json"])).stdout) as { id: string; status: string }[];
+      return res[0]?.status === "building" ? res[0] : undefined;
+    });
+    git.kill("SIGKILL");
+    const done = await until("deployment done", async () => { const x = await deployment("push-app", d.id); return x.finished_at ? x : undefined; });
+    assert.equal(done.status, "success");
+    assert.equal((await p.get("push-app")).body, "pushed");
+  });
+});
