@@ -4,7 +4,7 @@ import http from "node:http";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { readdirSync, readFileSync, statSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runRouterSuite } from "../../test/conformance/router.suite.ts";
@@ -100,6 +100,12 @@ describe("nginx router", () => {
       // Bigger than client_body_buffer_size: nginx writes it to a temp file first.
       const big = Buffer.alloc(2 * 1024 * 1024, 1);
       assert.deepEqual(await get(router.httpPort, "up.localhost", "/", big), { status: 200, body: String(big.length) });
+      // Log rotation, with the logs where workers (nobody) cannot reach them.
+      await rename(join(dir, "up.log"), join(dir, "up.log.1"));
+      await router.reopenLogs();
+      assert.equal((await get(router.httpPort, "up.localhost", "/after-rotation")).status, 200);
+      assert.match(await readFile(join(dir, "up.log"), "utf8"), /\/after-rotation/);
+      assert.doesNotMatch(await readFile(join(dir, "up.log.1"), "utf8"), /\/after-rotation/);
     } finally {
       backend.closeAllConnections();
       backend.close();
@@ -151,6 +157,22 @@ describe("nginx router", () => {
     assert.notEqual(second.masterPid, first.masterPid);
     const saved = JSON.parse(await readFile(join(prefix, "router.json"), "utf8")) as { httpPort: number };
     assert.equal(saved.httpPort, port);
+    await second.stop();
+  });
+
+  it("replaces a master it cannot drive instead of starting a second one", async () => {
+    const dir = await scratch(0o711);
+    const prefix = join(dir, "router");
+    const first = new NginxRouter({ prefix });
+    routers.push(first);
+    await first.start();
+    const oldPid = first.masterPid as number;
+    await rm(join(prefix, "router.json"));
+    const second = new NginxRouter({ prefix });
+    routers.push(second);
+    await second.start();
+    assert.notEqual(second.masterPid, oldPid);
+    assert.throws(() => process.kill(oldPid, 0), /ESRCH/);
     await second.stop();
   });
 

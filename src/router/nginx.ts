@@ -206,7 +206,11 @@ export class NginxRouter implements RouterDriver {
     await this.prepareDirs();
     const saved = await this.readSaved();
     const running = this.runningMaster();
-    if (running !== undefined && saved && (await this.attach(running, saved))) return;
+    if (running !== undefined) {
+      if (saved && (await this.attach(running, saved))) return;
+      // Ours but unusable (no router.json, or deaf): a second master on this prefix would fight it.
+      await this.terminate(running);
+    }
     await this.freshStart(saved);
   }
 
@@ -228,9 +232,14 @@ export class NginxRouter implements RouterDriver {
     });
   }
 
-  /** Asks nginx to reopen its log files (after they were rotated). */
-  reopenLogs(): void {
-    if (this.pid !== undefined && alive(this.pid)) process.kill(this.pid, "SIGUSR1");
+  /**
+   * Reopens the log files after they were renamed (log rotation). A reload rather than nginx's
+   * SIGUSR1: on USR1 the workers reopen the files themselves, as nobody, and cannot when the logs
+   * live in a private directory; on a reload the root master opens them and the workers inherit.
+   */
+  async reopenLogs(): Promise<void> {
+    if (!this.state) throw new RouterError("not-running", "the router is not running: call start() first");
+    await this.apply(this.state);
   }
 
   /** Graceful quit: open requests finish, then the master exits. */
@@ -411,8 +420,6 @@ export class NginxRouter implements RouterDriver {
       live = Number((await probe(saved.statusPort, GENERATION_PATH, 2000)).trim());
     } catch (err) {
       this.log(`router: nginx (pid ${pid}) left running does not answer its status port (${(err as Error).message}); restarting it`);
-      process.kill(pid, "SIGQUIT");
-      if (!(await this.waitExit(pid, 5000))) process.kill(pid, "SIGKILL");
       return false;
     }
     this.pid = pid;
@@ -517,6 +524,13 @@ export class NginxRouter implements RouterDriver {
     if (!existsSync(this.errorLog)) return "";
     const all = await readFile(this.errorLog);
     return all.subarray(Math.min(offset, all.length)).toString("utf8");
+  }
+
+  /** Stops a master quickly (open requests get 5 s): used on one we cannot drive. */
+  private async terminate(pid: number): Promise<void> {
+    process.kill(pid, "SIGQUIT");
+    if (!(await this.waitExit(pid, 5000))) process.kill(pid, "SIGKILL");
+    await this.waitExit(pid, 5000);
   }
 
   private async waitExit(pid: number, timeoutMs: number): Promise<boolean> {

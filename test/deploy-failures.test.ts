@@ -1,0 +1,105 @@
+// Deployments that fail after the build: a postdeploy hook that fails, a release that crashes on
+// boot, one that never listens, a Procfile with an empty command, a control plane killed during
+// a deployment. Each leaves the previous release serving.
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+
+let p: TestPlatform;
+
+async function latest(app: string): Promise<{ id: string; status: string; error: string | null }> {
+  const res = await p.quai(["--app", app, "deployments", "--json"]);
+  return (JSON.parse(res.stdout) as { id: string; status: string; error: string | null }[])[0]!;
+}
+
+describe("failed deployments keep the previous release serving", () => {
+  let dir: string;
+  before(async () => {
+    p = await startPlatform({ QUAI_START_TIMEOUT: "4" });
+    assert.equal((await p.quai(["create", "steady"])).code, 0);
+    dir = await gitApp(pythonWebApp("good"));
+    const push = await p.push("steady", dir);
+    assert.equal(push.code, 0, push.stderr);
+  });
+  after(async () => {
+    await p?.close();
+  });
+
+  it("runs the postdeploy hook before the switch; a failing hook ends hook-error", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: python3 -c 'import sys; print(\"migrating\"); sys.exit(3)'\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("bad-migration")["server.py"] as string);
+    await commitAll(dir, "hook fails");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0, "the push is refused");
+    assert.match(push.stderr, /Running the postdeploy hook/);
+    assert.match(push.stderr, /migrating/);
+    assert.match(push.stderr, /Deployment ended: hook-error/);
+    assert.equal((await latest("steady")).status, "hook-error");
+    assert.equal((await p.get("steady")).body, "good");
+    const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string }[] };
+    assert.deepEqual(ps.containers.map((c) => c.label), ["web-1"], "the new containers were stopped");
+  });
+
+  it("a passing postdeploy hook sees the new release's code and variables", async () => {
+    assert.equal((await p.quai(["--app", "steady", "env-set", "MIGRATION=ok"])).code, 0);
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sh -c 'echo \"migration $MIGRATION in $CONTAINER\"'\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("migrated")["server.py"] as string);
+    await commitAll(dir, "hook passes");
+    const push = await p.push("steady", dir);
+    assert.equal(push.code, 0, push.stderr);
+    assert.match(push.stderr, /migration ok in postdeploy-1/);
+    assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("a release that crashes on boot ends crashed-error, with its output", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 -c 'import sys; print(\"boom at boot\"); sys.exit(1)'\n");
+    await commitAll(dir, "crash");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /crashed-error/);
+    assert.match(push.stderr, /boom at boot/);
+    assert.equal((await latest("steady")).status, "crashed-error");
+    assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("a release that never listens on $PORT ends timeout-error", async () => {
+    await writeFile(join(dir, "Procfile"), "web: sleep 600\n");
+    await commitAll(dir, "never listens");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /did not accept connections on \$PORT within 4 s/);
+    assert.equal((await latest("steady")).status, "timeout-error");
+    assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("a Procfile with an empty command is a build error naming the line", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\nworker:\n");
+    await commitAll(dir, "empty command");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /Procfile line 2: process type "worker" has an empty command/);
+    assert.equal((await latest("steady")).status, "build-error");
+    assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("a control plane killed during a deployment: apps keep serving, the deployment ends aborted", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sleep 30\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("never switched")["server.py"] as string);
+    await commitAll(dir, "slow hook");
+    const u = new URL(p.url);
+    const git = spawn("git", ["-C", dir, "push", `http://user:${p.token}@${u.host}/steady.git`, "HEAD:main"], { stdio: "ignore" });
+    for (let i = 0; i < 200 && (await latest("steady")).status !== "starting"; i++) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 500));
+    await p.restart(true);
+    git.kill("SIGKILL");
+    assert.equal((await p.get("steady")).body, "migrated");
+    const d = await latest("steady");
+    assert.equal(d.status, "aborted");
+    assert.match(d.error ?? "", /control plane stopped/);
+    const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string; release: string }[] };
+    assert.deepEqual(ps.containers.map((c) => c.label), ["web-1"], "the half-started containers were removed");
+  });
+});
