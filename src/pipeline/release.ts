@@ -24,10 +24,12 @@ const sealContext = (appId: string) => `release:${appId}`;
 
 /** Creates the next numbered release of an app. */
 export async function createRelease(db: Db, keyring: Keyring, input: { appId: string; deploymentId: string | null; gitRef: string | null; slugKey: string; slugSize: number; processTypes: ProcessTypes; config: Record<string, string>; description: string; createdBy: string | null }): Promise<Release> {
-  const sealed = keyring.seal(JSON.stringify(input.config), sealContext(input.appId));
-  // Serialised per app by the row lock, so two releases never get one number.
+  // Serialised per app by the row lock, so two releases never get one number. Sealed under the
+  // lock, after re-reading the key file: a key rotation holds every app lock while it re-encrypts.
   return db.transaction().execute(async (trx) => {
     await sql`SELECT 1 FROM apps WHERE id = ${input.appId} FOR UPDATE`.execute(trx);
+    keyring.refresh();
+    const sealed = keyring.seal(JSON.stringify(input.config), sealContext(input.appId));
     const last = await trx.selectFrom("releases").select(sql<number>`coalesce(max(version), 0)`.as("v")).where("app_id", "=", input.appId).executeTakeFirstOrThrow();
     const row = await trx
       .insertInto("releases")

