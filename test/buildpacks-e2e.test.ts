@@ -154,6 +154,10 @@ describe("built-in buildpacks through git push", () => {
     assert.equal(health.ok, true);
     assert.equal(health.nodeEnv, "production");
     assert.ok(Date.parse(health.builtAt) > Date.now() - 10 * 60_000, "build/info.json comes from this build");
+    const ps = await p.quai(["--app", "express", "ps", "--json"]);
+    assert.equal(ps.code, 0, ps.stderr);
+    const web = (JSON.parse(ps.stdout) as { formation: { name: string; command: string | null }[] }).formation.find((f) => f.name === "web");
+    assert.equal(web?.command, "npm start", "the buildpack's default web process");
     const modules = await p.quai(["--app", "express", "run", "node", "-e", "const fs = require('fs'); console.log(['express', 'kleur'].map((m) => m + '=' + fs.existsSync('node_modules/' + m)).join(' '))"]);
     assert.equal(modules.code, 0, modules.stderr);
     assert.equal(modules.stdout.trim(), "express=true kleur=false", "devDependencies pruned from the slug");

@@ -75,6 +75,26 @@ describe("failed deployments keep the previous release serving", () => {
     assert.equal((await p.get("steady")).body, "migrated");
   });
 
+  it("waits for the health-check path: a release whose check fails never gets traffic", async () => {
+    const bearer = ((await (await fetch(`${p.url}/v1/tokens/exchange`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(":" + p.token).toString("base64")}` } })).json()) as { token: string }).token;
+    const patch = (path: string) => fetch(`${p.url}/v1/apps/steady`, { method: "PATCH", headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" }, body: JSON.stringify({ app: { health_check_path: path } }) });
+    const bad = await patch("/with space");
+    assert.equal(bad.status, 422);
+    assert.equal(((await bad.json()) as { error: string }).error, "health_check_path_invalid");
+    assert.equal((await patch("/health")).status, 200);
+    assert.equal((await p.quai(["--app", "steady", "env-set", "HEALTH_STATUS=503"])).code, 0);
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("unhealthy")["server.py"] as string);
+    await commitAll(dir, "unhealthy");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /answered 503 on \/health within 4 s/);
+    assert.equal((await latest("steady")).status, "timeout-error");
+    assert.equal((await p.get("steady")).body, "migrated");
+    assert.equal((await p.quai(["--app", "steady", "env-unset", "HEALTH_STATUS"])).code, 0);
+    assert.equal((await patch("")).status, 200);
+  });
+
   it("a Procfile with an empty command is a build error naming the line", async () => {
     await writeFile(join(dir, "Procfile"), "web: python3 server.py\nworker:\n");
     await commitAll(dir, "empty command");

@@ -52,7 +52,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
         summary: "Change an app's settings",
         tags: ["apps"],
         params: appParams,
-        body: envelope("app", { force_https: { type: "boolean" }, sticky_session: { type: "boolean" }, router_logs: { type: "boolean" }, ...compatFields }),
+        body: envelope("app", { health_check_path: { type: ["string", "null"], maxLength: 512 }, force_https: { type: "boolean" }, sticky_session: { type: "boolean" }, router_logs: { type: "boolean" }, ...compatFields }),
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);

@@ -13,6 +13,8 @@ export type AppRecord = Selectable<AppsTable>;
 
 /** Settings a user may change with PATCH. */
 export interface AppSettings {
+  /** Path new web containers must answer with 2xx/3xx before they get traffic; "" clears it. */
+  health_check_path?: string | null;
   force_https?: boolean;
   sticky_session?: boolean;
   router_logs?: boolean;
@@ -92,6 +94,13 @@ export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: 
     const to = settings[key];
     if (to !== undefined && to !== app[key]) changes[key] = { from: app[key], to };
   }
+  if (settings.health_check_path !== undefined) {
+    const to = settings.health_check_path === "" ? null : settings.health_check_path;
+    if (to !== null && !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]{0,254}(\?[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]{0,255})?$/.test(to)) {
+      throw new QuaiError("health_check_path_invalid", `health_check_path ${JSON.stringify(to)} must be a URL path starting with "/", without spaces or control characters`);
+    }
+    if (to !== app.health_check_path) changes.health_check_path = { from: app.health_check_path, to };
+  }
   if (Object.keys(changes).length === 0) return;
   await db.transaction().execute(async (trx) => {
     await trx
@@ -151,7 +160,7 @@ function appObject(urls: AppUrls): RawBuilder<unknown> {
     'created_at', ${iso(sql`a.created_at`)}, 'updated_at', ${iso(sql`a.updated_at`)}, 'status', a.status,
     'owner', json_build_object('id', u.id, 'email', u.email, 'username', u.username, 'flags', '{}'::json),
     'git_url', ${git}, 'url', ${url}, 'base_url', ${url},
-    'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs,
+    'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs, 'health_check_path', a.health_check_path,
     'last_deployed_at', ${iso(sql`a.last_deployed_at`)}, 'last_deployed_by', a.last_deployed_by,
     'last_deployment_id', a.last_deployment_id, 'parent_app_name', a.parent_app_name,
     'links', json_build_object('deployments_stream', ${stream}), 'limits', '{}'::json, 'flags', '{}'::json,

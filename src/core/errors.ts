@@ -42,6 +42,7 @@ export const catalogue = {
   app_not_found: { status: 404, exit: Exit.noInput, description: "No app with this name or id that the user can see." },
   app_name_invalid: { status: 422, exit: Exit.data, description: "App names are 3 to 48 lowercase letters, digits and dashes, starting and ending with a letter or digit." },
   app_name_taken: { status: 409, exit: Exit.cantCreate, description: "Another app already has this name." },
+  health_check_path_invalid: { status: 422, exit: Exit.data, description: "A health-check path starts with `/` and has no spaces or control characters." },
   confirmation_mismatch: { status: 422, exit: Exit.data, description: "A destructive action needs the app's current name as confirmation, and the one given differs." },
   // Variables
   variable_not_found: { status: 404, exit: Exit.noInput, description: "No variable with this id or name on the app." },

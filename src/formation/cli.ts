@@ -164,7 +164,7 @@ const runCmd: Command = {
       ws.on("message", (data) => {
         const msg = JSON.parse(String(data)) as { type: string; data?: string; code?: number | null; signal?: string | null; error?: string; message?: string };
         if (msg.type === "ready") {
-          ws.send(JSON.stringify({ type: "start", command, env: flags.env, size: flags.size, tty }));
+          ws.send(JSON.stringify({ type: "start", command, env: flags.env, size: flags.size, tty, cols: process.stdout.columns, rows: process.stdout.rows }));
           if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
           process.stdin.on("data", (b: Buffer) => ws.send(JSON.stringify({ type: "stdin", data: b.toString("base64") })));
           process.stdin.on("end", () => ws.send(JSON.stringify({ type: "eof" })));

@@ -186,7 +186,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       ws.on("close", () => abort.abort());
       let stage = 0;
       ws.on("message", async (data) => {
-        let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string };
+        let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string; cols?: number; rows?: number };
         try {
           msg = JSON.parse(String(data)) as typeof msg;
         } catch {
@@ -208,7 +208,9 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             // Input may arrive while the container is prepared: buffer it from now on.
             stdin = new PassThrough();
             const { actor, app: found } = (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai;
-            const job = await prepareRun(found, actor, { command: msg.command, env: msg.env, size: msg.size });
+            // The terminal's size, for programs that lay out their output (the pty reads LINES/COLUMNS).
+            const term: Record<string, string> = msg.tty && Number.isInteger(msg.cols) && Number.isInteger(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
+            const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...msg.env }, size: msg.size });
             ws.send(JSON.stringify({ type: "started", container: job.label }));
             const res = await ctx.runtime.exec(job.spec, {
               stdin,

@@ -4,6 +4,7 @@
 import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
+import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { sql } from "kysely";
 import { run } from "../core/run.ts";
@@ -198,8 +199,9 @@ export class Supervisor {
   }
 
   /** Waits until the container accepts TCP connections on its port, or exits, or the timeout passes. */
-  async waitReady(c: ContainerRow, timeoutMs = this.opts.startTimeoutMs): Promise<ReadyOutcome> {
+  async waitReady(c: ContainerRow, timeoutMs = this.opts.startTimeoutMs, healthPath?: string | null): Promise<ReadyOutcome> {
     const deadline = Date.now() + timeoutMs;
+    let lastHealth = "";
     for (;;) {
       const state = await this.ctx.runtime.inspect(c.id);
       if (!state || state.status !== "running") return { ok: false, reason: "crashed", detail: exitText(state) };
@@ -207,9 +209,12 @@ export class Supervisor {
         // Not a web process: ready if it stays up for a moment.
         if (Date.now() > deadline - timeoutMs + 1500) return { ok: true };
       } else if (await canConnect(c.port)) {
-        return { ok: true };
+        if (!healthPath) return { ok: true };
+        const status = await httpStatus(c.port, healthPath);
+        if (status >= 200 && status < 400) return { ok: true };
+        lastHealth = status ? `answered ${status} on ${healthPath}` : `did not answer on ${healthPath}`;
       }
-      if (Date.now() > deadline) return { ok: false, reason: "timeout", detail: `did not accept connections on $PORT within ${Math.round(timeoutMs / 1000)} s` };
+      if (Date.now() > deadline) return { ok: false, reason: "timeout", detail: lastHealth ? `${lastHealth} within ${Math.round(timeoutMs / 1000)} s` : `did not accept connections on $PORT within ${Math.round(timeoutMs / 1000)} s` };
       await sleep(50);
     }
   }
@@ -384,6 +389,19 @@ function canConnect(port: number): Promise<boolean> {
       resolve(true);
     });
     s.once("error", () => resolve(false));
+  });
+}
+
+/** Status of GET `path` on 127.0.0.1:`port` (0 when it fails), within 2 s. */
+function httpStatus(port: number, path: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpRequest({ host: "127.0.0.1", port, path, method: "GET", timeout: 2000, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(0));
+    req.end();
   });
 }
 

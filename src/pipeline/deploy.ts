@@ -46,7 +46,10 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   for (const f of formation) {
     for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
   }
-  const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c) })));
+  const settings = await ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst();
+  const healthPath = settings?.health_check_path ?? null;
+  if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
+  const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
   for (const { c, r } of ready) {
     if (!r.ok) {
       const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");

@@ -47,6 +47,7 @@ export interface AppsTable {
   /** Unprivileged host uid (and gid) the app's builds and containers run as. */
   uid: Generated<number>;
   current_release_id: string | null;
+  health_check_path: string | null;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }

@@ -152,11 +152,15 @@ BODY = ${JSON.stringify(body)}
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        code = 200
         if self.path == "/env":
             data = "\\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())).encode()
+        elif self.path == "/health":
+            code = int(os.environ.get("HEALTH_STATUS", "200"))
+            data = b"health"
         else:
             data = BODY.encode()
-        self.send_response(200)
+        self.send_response(code)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -7,6 +7,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`CREATE SEQUENCE app_uids START 61000 MAXVALUE 99999`.execute(db);
   await sql`ALTER TABLE apps ADD COLUMN uid integer NOT NULL UNIQUE DEFAULT nextval('app_uids')`.execute(db);
   await sql`ALTER TABLE apps ADD COLUMN current_release_id uuid`.execute(db);
+  // A path the new web containers must answer (2xx or 3xx) before traffic switches to them.
+  await sql`ALTER TABLE apps ADD COLUMN health_check_path text`.execute(db);
 
   await sql`
     CREATE TABLE deployments (
@@ -85,6 +87,7 @@ export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`DROP TABLE formation`.execute(db);
   await sql`DROP TABLE releases`.execute(db);
   await sql`DROP TABLE deployments`.execute(db);
+  await sql`ALTER TABLE apps DROP COLUMN health_check_path`.execute(db);
   await sql`ALTER TABLE apps DROP COLUMN current_release_id`.execute(db);
   await sql`ALTER TABLE apps DROP COLUMN uid`.execute(db);
   await sql`DROP SEQUENCE app_uids`.execute(db);
