@@ -77,7 +77,7 @@ async function expectBuildError(p: TestPlatform, app: string, dir: string, expec
   const push = await p.push(app, dir);
   const output = push.stderr;
   assert.notEqual(push.code, 0, `the push was accepted:\n${output}`);
-  assert.match(push.stdout, /\[remote rejected\] \(pre-receive hook declined\)/);
+  assert.match(push.stdout, /\[remote rejected\] \(pre-receive hook declined\)/, `${push.stdout}\n${output}`);
   assert.match(output, expected.says);
   assert.match(output, /remote: +!\s+Deployment build-error; the previous release keeps serving\./);
   const [latest] = await deployments(p, app);

@@ -6,6 +6,9 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Agent, request } from "node:http";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { QUAI_BIN } from "../src/testing/cli.ts";
 import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
@@ -154,6 +157,21 @@ describe("git push deploys", () => {
     assert.equal(withInput.stdout.trim(), "42:hello");
     const events = await json<{ type: string; type_data: { command: unknown } }[]>(["--app", "web-app", "events"]);
     assert.ok(events.some((e) => e.type === "run" && JSON.stringify(e.type_data.command).includes("exit 7")));
+  });
+
+  it("gives a one-off a terminal with --tty, and Ctrl-C reaches the command", async () => {
+    const tty = await p.quai(["--app", "web-app", "run", "--tty", "python3", "-c", "import sys; print(sys.stdin.isatty(), sys.stdout.isatty())"]);
+    assert.equal(tty.code, 0, tty.stderr);
+    assert.match(tty.stdout, /True True/);
+    const child = spawn(process.execPath, [QUAI_BIN, "--app", "web-app", "run", "--tty", "python3", "-c", "import time; print('ready', flush=True); time.sleep(60)"], { env: { ...process.env, ...p.env }, stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (b: Buffer) => {
+      out += b.toString();
+      if (out.includes("ready")) child.stdin.write("\x03");
+    });
+    const [code] = (await once(child, "exit")) as [number];
+    assert.equal(code, 130, "SIGINT's exit code comes back");
+    assert.match(out, /KeyboardInterrupt/);
   });
 
   it("keeps serving when the control plane is killed, and re-adopts the containers", async () => {
