@@ -24,6 +24,8 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
   /** Every key, for garbage collection. */
   list(): Promise<string[]>;
+  /** When the blob was stored (undefined if absent). */
+  storedAt(key: string): Promise<Date | undefined>;
   /** A local file holding the blob, when the driver has one (lets `tar` read it directly). */
   localPath?(key: string): string;
 }
@@ -101,6 +103,14 @@ export class LocalBlobStore implements BlobStore {
   async size(key: string): Promise<number | undefined> {
     try {
       return (await stat(this.localPath(key))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async storedAt(key: string): Promise<Date | undefined> {
+    try {
+      return (await stat(this.localPath(key))).mtime;
     } catch {
       return undefined;
     }

@@ -12,6 +12,7 @@ import { LocalRuntime } from "../runtime/local.ts";
 import { NginxRouter } from "../router/nginx.ts";
 import { runtimePaths, type PipelineContext } from "../pipeline/context.ts";
 import { prepareRuntime } from "../pipeline/setup.ts";
+import { collectGarbage } from "../pipeline/gc.ts";
 import { DeploymentOutputs } from "../pipeline/output.ts";
 import { Supervisor } from "../formation/supervisor.ts";
 import { Deployments } from "../deployments/service.ts";
@@ -64,10 +65,19 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
     onNewDeployment: (fn) => deployments.onNew(fn),
     git: { db, reposDir: join(config.home, "git"), deployments: () => deployments, outputs, apiUrl, appUrl, log },
   };
+  // Hourly: slugs no release refers to, and sources of ended deployments, are deleted.
+  const gc = setInterval(() => {
+    collectGarbage(ctx).then(
+      (r) => r.blobs + r.slugDirs > 0 && log(`gc: removed ${r.blobs} blobs (${Math.round(r.bytes / 1024 / 1024)} MB) and ${r.slugDirs} unpacked slugs`),
+      (err: unknown) => log(`gc: ${String(err)}`),
+    );
+  }, 60 * 60_000);
+  gc.unref();
   return {
     api,
     router,
     stop: async () => {
+      clearInterval(gc);
       deployments.close();
       supervisor.close();
     },
