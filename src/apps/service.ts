@@ -96,7 +96,7 @@ export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: 
   }
   if (settings.health_check_path !== undefined) {
     const to = settings.health_check_path === "" ? null : settings.health_check_path;
-    if (to !== null && !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]{0,254}(\?[A-Za-z0-9._~!$&'()*+,;=:@%\/?-]{0,255})?$/.test(to)) {
+    if (to !== null && !/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,254}(\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,255})?$/.test(to)) {
       throw new QuaiError("health_check_path_invalid", `health_check_path ${JSON.stringify(to)} must be a URL path starting with "/", without spaces or control characters`);
     }
     if (to !== app.health_check_path) changes.health_check_path = { from: app.health_check_path, to };
