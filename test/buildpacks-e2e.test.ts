@@ -58,9 +58,14 @@ async function deploy(p: TestPlatform, app: string, dir: string): Promise<{ outp
   const started = performance.now();
   const push = await p.push(app, dir);
   const seconds = (performance.now() - started) / 1000;
-  assert.equal(push.code, 0, `push of ${app} refused:\n${push.stderr}`);
+  assert.equal(push.code, 0, `push of ${app} refused:\n${explain(p, push)}`);
   assert.match(push.stderr, new RegExp(`${app} is live at http://${app}\\.localhost:\\d+`));
   return { output: push.stderr, seconds };
+}
+
+/** git's whole answer and the end of the server's log, for a failed assertion. */
+function explain(p: TestPlatform, push: RunResult): string {
+  return `git exit code ${push.code}\n--- stdout\n${push.stdout}--- stderr\n${push.stderr}--- server log (end)\n${p.server.log.slice(-30).join("\n")}`;
 }
 
 async function deployments(p: TestPlatform, app: string): Promise<Deployment[]> {
@@ -76,8 +81,8 @@ async function deployments(p: TestPlatform, app: string): Promise<Deployment[]> 
 async function expectBuildError(p: TestPlatform, app: string, dir: string, expected: { says: RegExp; error: RegExp }, serving: { path: string; body: string }): Promise<string> {
   const push = await p.push(app, dir);
   const output = push.stderr;
-  assert.notEqual(push.code, 0, `the push was accepted:\n${output}`);
-  assert.match(push.stdout, /\[remote rejected\] \(pre-receive hook declined\)/, `${push.stdout}\n${output}`);
+  assert.notEqual(push.code, 0, `the push was accepted:\n${explain(p, push)}`);
+  assert.match(push.stdout, /\[remote rejected\] \(pre-receive hook declined\)/, `the hook did not refuse the push:\n${explain(p, push)}`);
   assert.match(output, expected.says);
   assert.match(output, /remote: +!\s+Deployment build-error; the previous release keeps serving\./);
   const [latest] = await deployments(p, app);

@@ -155,6 +155,22 @@ describe("archive deploys and the deployment queue", () => {
     assert.equal(again.code, 65, "cancelling a finished deployment is refused");
   });
 
+  it("deploys a 100 MB repository pushed over HTTP", async () => {
+    assert.equal((await p.quai(["create", "big-app"])).code, 0);
+    const dir = await gitApp(pythonWebApp("big"));
+    // Incompressible data: git, the archive and the slug all carry the full 100 MB.
+    const res = await run("sh", ["-c", 'mkdir -p "$1/assets" && for i in 1 2 3 4; do head -c 26214400 /dev/urandom > "$1/assets/blob$i.bin"; done', "sh", dir]);
+    assert.equal(res.code, 0, res.stderr);
+    await commitAll(dir, "big");
+    const started = Date.now();
+    const push = await p.push("big-app", dir);
+    assert.equal(push.code, 0, push.stderr.slice(-2000));
+    assert.equal((await p.get("big-app")).body, "big");
+    const [d] = JSON.parse((await p.quai(["--app", "big-app", "deployments", "--json"])).stdout) as { image_size: number }[];
+    assert.ok(d!.image_size > 100 * 1024 * 1024, `slug of ${d!.image_size} bytes`);
+    console.log(`100 MB push to live: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  });
+
   it("finishes a deployment whose pusher disconnected mid-build", async () => {
     assert.equal((await p.quai(["--app", "push-app", "env-set", `BUILDPACK_URL=${await slowBuildpack(3)}`])).code, 0);
     const dir = await gitApp(pythonWebApp("pushed"));

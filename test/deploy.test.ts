@@ -66,6 +66,12 @@ describe("git push deploys", () => {
     assert.ok(port < 32768, `app port ${port} is below the ephemeral range`);
   });
 
+  it("deploys master, and HEAD:main from another branch", async () => {
+    const master = await p.push("web-app", dir, "HEAD:master");
+    assert.equal(master.code, 0, master.stderr);
+    assert.match(master.stderr, /web-app is live/);
+  });
+
   it("says a push to another branch is stored and does not deploy", async () => {
     const before = await json<unknown[]>(["--app", "web-app", "deployments"]);
     const push = await p.push("web-app", dir, "HEAD:refs/heads/feature;$(id)");
@@ -136,6 +142,18 @@ describe("git push deploys", () => {
     assert.equal((await p.quai(["--app", "web-app", "scale", "web:1"])).code, 0);
   });
 
+  it("restarts web containers with new ones up before the old ones go", async () => {
+    const before = await json<{ containers: { id: string; label: string }[] }>(["--app", "web-app", "ps"]);
+    const res = await p.quai(["--app", "web-app", "restart", "web"]);
+    assert.equal(res.code, 0, res.stderr);
+    const after = await json<{ containers: { id: string; label: string; state: string }[] }>(["--app", "web-app", "ps"]);
+    assert.deepEqual(after.containers.map((c) => [c.label, c.state]), [["web-1", "running"]]);
+    assert.notEqual(after.containers[0]!.id, before.containers[0]!.id, "a new container");
+    assert.equal((await p.get("web-app")).status, 200);
+    const unknown = await p.quai(["--app", "web-app", "restart", "nope"]);
+    assert.equal(unknown.code, 65);
+  });
+
   it("refuses bad scale requests with the catalogue's errors", async () => {
     for (const [arg, pattern] of [["web:-1", /whole number from 0 to 20/], ["web:1000", /whole number from 0 to 20/], ["web:1:XXL", /unknown size "XXL"/], ["nope:1", /unknown process type "nope"/]] as const) {
       const res = await p.quai(["--app", "web-app", "scale", arg]);
@@ -191,6 +209,21 @@ describe("git push deploys", () => {
     const releases = await json<{ version: number; current: boolean; description: string }[]>(["--app", "web-app", "releases"]);
     assert.equal(releases[0]!.description, "Rollback to v1");
     assert.ok(releases[0]!.current);
+  });
+
+  it("a config change makes a release and restarts the app with its new variables", async () => {
+    const before = await json<{ version: number }[]>(["--app", "web-app", "releases"]);
+    assert.equal((await p.quai(["--app", "web-app", "env-set", "FEATURE_X=on"])).code, 0);
+    let releases = before;
+    for (let i = 0; i < 100 && releases.length === before.length; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      releases = await json<{ version: number; description: string }[]>(["--app", "web-app", "releases"]);
+    }
+    const top = releases[0] as unknown as { version: number; description: string };
+    assert.equal(top.description, "Config change");
+    for (let i = 0; i < 100 && !/^FEATURE_X=on$/m.test((await p.get("web-app", "/env")).body); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match((await p.get("web-app", "/env")).body, /^FEATURE_X=on$/m);
+    assert.equal((await p.get("web-app")).body, "v1", "same code: the slug of the current release");
   });
 
   it("restarts a crashed container with backoff and shows the crash", async () => {

@@ -52,7 +52,7 @@ export function deploymentJson(d: DeploymentRow, apiBase: string, appName: strin
 
 /** Why a source was given. */
 export interface NewDeployment {
-  source: "git" | "archive" | "rollback";
+  source: "git" | "archive" | "rollback" | "config";
   gitRef: string | null;
   /** The gzipped tarball; for rollbacks, absent. */
   archive?: Readable;
@@ -216,7 +216,12 @@ export class Deployments {
       const actor = d.pusher_email;
       let release;
       const rollbackOf = d.rollback_release_id;
-      if (rollbackOf) {
+      if (rollbackOf && d.source === "config") {
+        const base = await loadRelease(this.ctx.db, this.ctx.keyring, rollbackOf);
+        out(`-----> Config changed: releasing v${base.version}'s slug with the app's current variables\n`);
+        release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: base.gitRef, slugKey: base.slugKey, slugSize: base.slugSize, processTypes: base.processTypes, config: env, description: "Config change", createdBy: actor });
+        await this.setStatus(d.id, "pushing", { slug_blob: base.slugKey, image_size: base.slugSize });
+      } else if (rollbackOf) {
         const old = await loadRelease(this.ctx.db, this.ctx.keyring, rollbackOf);
         out(`-----> Rolling back to v${old.version} (${old.gitRef ?? "no git ref"}), with its config\n`);
         out(`       Databases are not rolled back: a rollback redeploys code and config only.\n`);

@@ -21,6 +21,24 @@ const variableParams = {
 
 export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
   return async (app) => {
+    // A config change makes a release: the running slug with the new variables, deployed through
+    // the same zero-downtime path (and the same per-app queue) as a push.
+    app.addHook("onResponse", async (req, reply) => {
+      const pipeline = deps.pipeline;
+      if (!pipeline || req.method === "GET" || reply.statusCode >= 300 || !req.actor) return;
+      const ref = (req.params as { app?: string }).app;
+      if (!ref) return;
+      try {
+        const found = await findApp(deps.db, req.actor, ref);
+        if (!found.current_release_id) return;
+        // One queued config release is enough: it reads the variables when it runs.
+        const waiting = await deps.db.selectFrom("deployments").select("id").where("app_id", "=", found.id).where("status", "=", "queued").where("source", "=", "config").executeTakeFirst();
+        if (waiting) return;
+        await pipeline.deployments.create(req.actor, found, { source: "config", gitRef: null, releaseId: found.current_release_id });
+      } catch (err) {
+        deps.log(`variables: restarting ${ref} with its new config failed: ${String(err)}`);
+      }
+    });
     app.get<{ Params: { app: string }; Querystring: { resolved?: string } }>("/v1/apps/:app/variables", {
       schema: {
         summary: "List variables (?resolved=true: values with references resolved, as a release sees them)",
