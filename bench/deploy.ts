@@ -7,7 +7,7 @@ import { once } from "node:events";
 import { closeSync, existsSync, openSync, realpathSync, statSync, watch } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
-import { cpus, tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
@@ -49,6 +49,9 @@ function table(head: string[], rows: string[][]): string {
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join("  ");
   return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
+
+/** The machine, with the 1-minute load average at the benchmark's start and now (other work on the host skews every figure). */
+const machine = (loadAtStart: number) => `Node.js ${process.version}, ${cpus().length} CPUs, load average ${loadAtStart.toFixed(1)} at start, ${(loadavg()[0] ?? NaN).toFixed(1)} at end`;
 
 const sec = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(2) : "-");
 const verdict = (ok: boolean) => (ok ? "PASS" : "MISS");
@@ -310,6 +313,7 @@ export interface DeployTimesResult {
 export async function benchDeployTimes(opts: { rounds?: number } = {}): Promise<DeployTimesResult> {
   const rounds = opts.rounds ?? 3;
   const started = performance.now();
+  const load0 = loadavg()[0] ?? NaN;
   const { p, close } = await platform();
   const scratch = await tempDir("quai-bench-deploy-");
   try {
@@ -376,7 +380,7 @@ export async function benchDeployTimes(opts: { rounds?: number } = {}): Promise<
         `\nQuai: \`git push\` start → built ("Release vN created", right after status pushing) and → first 200 of the new release through the router;` +
         `\n"new app": a first app was deployed before (warm-up), then the same code goes to a new app; "redeploy": server.js changed, lockfile unchanged.` +
         `\nFloor, same run: git push to a bare repo (file path) + checkout + npm ci --prefer-offline on a warm npm cache (new app) or cp -al node_modules` +
-        `\n(redeploy) + npm run build, then tar -cz (built) or node server.js → first 200 (live); Node.js ${process.version}, ${cpus().length} CPUs.\n`,
+        `\n(redeploy) + npm run build, then tar -cz (built) or node server.js → first 200 (live); ${machine(load0)}.\n`,
     );
     const rows: string[][] = [];
     for (const c of cases) {
@@ -480,6 +484,7 @@ export async function benchRedeployLoad(opts: { redeploys?: number; clients?: nu
   const clients = opts.clients ?? 3;
   const pauseMs = opts.pauseMs ?? 5;
   const started = performance.now();
+  const load0 = loadavg()[0] ?? NaN;
   const { p, close } = await platform();
   try {
     const app = "bench-load";
@@ -542,7 +547,7 @@ export async function benchRedeployLoad(opts: { redeploys?: number; clients?: nu
     console.log(
       `\nRedeploys under load: ${redeploys} consecutive code-only redeploys of the Express fixture, ${clients} keep-alive clients through the router` +
         `\n(${pauseMs} ms between requests); a request is retried once, as a browser does, only when a reused keep-alive connection` +
-        `\ncloses before any response byte. Baseline: 0 failed requests. Target: 0.\n`,
+        `\ncloses before any response byte. Baseline: 0 failed requests. Target: 0. ${machine(load0)}.\n`,
     );
     const versions = Object.entries(result.bodies).map(([b, n]) => `${b.replace("hello from express ", "")}:${n}`).join(" ");
     console.log(
@@ -634,6 +639,7 @@ export async function benchSandbox(opts: { runs?: number; idle?: number } = {}):
     return undefined;
   }
   const started = performance.now();
+  const load0 = loadavg()[0] ?? NaN;
   const base = await traversableTempDir("quai-bench-sandbox-");
   const removeBase = defer(() => rm(base, { recursive: true, force: true }));
   const runtime = new LocalRuntime({ stateDir: join(base, "state") });
@@ -780,9 +786,9 @@ export async function benchSandbox(opts: { runs?: number; idle?: number } = {}):
     const ms = (v: number[]) => [median(v).toFixed(1), percentile(v, 0.9).toFixed(1)];
     const cg = runtime.cgroups.version;
     console.log(
-      `\nSandbox start: LocalRuntime (bubblewrap, cgroup v${cg}, uid 60001, network host), \`${command.join(" ")}\`;` +
+      `\nSandbox start: LocalRuntime (bubblewrap, cgroup v${cg}, uid 60001, network host), argv ${JSON.stringify(command)};` +
         `\ntime to the app's first output (inotify on its log file), ${runs} interleaved runs after ${warmup} warm-up, median and p90.` +
-        `\nBaseline, same run: the same command spawned with child_process. Target: ≤ ${TARGET_SANDBOX_MS} ms.\n`,
+        `\nBaseline, same run: the same command spawned with child_process. Target: ≤ ${TARGET_SANDBOX_MS} ms. ${machine(load0)}.\n`,
     );
     const mib = (b: number) => (b / 1024 / 1024).toFixed(2);
     console.log(
@@ -805,7 +811,7 @@ export async function benchSandbox(opts: { runs?: number; idle?: number } = {}):
     console.log(
       table(
         ["per idle container", "VmRSS MiB", "PSS MiB", "target", ""],
-        [["bwrap processes", mib(result.bwrapRssBytes), mib(result.bwrapPssBytes), `≤ ${TARGET_SANDBOX_MB} MB VmRSS`, verdict(result.bwrapRssBytes <= TARGET_SANDBOX_MB * 1024 * 1024)]],
+        [["bwrap processes", mib(result.bwrapRssBytes), mib(result.bwrapPssBytes), `≤ ${TARGET_SANDBOX_MB} MiB VmRSS`, verdict(result.bwrapRssBytes <= TARGET_SANDBOX_MB * 1024 * 1024)]],
       ),
     );
     log(`bench sandbox: done in ${sec(performance.now() - started)} s`);

@@ -1,5 +1,7 @@
-// `npm run bench`: API latency under load, on a durable embedded PostgreSQL holding 1,000 apps.
-// Each endpoint's p99 is printed against GET /v1/health (same server, same load) and the target.
+// `npm run bench`: API latency under load (on a durable embedded PostgreSQL holding 1,000 apps),
+// then the deploy pipeline (bench/deploy.ts). Each benchmark prints its figures against a baseline
+// measured in the same run and the target. `node bench/run.ts deploy sandbox` runs only those named
+// (api, deploy, redeploy-load, router, sandbox).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -11,6 +13,7 @@ import { Keyring } from "../src/variables/keyring.ts";
 import { buildApi } from "../src/server/api.ts";
 import { createApiToken, ensureUser, exchangeToken } from "../src/auth/service.ts";
 import { runLoadInWorker, type LoadResult, type Scenario } from "./load.ts";
+import { benchDeployTimes, benchRedeployLoad, benchRouterThroughput, benchSandbox, closeDeployBenches } from "./deploy.ts";
 
 const APPS = 1000;
 const CONCURRENCY = 10;
@@ -62,13 +65,17 @@ let cleaned = false;
 const pgServer = new EmbeddedPostgres({ dir: join(dir, "postgres"), durable: true, log: (l) => { if (!cleaned) log(l); } });
 let db: Db | undefined;
 let api: FastifyInstance | undefined;
-async function cleanup(): Promise<void> {
+async function cleanupApi(): Promise<void> {
   if (cleaned) return;
   cleaned = true;
   await api?.close().catch(() => {});
   await db?.destroy().catch(() => {});
   await pgServer.stop().catch(() => {});
   await rm(dir, { recursive: true, force: true });
+}
+async function cleanup(): Promise<void> {
+  await cleanupApi();
+  await closeDeployBenches();
 }
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
@@ -77,72 +84,100 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
-let exitCode = 0;
-try {
-  const started = performance.now();
-  log("bench: starting a durable embedded PostgreSQL");
-  const databaseUrl = await pgServer.start();
-  db = openDb(databaseUrl);
-  await migrate(db);
-  const keyring = await Keyring.open(join(dir, "master.json"));
-  const { user } = await ensureUser(db, "bench@quai.test", "owner");
-  const { token: apiToken } = await createApiToken(db, user, "bench");
-  const { token: bearer } = await exchangeToken(db, apiToken, 3600);
-  const apps = await seedApps(db, user.id, APPS);
-  const pgVersion = (await sql<{ server_version: string }>`SHOW server_version`.execute(db)).rows[0]?.server_version ?? "?";
+/** API latency under load; stops its database when done so the next benchmarks run on a quiet machine. */
+async function benchApi(): Promise<void> {
+  try {
+    const started = performance.now();
+    log("bench: starting a durable embedded PostgreSQL");
+    const databaseUrl = await pgServer.start();
+    db = openDb(databaseUrl);
+    await migrate(db);
+    const keyring = await Keyring.open(join(dir, "master.json"));
+    const { user } = await ensureUser(db, "bench@quai.test", "owner");
+    const { token: apiToken } = await createApiToken(db, user, "bench");
+    const { token: bearer } = await exchangeToken(db, apiToken, 3600);
+    const apps = await seedApps(db, user.id, APPS);
+    const pgVersion = (await sql<{ server_version: string }>`SHOW server_version`.execute(db)).rows[0]?.server_version ?? "?";
 
-  let apiUrl = "";
-  api = await buildApi({
-    db,
-    keyring,
-    domain: "quai.bench",
-    bearerTtlSeconds: 3600,
-    bodyLimitBytes: 4 * 1024 * 1024,
-    platform: () => ({ version: "bench", domain: "quai.bench", api_url: apiUrl, router: { http: null, https: null }, git: { http: null, ssh: null } }),
-    log,
-  });
-  apiUrl = await api.listen({ host: "127.0.0.1", port: 0 });
-  log(`bench: ${apps.length} apps, API on ${apiUrl}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    let apiUrl = "";
+    api = await buildApi({
+      db,
+      keyring,
+      domain: "quai.bench",
+      bearerTtlSeconds: 3600,
+      bodyLimitBytes: 4 * 1024 * 1024,
+      platform: () => ({ version: "bench", domain: "quai.bench", api_url: apiUrl, router: { http: null, https: null }, git: { http: null, ssh: null } }),
+      log,
+    });
+    apiUrl = await api.listen({ host: "127.0.0.1", port: 0 });
+    log(`bench: ${apps.length} apps, API on ${apiUrl}; ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 
-  const scenarios: { name: string; scenario: Scenario }[] = [
-    { name: "GET /v1/health (baseline)", scenario: { kind: "get", path: "/v1/health" } },
-    { name: "GET /v1/apps", scenario: { kind: "get", path: "/v1/apps", bearer } },
-    { name: `PUT /v1/apps/:app/variables (${VARIABLES.length} vars)`, scenario: { kind: "put-variables", apps, variables: VARIABLES, bearer } },
-  ];
-  const rows: Row[] = [];
-  for (const s of scenarios) {
-    const t0 = performance.now();
-    const result = await runLoadInWorker({ origin: apiUrl, scenario: s.scenario, warmup: WARMUP, requests: REQUESTS, concurrency: CONCURRENCY });
-    rows.push(summarise(s.name, result));
-    log(`bench: ${s.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    const scenarios: { name: string; scenario: Scenario }[] = [
+      { name: "GET /v1/health (baseline)", scenario: { kind: "get", path: "/v1/health" } },
+      { name: "GET /v1/apps", scenario: { kind: "get", path: "/v1/apps", bearer } },
+      { name: `PUT /v1/apps/:app/variables (${VARIABLES.length} vars)`, scenario: { kind: "put-variables", apps, variables: VARIABLES, bearer } },
+    ];
+    const rows: Row[] = [];
+    for (const s of scenarios) {
+      const t0 = performance.now();
+      const result = await runLoadInWorker({ origin: apiUrl, scenario: s.scenario, warmup: WARMUP, requests: REQUESTS, concurrency: CONCURRENCY });
+      rows.push(summarise(s.name, result));
+      log(`bench: ${s.name}: done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
+
+    const baseline = rows[0]!;
+    const ms = (v: number) => v.toFixed(2);
+    console.log(
+      `\nQuai API latency: ${APPS} apps, ${CONCURRENCY} concurrent keep-alive clients, ${REQUESTS} requests per endpoint after ${WARMUP} warm-up;` +
+        `\nNode.js ${process.version}, PostgreSQL ${pgVersion} (durable: fsync on), ${cpus().length} CPUs; load generator in a worker thread.\n`,
+    );
+    console.log(
+      table(
+        ["endpoint", "requests", "p50 ms", "p99 ms", "mean ms", "req/s", "p99 / health", `p99 < ${TARGET_P99_MS} ms`],
+        rows.map((r) => [
+          r.name,
+          String(r.requests),
+          ms(r.p50),
+          ms(r.p99),
+          ms(r.mean),
+          r.rps.toFixed(0),
+          `${(r.p99 / baseline.p99).toFixed(2)}x`,
+          r.p99 < TARGET_P99_MS ? "PASS" : "MISS",
+        ]),
+      ),
+    );
+    console.log(`\nTotal ${((performance.now() - started) / 1000).toFixed(1)} s. Target: p99 under ${TARGET_P99_MS} ms (MISS is reported, not an error).`);
+  } finally {
+    await cleanupApi();
   }
-
-  const baseline = rows[0]!;
-  const ms = (v: number) => v.toFixed(2);
-  console.log(
-    `\nQuai API latency: ${APPS} apps, ${CONCURRENCY} concurrent keep-alive clients, ${REQUESTS} requests per endpoint after ${WARMUP} warm-up;` +
-      `\nNode.js ${process.version}, PostgreSQL ${pgVersion} (durable: fsync on), ${cpus().length} CPUs; load generator in a worker thread.\n`,
-  );
-  console.log(
-    table(
-      ["endpoint", "requests", "p50 ms", "p99 ms", "mean ms", "req/s", "p99 / health", `p99 < ${TARGET_P99_MS} ms`],
-      rows.map((r) => [
-        r.name,
-        String(r.requests),
-        ms(r.p50),
-        ms(r.p99),
-        ms(r.mean),
-        r.rps.toFixed(0),
-        `${(r.p99 / baseline.p99).toFixed(2)}x`,
-        r.p99 < TARGET_P99_MS ? "PASS" : "MISS",
-      ]),
-    ),
-  );
-  console.log(`\nTotal ${((performance.now() - started) / 1000).toFixed(1)} s. Target: p99 under ${TARGET_P99_MS} ms (MISS is reported, not an error).`);
-} catch (err) {
-  exitCode = 1;
-  log(`bench: failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-} finally {
-  await cleanup();
 }
+
+const benchmarks: { name: string; run: () => Promise<unknown> }[] = [
+  { name: "api", run: benchApi },
+  { name: "deploy", run: () => benchDeployTimes() },
+  { name: "redeploy-load", run: () => benchRedeployLoad() },
+  { name: "router", run: () => benchRouterThroughput() },
+  { name: "sandbox", run: () => benchSandbox() },
+];
+const chosen = process.argv.slice(2);
+const unknown = chosen.filter((n) => !benchmarks.some((b) => b.name === n));
+if (unknown.length > 0) {
+  log(`bench: unknown benchmark ${unknown.join(", ")}; choose from ${benchmarks.map((b) => b.name).join(", ")}`);
+  process.exit(64);
+}
+
+// One benchmark failing does not hide the others' figures; the exit code says it failed.
+let exitCode = 0;
+const started = performance.now();
+for (const b of benchmarks) {
+  if (chosen.length > 0 && !chosen.includes(b.name)) continue;
+  try {
+    await b.run();
+  } catch (err) {
+    exitCode = 1;
+    log(`bench: ${b.name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  }
+}
+await cleanup();
+console.log(`\nAll benchmarks: ${((performance.now() - started) / 1000).toFixed(1)} s (MISS is reported, not an error; a failed benchmark is).`);
 process.exit(exitCode);

@@ -256,6 +256,15 @@ describe("git push deploys", () => {
     assert.equal(logs.code, 0, logs.stderr);
     assert.match(logs.stdout, /\[web-1\] listening on \d+/);
     assert.match(logs.stdout, /\[router\] .*host=web-app\.localhost status=200/);
+    const detached = await p.quai(["--app", "web-app", "run", "--detached", "sh", "-c", "echo detached-output"]);
+    assert.equal(detached.code, 0, detached.stderr);
+    const label = /Started (one-off-\d+)/.exec(detached.stdout)![1]!;
+    let lines = "";
+    for (let i = 0; i < 50 && !lines.includes("detached-output"); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      lines = (await p.quai(["--app", "web-app", "logs", "--filter", label])).stdout;
+    }
+    assert.match(lines, new RegExp(`\\[${label}\\] detached-output`));
     const web = await p.quai(["--app", "web-app", "logs", "--filter", "router", "-n", "5"]);
     assert.doesNotMatch(web.stdout, /\[web-1\]/);
   });

@@ -149,11 +149,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const found = await findApp(deps.db, req.actor, req.params.app);
       const job = await prepareRun(found, req.actor, req.body);
       const state = await ctx.runtime.start(job.spec);
-      void ctx.runtime.wait(job.spec.id).then(async () => {
-        await sup.shipLogs();
-        await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute();
-        await ctx.runtime.remove(job.spec.id).catch(() => {});
-      });
+      // When it ends: its output is shipped, its row, cgroup and files removed.
+      void ctx.runtime.wait(job.spec.id).then(() => sup.destroy(job.spec.id, 0)).catch(() => {});
       return reply.code(201).send({ container: { id: job.spec.id, label: job.label, type: "one-off", state: state.status, command: job.commandText, size: job.spec.size, created_at: state.startedAt } });
     });
 
