@@ -173,6 +173,13 @@ describe("git push deploys", () => {
     assert.match(failing.stderr, /oops/);
     const withInput = await p.quai(["--app", "web-app", "run", "--env", "X=42", "sh", "-c", "read line; echo \"$X:$line\""], "hello\n");
     assert.equal(withInput.stdout.trim(), "42:hello");
+    const upload = join(dir, "..", `dump-${Date.now()}.sql`);
+    await writeFile(upload, "INSERT INTO t VALUES (1);\n");
+    const withFile = await p.quai(["--app", "web-app", "run", "--file", upload, "sh", "-c", "cat /tmp/uploads/*.sql"]);
+    assert.equal(withFile.code, 0, withFile.stderr);
+    assert.equal(withFile.stdout, "INSERT INTO t VALUES (1);\n");
+    const badName = await p.quai(["--app", "web-app", "run", "--file", join(dir, "missing.sql"), "true"]);
+    assert.equal(badName.code, 64);
     const events = await json<{ type: string; type_data: { command: unknown } }[]>(["--app", "web-app", "events"]);
     assert.ok(events.some((e) => e.type === "run" && JSON.stringify(e.type_data.command).includes("exit 7")));
   });

@@ -1,5 +1,7 @@
 // CLI: ps, scale, restart, releases, rollback, logs, run.
 import WebSocket from "ws";
+import { readFile } from "node:fs/promises";
+import { basename } from "node:path";
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
@@ -124,12 +126,12 @@ const logs: Command = {
 const runCmd: Command = {
   name: "run",
   summary: "Run a one-off command in a new container of the current release (exit code kept)",
-  usage: "[--detached] [--size S] [--env K=V ...] [--tty] <command> [args...]",
+  usage: "[--detached] [--size S] [--env K=V ...] [--file PATH ...] [--tty] <command> [args...]",
   example: "quai --app histologe run php bin/console app:cmd",
   async run(ctx, args) {
     const app = requireApp(ctx);
     // Flags only before the command: everything from the first non-flag on is the command's argv.
-    const flags: { detached?: boolean; size?: string; env: Record<string, string>; tty?: boolean } = { env: {} };
+    const flags: { detached?: boolean; size?: string; env: Record<string, string>; tty?: boolean; files: { name: string; data: string }[] } = { env: {}, files: [] };
     let i = 0;
     for (; i < args.length; i++) {
       const a = args[i] as string;
@@ -140,6 +142,14 @@ const runCmd: Command = {
       if (a === "--detached" || a === "-d") flags.detached = true;
       else if (a === "--tty" || a === "-t") flags.tty = true;
       else if (a === "--size" || a === "-s") flags.size = args[++i];
+      else if (a === "--file" || a === "-f") {
+        const path = args[++i] ?? "";
+        try {
+          flags.files.push({ name: basename(path), data: (await readFile(path)).toString("base64") });
+        } catch (err) {
+          throw new QuaiError("cli_usage", `--file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+        }
+      }
       else if (a === "--env" || a === "-e") {
         const kv = args[++i] ?? "";
         const eq = kv.indexOf("=");
@@ -151,7 +161,7 @@ const runCmd: Command = {
     if (command.length === 0) throw new QuaiError("cli_usage", "usage: quai run [flags] <command> [args...]");
     const api = await ctx.api();
     if (flags.detached) {
-      const res = await api.request<{ container: { label: string } }>("POST", `/v1/apps/${encodeURIComponent(app)}/run`, { command, env: flags.env, ...(flags.size ? { size: flags.size } : {}), detached: true });
+      const res = await api.request<{ container: { label: string } }>("POST", `/v1/apps/${encodeURIComponent(app)}/run`, { command, env: flags.env, ...(flags.size ? { size: flags.size } : {}), ...(flags.files.length ? { files: flags.files } : {}), detached: true });
       ctx.out(`Started ${res.container.label}: follow it with quai --app ${app} logs -f --filter ${res.container.label}`);
       return;
     }
@@ -164,7 +174,7 @@ const runCmd: Command = {
       ws.on("message", (data) => {
         const msg = JSON.parse(String(data)) as { type: string; data?: string; code?: number | null; signal?: string | null; error?: string; message?: string };
         if (msg.type === "ready") {
-          ws.send(JSON.stringify({ type: "start", command, env: flags.env, size: flags.size, tty, cols: process.stdout.columns, rows: process.stdout.rows }));
+          ws.send(JSON.stringify({ type: "start", command, env: flags.env, size: flags.size, tty, cols: process.stdout.columns, rows: process.stdout.rows, ...(flags.files.length ? { files: flags.files } : {}) }));
           if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
           process.stdin.on("data", (b: Buffer) => ws.send(JSON.stringify({ type: "stdin", data: b.toString("base64") })));
           process.stdin.on("end", () => ws.send(JSON.stringify({ type: "eof" })));

@@ -3,6 +3,9 @@
 import type { FastifyPluginAsync } from "fastify";
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { PassThrough } from "node:stream";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { run } from "../core/run.ts";
 import { WebSocketServer, type WebSocket } from "ws";
 import { appParams } from "../core/http.ts";
 import { QuaiError } from "../core/errors.ts";
@@ -16,6 +19,21 @@ import { findRelease } from "../pipeline/release.ts";
 import { deploymentJson } from "../deployments/service.ts";
 import { matches } from "../logs/store.ts";
 import { recordRun } from "./run.ts";
+
+/** Files sent with `run --file`: plain names, base64 content, 50 MB in all. */
+function parseUploads(raw: unknown): { name: string; data: Buffer }[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw) || raw.length > 20) throw new QuaiError("run_command_invalid", "files must be a list of at most 20 {name, data} objects");
+  let total = 0;
+  return raw.map((f: { name?: unknown; data?: unknown }) => {
+    if (typeof f?.name !== "string" || !/^[A-Za-z0-9._-]{1,255}$/.test(f.name) || f.name.startsWith(".")) throw new QuaiError("run_command_invalid", `upload name ${JSON.stringify(f?.name)} must be a plain file name (letters, digits, ".", "_", "-")`);
+    if (typeof f.data !== "string") throw new QuaiError("run_command_invalid", `upload ${f.name} has no data`);
+    const data = Buffer.from(f.data, "base64");
+    total += data.length;
+    if (total > 50 * 1024 * 1024) throw new QuaiError("run_command_invalid", "uploads are limited to 50 MB in all");
+    return { name: f.name, data };
+  });
+}
 
 export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPluginAsync {
   return async (app) => {
@@ -141,9 +159,11 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         env: { type: "object", additionalProperties: { type: "string" } },
         size: { type: "string" },
         detached: { type: "boolean" },
+        files: { type: "array", maxItems: 20, items: { type: "object", required: ["name", "data"], additionalProperties: false, properties: { name: { type: "string" }, data: { type: "string" } } } },
       },
     } as const;
-    app.post<{ Params: { app: string }; Body: { command: string | string[]; env?: Record<string, string>; size?: string; detached?: boolean } }>("/v1/apps/:app/run", {
+    app.post<{ Params: { app: string }; Body: { command: string | string[]; env?: Record<string, string>; size?: string; detached?: boolean; files?: { name: string; data: string }[] } }>("/v1/apps/:app/run", {
+      bodyLimit: 72 * 1024 * 1024,
       schema: { summary: "Start a one-off container (detached; attach through the /run/attach WebSocket)", tags: ["run"], params: appParams, body: runSchema },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
@@ -154,7 +174,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       return reply.code(201).send({ container: { id: job.spec.id, label: job.label, type: "one-off", state: state.status, command: job.commandText, size: job.spec.size, created_at: state.startedAt } });
     });
 
-    const prepareRun = async (found: AppRecord, actor: Actor, body: { command: unknown; env?: Record<string, string>; size?: string }) => {
+    const prepareRun = async (found: AppRecord, actor: Actor, body: { command: unknown; env?: Record<string, string>; size?: string; files?: unknown }) => {
+      const files = parseUploads(body.files);
       const release = await currentRelease(ctx, sup, found.id);
       if (!release) throw new QuaiError("no_release", "the app has no release yet: deploy it first, then run commands in it");
       const argv = typeof body.command === "string" ? ["/quai/bin/launch", "--shell", body.command] : Array.isArray(body.command) && body.command.length > 0 && body.command.every((a) => typeof a === "string") ? ["/quai/bin/launch", ...(body.command as string[])] : undefined;
@@ -165,6 +186,14 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const n = await recordRun(ctx, found, actor, typeof body.command === "string" ? body.command : (body.command as string[]));
       const id = `${found.name}-one-off-${n}-${randomBytes(3).toString("hex")}`;
       const spec = await sup.specFor(ref(found), release, id, `one-off-${n}`, size, argv, null, body.env ?? {});
+      if (files.length > 0) {
+        // `--file`: uploads land in /tmp/uploads, as on Scalingo, owned by the app's uid.
+        const dir = join(ctx.paths.containers, id, "uploads");
+        await mkdir(dir, { mode: 0o700 });
+        for (const f of files) await writeFile(join(dir, f.name), f.data, { mode: 0o600 });
+        await run("chown", ["-R", `${found.uid}:${found.uid}`, dir]);
+        spec.binds = [...(spec.binds ?? []), { source: dir, target: "/tmp/uploads", writable: true }];
+      }
       await ctx.db.insertInto("containers").values({ id, app_id: found.id, release_id: release.id, type: "one-off", index: n, size, port: null, state: "running" }).execute();
       return { spec, label: `one-off-${n}`, commandText: typeof body.command === "string" ? body.command : (body.command as string[]).join(" ") };
     };
@@ -183,7 +212,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       ws.on("close", () => abort.abort());
       let stage = 0;
       ws.on("message", async (data) => {
-        let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string; cols?: number; rows?: number };
+        let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string; cols?: number; rows?: number; files?: unknown };
         try {
           msg = JSON.parse(String(data)) as typeof msg;
         } catch {
@@ -207,7 +236,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             const { actor, app: found } = (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai;
             // The terminal's size, for programs that lay out their output (the pty reads LINES/COLUMNS).
             const term: Record<string, string> = msg.tty && Number.isInteger(msg.cols) && Number.isInteger(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
-            const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...msg.env }, size: msg.size });
+            const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...msg.env }, size: msg.size, files: msg.files });
             ws.send(JSON.stringify({ type: "started", container: job.label }));
             const res = await ctx.runtime.exec(job.spec, {
               stdin,
