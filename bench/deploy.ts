@@ -59,24 +59,43 @@ const verdict = (ok: boolean) => (ok ? "PASS" : "MISS");
 // --- Cleanup: what a benchmark still holds when it fails or the run is interrupted ----------------
 
 const closers = new Set<() => Promise<void>>();
+/** Closers running now (started by a benchmark's own `finally` or by `closeDeployBenches`). */
+const running = new Set<Promise<void>>();
 
 /** Registers `fn` to run at the end of the benchmark (or on `closeDeployBenches`); returns a runner. */
 function defer(fn: () => Promise<void>): () => Promise<void> {
   let done: Promise<void> | undefined;
   const runOnce = (): Promise<void> => {
+    if (done) return done;
     closers.delete(runOnce);
-    done ??= fn().catch((err: unknown) => {
+    const p = fn().catch((err: unknown) => {
       log(`bench: cleanup: ${err instanceof Error ? err.message : String(err)}`);
     });
-    return done;
+    done = p;
+    running.add(p);
+    void p.then(() => running.delete(p));
+    return p;
   };
   closers.add(runOnce);
   return runOnce;
 }
 
-/** Stops every platform, process and temp directory a deploy benchmark still holds (SIGINT path). */
-export async function closeDeployBenches(): Promise<void> {
-  for (const close of [...closers].reverse()) await close();
+let closingAll: Promise<void> | undefined;
+
+/**
+ * Stops every platform, process and temp directory a deploy benchmark still holds, newest first,
+ * and resolves once those already being closed are done too (SIGINT path and normal end share it).
+ */
+export function closeDeployBenches(): Promise<void> {
+  closingAll ??= (async () => {
+    try {
+      while (closers.size > 0) for (const close of [...closers].reverse()) await close();
+      await Promise.all([...running]);
+    } finally {
+      closingAll = undefined;
+    }
+  })();
+  return closingAll;
 }
 
 /** A platform that `closeDeployBenches` stops, its temp root removed afterwards. */

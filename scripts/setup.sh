@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages: PostgreSQL server (Quai's store), git (the git front), util-linux (unshare,
 # setpriv, script), bubblewrap (the sandbox), nginx (the router and the PHP web server), and the
 # runtimes the built-in buildpacks use: PHP with php-fpm and composer, Python with venv.
-packages=(postgresql git util-linux ca-certificates bubblewrap nginx-light
+packages=(postgresql git openssh-client util-linux ca-certificates bubblewrap nginx-light
   php-fpm php-cli composer php-mbstring php-xml php-curl php-zip php-pgsql php-mysql php-intl unzip
   python3 python3-venv python3-pip python3-gunicorn)
 missing=()

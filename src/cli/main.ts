@@ -12,8 +12,9 @@ import { eventCommands } from "../events/cli.ts";
 import { serverCommands } from "../server/cli.ts";
 import { deploymentCommands } from "../deployments/cli.ts";
 import { formationCommands } from "../formation/cli.ts";
+import { keyCommands } from "../keys/cli.ts";
 
-const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...deploymentCommands, ...formationCommands, ...serverCommands];
+const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...deploymentCommands, ...formationCommands, ...keyCommands, ...serverCommands];
 const isAdmin = (c: Command) => c.name.startsWith("admin ");
 
 /** Every command, in the order `quai help` shows them: the host-side `admin` ones last. */

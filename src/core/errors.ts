@@ -65,6 +65,10 @@ export const catalogue = {
   formation_invalid: { status: 422, exit: Exit.data, description: "A scale request names an unknown process type or size, or an amount outside 0..QUAI_MAX_CONTAINERS." },
   container_not_found: { status: 404, exit: Exit.noInput, description: "No container with this name on the app." },
   run_command_invalid: { status: 422, exit: Exit.data, description: "A one-off command must be a non-empty list of arguments." },
+  // SSH keys
+  ssh_key_invalid: { status: 422, exit: Exit.data, description: "The SSH public key is not one line `TYPE BASE64 [comment]` of a supported type (ssh-ed25519, ecdsa-sha2-*, ssh-rsa of 2048 bits or more)." },
+  ssh_key_taken: { status: 409, exit: Exit.cantCreate, description: "This SSH key is already registered (keys identify one user)." },
+  ssh_key_not_found: { status: 404, exit: Exit.noInput, description: "No SSH key with this id among the user's keys." },
   // Events
   event_not_found: { status: 404, exit: Exit.noInput, description: "No event with this id on the app." },
   // Platform

@@ -27,6 +27,8 @@ export interface GitFrontDeps {
   apiUrl: () => string;
   appUrl: (app: AppRecord) => string;
   log: (line: string) => void;
+  /** Pushes in progress (see grantPush). */
+  grants: Map<string, PushGrant>;
 }
 
 const hookScript = fileURLToPath(new URL("./hook.ts", import.meta.url));
@@ -47,14 +49,29 @@ export async function ensureRepo(reposDir: string, appId: string): Promise<strin
   return dir;
 }
 
-/** One-time callback tokens of pushes in progress. */
-interface PushGrant {
+/** One-time callback tokens of pushes in progress, shared by the HTTP and SSH fronts. */
+export interface PushGrant {
   actor: Actor;
   app: AppRecord;
 }
 
+/** Registers a push and returns the environment its pre-receive hook needs to call back. */
+export function grantPush(deps: GitFrontDeps, who: PushGrant): { token: string; env: NodeJS.ProcessEnv } {
+  const token = randomBytes(24).toString("hex");
+  deps.grants.set(token, who);
+  return {
+    token,
+    env: {
+      QUAI_HOOK_URL: `${deps.apiUrl()}/internal/git/deploy`,
+      QUAI_HOOK_TOKEN: token,
+      QUAI_HOOK_NODE: process.execPath,
+      QUAI_HOOK_SCRIPT: hookScript,
+    },
+  };
+}
+
 export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
-  const grants = new Map<string, PushGrant>();
+  const grants = deps.grants;
   return async (app) => {
     // git's bodies are streamed straight to the CGI, whatever their size (100 MB pushes).
     for (const type of ["application/x-git-receive-pack-request", "application/x-git-upload-pack-request", "application/gzip"]) {
@@ -86,8 +103,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       const who = await authenticate(req, reply);
       if (!who) return reply;
       await ensureRepo(deps.reposDir, who.app.id);
-      const token = randomBytes(24).toString("hex");
-      grants.set(token, who);
+      const { token, env: hookEnv } = grantPush(deps, who);
       const query = req.url.includes("?") ? req.url.slice(req.url.indexOf("?") + 1) : "";
       const env: NodeJS.ProcessEnv = {
         PATH: process.env.PATH,
@@ -101,10 +117,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
         REMOTE_ADDR: req.ip,
         GIT_PROTOCOL: (req.headers["git-protocol"] as string | undefined) ?? "",
         HTTP_CONTENT_ENCODING: (req.headers["content-encoding"] as string | undefined) ?? "",
-        QUAI_HOOK_URL: `${deps.apiUrl()}/internal/git/deploy`,
-        QUAI_HOOK_TOKEN: token,
-        QUAI_HOOK_NODE: process.execPath,
-        QUAI_HOOK_SCRIPT: hookScript,
+        ...hookEnv,
       };
       if (req.headers["content-length"]) env.CONTENT_LENGTH = req.headers["content-length"];
       const child = spawn("git", ["http-backend"], { env, stdio: ["pipe", "pipe", "pipe"] });

@@ -33,6 +33,7 @@ import type { Supervisor } from "../formation/supervisor.ts";
 import { deploymentRoutes } from "../deployments/routes.ts";
 import { formationRoutes } from "../formation/routes.ts";
 import { gitFront, type GitFrontDeps } from "../git/front.ts";
+import { keyRoutes } from "../keys/routes.ts";
 
 export interface ApiDeps {
   db: Db;
@@ -169,6 +170,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(appRoutes(deps));
   await app.register(variableRoutes(deps));
   await app.register(eventRoutes(deps));
+  await app.register(keyRoutes(deps));
   await app.register(deploymentRoutes(deps, auth));
   await app.register(formationRoutes(deps, auth));
   if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));

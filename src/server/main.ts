@@ -63,18 +63,20 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
 
     let apiUrl = "";
     let routerUrl: string | undefined;
+    let sshUrl: string | undefined;
     const platform = (): PlatformInfo => ({
       version: VERSION,
       domain: config.domain,
       api_url: apiUrl,
       router: { http: routerUrl ?? null, https: null },
-      git: { http: pipeline ? apiUrl : null, ssh: null },
+      git: { http: pipeline ? apiUrl : null, ssh: sshUrl ?? null },
     });
     let pipeline: PipelineApi | undefined;
     if (config.runtime) {
       const started = await startPipeline(config, db, keyring, () => apiUrl, log);
       pipeline = started.api;
       routerUrl = `http://${config.routerHost}:${started.router.httpPort}`;
+      sshUrl = `ssh://git@${config.sshListen.host}:${started.sshPort}`;
       stopPipeline = started.stop;
     }
     api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline });

@@ -13,6 +13,7 @@ import { NginxRouter } from "../router/nginx.ts";
 import { runtimePaths, type PipelineContext } from "../pipeline/context.ts";
 import { prepareRuntime } from "../pipeline/setup.ts";
 import { collectGarbage } from "../pipeline/gc.ts";
+import { startSshFront } from "../git/ssh.ts";
 import { DeploymentOutputs } from "../pipeline/output.ts";
 import { Supervisor } from "../formation/supervisor.ts";
 import { Deployments } from "../deployments/service.ts";
@@ -21,7 +22,7 @@ import type { PipelineApi } from "./api.ts";
 import type { AppRecord } from "../apps/service.ts";
 
 /** Starts everything the pipeline needs; `stop` leaves containers and the router running. */
-export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyring, apiUrl: () => string, log: (line: string) => void): Promise<{ api: PipelineApi; router: NginxRouter; stop: () => Promise<void> }> {
+export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyring, apiUrl: () => string, log: (line: string) => void): Promise<{ api: PipelineApi; router: NginxRouter; sshPort: number; stop: () => Promise<void> }> {
   let paths = runtimePaths(config.runtimeDir);
   try {
     await prepareRuntime(paths);
@@ -56,6 +57,9 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
   const deployments = new Deployments(ctx, supervisor);
   await deployments.recover();
   const appUrl = (app: AppRecord) => `http://${app.name}.${config.domain}${router.httpPort === 80 ? "" : `:${router.httpPort}`}`;
+  const git = { db, reposDir: join(config.home, "git"), deployments: () => deployments, outputs, apiUrl, appUrl, log, grants: new Map() };
+  const ssh = await startSshFront(git, { host: config.sshListen.host, port: config.sshListen.port, hostKeyFile: join(config.home, "keys", "ssh_host_ed25519") });
+  log(`git: SSH front on ssh://git@${config.sshListen.host}:${ssh.port}/<app>.git`);
   const api: PipelineApi = {
     ctx,
     deployments,
@@ -63,7 +67,7 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
     supervisor,
     cachesDir: paths.caches,
     onNewDeployment: (fn) => deployments.onNew(fn),
-    git: { db, reposDir: join(config.home, "git"), deployments: () => deployments, outputs, apiUrl, appUrl, log },
+    git,
   };
   // Hourly: slugs no release refers to, and sources of ended deployments, are deleted.
   const gc = setInterval(() => {
@@ -76,7 +80,9 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
   return {
     api,
     router,
+    sshPort: ssh.port,
     stop: async () => {
+      await ssh.close();
       clearInterval(gc);
       deployments.close();
       supervisor.close();

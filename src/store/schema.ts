@@ -96,6 +96,21 @@ export interface Database {
   releases: ReleasesTable;
   formation: FormationTable;
   containers: ContainersTable;
+  ssh_keys: SshKeysTable;
+}
+
+/** A user's SSH public key (the git front over SSH). */
+export interface SshKeysTable {
+  id: Generated<string>;
+  user_id: string;
+  name: string;
+  /** ssh-ed25519, ssh-rsa, ecdsa-sha2-nistp256, ... */
+  key_type: string;
+  /** The public key blob (what follows the type in an authorized_keys line, decoded). */
+  key_data: Buffer;
+  /** SHA256:... as `ssh-keygen -l` prints it. */
+  fingerprint: string;
+  created_at: CreatedAt;
 }
 
 /** One build-and-release attempt. Statuses and outcomes use Scalingo's words. */
