@@ -81,6 +81,8 @@ function defer(fn: () => Promise<void>): () => Promise<void> {
 }
 
 let closingAll: Promise<void> | undefined;
+/** Aborted by `closeDeployBenches`: ends the programs a benchmark runs (git, npm) when it is interrupted. */
+let aborter = new AbortController();
 
 /**
  * Stops every platform, process and temp directory a deploy benchmark still holds, newest first,
@@ -88,6 +90,8 @@ let closingAll: Promise<void> | undefined;
  */
 export function closeDeployBenches(): Promise<void> {
   closingAll ??= (async () => {
+    aborter.abort(new Error("benchmark interrupted"));
+    aborter = new AbortController();
     try {
       while (closers.size > 0) for (const close of [...closers].reverse()) await close();
       await Promise.all([...running]);
@@ -103,14 +107,15 @@ async function platform(): Promise<{ p: TestPlatform; close: () => Promise<void>
   const p = await startPlatform();
   const close = defer(async () => {
     await p.close();
-    await rm(dirname(p.home), { recursive: true, force: true });
+    await rm(dirname(p.home), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
   return { p, close };
 }
 
 async function tempDir(prefix: string): Promise<{ dir: string; close: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  return { dir, close: defer(() => rm(dir, { recursive: true, force: true })) };
+  // Retries: a program ended by the abort may still be writing there for a moment.
+  return { dir, close: defer(() => rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 })) };
 }
 
 // --- The Express fixture --------------------------------------------------------------------------
@@ -181,7 +186,9 @@ async function timedPush(p: TestPlatform, app: string, dir: string, want: string
   const child = spawn("git", ["-C", dir, "push", "--porcelain", `http://user:${p.token}@${u.host}/${app}.git`, "HEAD:main"], {
     env: { ...process.env, GIT_TERMINAL_PROMPT: "0" },
     stdio: ["ignore", "ignore", "pipe"],
+    signal: aborter.signal,
   });
+  child.on("error", () => undefined); // An abort: the close event below reports it.
   const lines: PushTiming["lines"] = [];
   const marks: PushTiming["marks"] = {};
   let live: Promise<number> | undefined;
@@ -267,7 +274,7 @@ function systemNpm(): string {
 
 async function timed(what: string, cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<number> {
   const t0 = performance.now();
-  const res = await run(cmd, args, opts);
+  const res = await run(cmd, args, { ...opts, signal: aborter.signal });
   if (res.code !== 0) throw new Error(`floor: ${what} failed (${res.code ?? res.signal}): ${(res.stderr || res.stdout).trim().slice(-800)}`);
   return performance.now() - t0;
 }
@@ -397,7 +404,8 @@ export async function benchDeployTimes(opts: { rounds?: number } = {}): Promise<
     console.log(
       `\nDeploy times: Express fixture (test/fixtures/apps/express), ${rounds} interleaved rounds, medians;` +
         `\nQuai: \`git push\` start → built ("Release vN created", right after status pushing) and → first 200 of the new release through the router;` +
-        `\n"new app": a first app was deployed before (warm-up), then the same code goes to a new app; "redeploy": server.js changed, lockfile unchanged.` +
+        `\n"new app": a first app was deployed before (warm-up), then the same code goes to a new app (Quai's build caches are per app: its npm cache
+starts empty); "redeploy": server.js changed, lockfile unchanged.` +
         `\nFloor, same run: git push to a bare repo (file path) + checkout + npm ci --prefer-offline on a warm npm cache (new app) or cp -al node_modules` +
         `\n(redeploy) + npm run build, then tar -cz (built) or node server.js → first 200 (live); ${machine(load0)}.\n`,
     );

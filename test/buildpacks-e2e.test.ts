@@ -10,8 +10,10 @@ import { run, type RunResult } from "../src/core/run.ts";
 import { commitAll, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
 
 const fixtures = new URL("fixtures/apps/", import.meta.url).pathname;
-const customBuildpack = join(fixtures, "custom-buildpack/buildpack");
-const badBuildpack = (name: "compile-fails" | "compile-hangs" | "compile-oom") => join(fixtures, "bad-buildpacks", name);
+// Host buildpacks are copied under the scratch directory, the only one QUAI_BUILDPACK_DIRS allows
+// (and one the apps' uids can read, wherever the checkout lives).
+let customBuildpack = "";
+const badBuildpack = (name: "compile-fails" | "compile-hangs" | "compile-oom") => join(scratch, "bad-buildpacks", name);
 
 let scratch = "";
 
@@ -130,7 +132,10 @@ let p: TestPlatform;
 
 before(async () => {
   scratch = await traversableTempDir("quai-bp-e2e-");
-  p = await startPlatform();
+  customBuildpack = join(scratch, "custom-buildpack");
+  await cp(join(fixtures, "custom-buildpack/buildpack"), customBuildpack, { recursive: true });
+  await cp(join(fixtures, "bad-buildpacks"), join(scratch, "bad-buildpacks"), { recursive: true });
+  p = await startPlatform({ QUAI_BUILDPACK_DIRS: scratch });
 });
 
 after(async () => {
@@ -362,7 +367,7 @@ describe("a build past QUAI_BUILD_TIMEOUT", () => {
   let dir = "";
 
   before(async () => {
-    slow = await startPlatform({ QUAI_BUILD_TIMEOUT: "5" });
+    slow = await startPlatform({ QUAI_BUILD_TIMEOUT: "5", QUAI_BUILDPACK_DIRS: scratch });
     await createApp(slow, "stuck");
     dir = await workTree("stuck", { files: pythonWebApp("v1") });
     await deploy(slow, "stuck", dir);

@@ -53,8 +53,8 @@ async function slowBuildpack(seconds: number): Promise<string> {
 
 describe("archive deploys and the deployment queue", () => {
   before(async () => {
-    p = await startPlatform();
     work = await traversableTempDir("quai-archives-");
+    p = await startPlatform({ QUAI_BUILDPACK_DIRS: work });
     files = createServer(async (req, res) => {
       try {
         const body = await readFile(join(work, (req.url ?? "/").slice(1)));
@@ -169,6 +169,18 @@ describe("archive deploys and the deployment queue", () => {
     const [d] = JSON.parse((await p.quai(["--app", "big-app", "deployments", "--json"])).stdout) as { image_size: number }[];
     assert.ok(d!.image_size > 100 * 1024 * 1024, `slug of ${d!.image_size} bytes`);
     console.log(`100 MB push to live: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  });
+
+  it("refuses buildpacks from host paths outside QUAI_BUILDPACK_DIRS, such as another app's repository", async () => {
+    assert.equal((await p.quai(["create", "nosy-app"])).code, 0);
+    const victim = JSON.parse((await p.quai(["--app", "archive-app", "app-info", "--json"])).stdout) as { id: string };
+    for (const ref of [`file://${p.home}/git/${victim.id}.git`, "/etc"]) {
+      assert.equal((await p.quai(["--app", "nosy-app", "env-set", `BUILDPACK_URL=${ref}`])).code, 0);
+      const file = await tarball("nosy", pythonWebApp("nosy"));
+      const res = await p.quai(["--app", "nosy-app", "deploy", file]);
+      assert.notEqual(res.code, 0);
+      assert.match(res.stdout, /outside the directories this platform allows buildpacks from \(QUAI_BUILDPACK_DIRS: /);
+    }
   });
 
   it("finishes a deployment whose pusher disconnected mid-build", async () => {

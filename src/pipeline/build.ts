@@ -266,31 +266,38 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
     return undefined;
   }
   const result: Buildpack[] = [];
+  const dest = join(work, "buildpacks");
+  // Fetched and copied as the app's uid: a buildpack reference can only read what the app could.
+  await mkdir(dest, { recursive: true, mode: 0o711 });
+  await chown(dest, uid, uid);
+  const asApp = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--"];
   for (const [i, { ref, where }] of refs.entries()) {
+    const dir = join(dest, String(i));
     if ("builtin" in ref) {
       const b = builtinBuildpacks.find((x) => x.name === ref.builtin);
       result.push({ label: b?.title ?? ref.builtin, dir: join(ctx.paths.buildpacks, ref.builtin) });
-    } else if ("git" in ref) {
-      const dir = join(work, "buildpacks", String(i));
-      await mkdir(join(work, "buildpacks"), { recursive: true, mode: 0o711 });
+      continue;
+    }
+    const local = "path" in ref ? ref.path : ref.git.startsWith("file://") ? decodeURIComponent(new URL(ref.git).pathname) : undefined;
+    if (local !== undefined && !ctx.settings.buildpackDirs.some((d) => local === d || local.startsWith(d.endsWith("/") ? d : `${d}/`))) {
+      throw new BuildError(`${where}: ${local} is on the host, outside the directories this platform allows buildpacks from (QUAI_BUILDPACK_DIRS${ctx.settings.buildpackDirs.length ? `: ${ctx.settings.buildpackDirs.join(", ")}` : " is empty"})`);
+    }
+    if ("git" in ref) {
       out(`       Fetching ${ref.git}${ref.ref ? `#${ref.ref}` : ""}\n`);
-      const args = ["clone", "--quiet", "--depth", "1", ...(ref.ref ? ["--branch", ref.ref] : []), "--", ref.git, dir];
-      const res = await run("git", args, { env: { PATH: process.env.PATH, GIT_TERMINAL_PROMPT: "0", HOME: work } });
+      const args = [...asApp, "git", "clone", "--quiet", "--depth", "1", ...(ref.ref ? ["--branch", ref.ref] : []), "--", ref.git, dir];
+      // A repository on the host belongs to another user than the app's: tell git (through the
+      // global config of this throwaway HOME; git's local transport drops GIT_CONFIG_* variables).
+      await writeFile(join(dest, ".gitconfig"), "[safe]\n\tdirectory = *\n", { mode: 0o644 });
+      const res = await run(args[0] as string, args.slice(1), { env: { PATH: process.env.PATH, GIT_TERMINAL_PROMPT: "0", HOME: dest } });
       if (res.code !== 0) throw new BuildError(`${where}: could not fetch ${ref.git}: ${res.stderr.trim().split("\n").pop()}`);
-      await runOk("chmod", ["-R", "a+rX", dir]);
       result.push({ label: ref.git.replace(/\.git$/, "").split("/").pop() ?? ref.git, dir });
     } else {
-      const st = await stat(ref.path).catch(() => undefined);
-      if (!st?.isDirectory() || !existsSync(join(ref.path, "bin", "compile"))) throw new BuildError(`${where}: ${ref.path} is not a buildpack directory (no bin/compile)`);
-      // Copied so the sandbox sees it whatever the permissions of its parents on the host.
-      const dir = join(work, "buildpacks", String(i));
-      await mkdir(join(work, "buildpacks"), { recursive: true, mode: 0o711 });
-      await runOk("cp", ["-R", "--", ref.path, dir]);
-      await runOk("chmod", ["-R", "a+rX", dir]);
+      const res = await run(asApp[0] as string, [...asApp.slice(1), "cp", "-R", "--", ref.path, dir]);
+      if (res.code !== 0 || !existsSync(join(dir, "bin", "compile"))) throw new BuildError(`${where}: ${ref.path} is not a buildpack directory the app may read (no readable bin/compile)`);
       result.push({ label: ref.path.split("/").pop() ?? ref.path, dir });
     }
+    await runOk("chmod", ["-R", "a+rX", dir]);
   }
-  void uid;
   return result;
 }
 

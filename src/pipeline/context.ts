@@ -55,6 +55,8 @@ export interface PipelineSettings {
   buildSize: ContainerSize;
   /** Largest source archive accepted. */
   sourceLimitBytes: number;
+  /** Host directories buildpacks may be taken from (paths and file:// URLs); others are refused. */
+  buildpackDirs: string[];
 }
 
 /** Everything a pipeline step may use. */
