@@ -2,7 +2,7 @@
 // are chosen (.buildpacks, BUILDPACK_URL, else detection over the built-ins) and run with the
 // Heroku buildpack API inside the sandbox, and the result is packed into a content-addressed slug.
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createGzip } from "node:zlib";
