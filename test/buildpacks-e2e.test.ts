@@ -146,7 +146,7 @@ after(async () => {
 describe("built-in buildpacks through git push", () => {
   let express = { dir: "", output: "" };
 
-  it("deploys express: npm ci from the registry, build script, devDependencies pruned, npm start", async (t) => {
+  it("deploys express: npm ci from the registry, build script, devDependencies pruned, its start script", async (t) => {
     await createApp(p, "express");
     const dir = await workTree("express", { fixture: "express" });
     const first = await deploy(p, "express", dir);
@@ -167,7 +167,7 @@ describe("built-in buildpacks through git push", () => {
     const ps = await p.quai(["--app", "express", "ps", "--json"]);
     assert.equal(ps.code, 0, ps.stderr);
     const web = (JSON.parse(ps.stdout) as { formation: { name: string; command: string | null }[] }).formation.find((f) => f.name === "web");
-    assert.equal(web?.command, "npm start", "the buildpack's default web process");
+    assert.equal(web?.command, "node server.js", "the start script, run without npm");
     const modules = await p.quai(["--app", "express", "run", "node", "-e", "const fs = require('fs'); console.log(['express', 'kleur'].map((m) => m + '=' + fs.existsSync('node_modules/' + m)).join(' '))"]);
     assert.equal(modules.code, 0, modules.stderr);
     assert.equal(modules.stdout.trim(), "express=true kleur=false", "devDependencies pruned from the slug");

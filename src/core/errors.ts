@@ -64,6 +64,7 @@ export const catalogue = {
   // Formation and containers
   formation_invalid: { status: 422, exit: Exit.data, description: "A scale request names an unknown process type or size, or an amount outside 0..QUAI_MAX_CONTAINERS." },
   container_not_found: { status: 404, exit: Exit.noInput, description: "No container with this name on the app." },
+  operation_not_found: { status: 404, exit: Exit.noInput, description: "No recent operation with this id on the app (operations are kept one hour)." },
   run_command_invalid: { status: 422, exit: Exit.data, description: "A one-off command must be a non-empty list of arguments." },
   // SSH keys
   ssh_key_invalid: { status: 422, exit: Exit.data, description: "The SSH public key is not one line `TYPE BASE64 [comment]` of a supported type (ssh-ed25519, ecdsa-sha2-*, ssh-rsa of 2048 bits or more)." },

@@ -1,7 +1,7 @@
 // Formation, containers, releases, rollback, logs and one-off runs, in Scalingo's shapes where
 // Scalingo has one (/scale, /containers, /ps, /restart, /logs, /run).
 import type { FastifyPluginAsync } from "fastify";
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { PassThrough } from "node:stream";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -42,6 +42,29 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     const { ctx, supervisor: sup } = p;
     const ref = (a: AppRecord) => ({ id: a.id, name: a.name, uid: a.uid });
 
+    // Scale and restart answer 202 with a Location naming an operation, as Scalingo does; Quai's
+    // finish before answering, so their operations are already done (kept one hour, in memory).
+    const operations = new Map<string, { id: string; app_id: string; type: string; status: string; created_at: string; finished_at: string; error: string | null }>();
+    const recordOperation = (a: AppRecord, type: string, started: Date): string => {
+      const id = randomUUID();
+      operations.set(id, { id, app_id: a.id, type, status: "done", created_at: started.toISOString(), finished_at: new Date().toISOString(), error: null });
+      const cutoff = Date.now() - 3600_000;
+      for (const [k, v] of operations) if (Date.parse(v.created_at) < cutoff) operations.delete(k);
+      return `${deps.platform().api_url}/v1/apps/${a.name}/operations/${id}`;
+    };
+    app.get<{ Params: { app: string; id: string } }>("/v1/apps/:app/operations/:id", {
+      schema: { summary: "An operation started by scale or restart", tags: ["containers"], params: { type: "object", required: ["app", "id"], properties: { app: { type: "string" }, id: { type: "string" } } } },
+    }, async (req) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const op = operations.get(req.params.id);
+      if (!op || op.app_id !== found.id) throw new QuaiError("operation_not_found", `no operation ${req.params.id} on this app`);
+      return { operation: op };
+    });
+
+    app.get("/v1/features/container_sizes", { schema: { summary: "Container sizes (Scalingo's)", tags: ["containers"] } }, async () => ({
+      container_sizes: Object.entries(containerSizes).map(([name, s], i) => ({ id: name, name, human_name: `${name} (${s.memoryMb} MB)`, ordinal: i + 1, memory: s.memoryMb * 1024 * 1024, human_cpu: "shared", pids_limit: s.pids, swap: 0, sku: name, hourly_price: 0, thirtydays_price: 0, pricings: {} })),
+    }));
+
     const formationJson = async (a: AppRecord) => {
       const release = await currentRelease(ctx, sup, a.id);
       const rows = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", a.id).orderBy("type").execute();
@@ -67,7 +90,9 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
+      const started = new Date();
       const containers = await scale(ctx, sup, ref(found), req.body.containers);
+      void reply.header("location", recordOperation(found, "scale", started));
       await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "scale", type_data: JSON.stringify({ containers: req.body.containers }) }).execute();
       return reply.code(202).send({ containers });
     });
@@ -90,9 +115,22 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const found = await findApp(deps.db, req.actor, req.params.app);
       const scope = req.body?.scope ?? [];
       if (!Array.isArray(scope) || scope.some((s) => typeof s !== "string")) throw new QuaiError("validation_failed", "scope must be a list of process types");
+      const started = new Date();
       await restart(ctx, sup, ref(found), scope);
+      void reply.header("location", recordOperation(found, "restart", started));
       await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "restart", type_data: JSON.stringify({ scope }) }).execute();
       return reply.code(202).send({ restarted: scope.length ? scope : "all" });
+    });
+
+    app.post<{ Params: { app: string; id: string } }>("/v1/apps/:app/containers/:id/stop", {
+      schema: { summary: "Stop a one-off container (by id or label, e.g. one-off-3)", tags: ["run"], params: { type: "object", required: ["app", "id"], properties: { app: { type: "string" }, id: { type: "string" } } } },
+    }, async (req, reply) => {
+      const found = await findApp(deps.db, req.actor, req.params.app);
+      const rows = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", found.id).where("type", "=", "one-off").execute();
+      const c = rows.find((r) => r.id === req.params.id || `one-off-${r.index}` === req.params.id);
+      if (!c) throw new QuaiError("container_not_found", `no running one-off container ${req.params.id} (only one-off containers can be stopped; scale the others)`);
+      await sup.destroy(c.id, 10_000);
+      return reply.code(202).send();
     });
 
     app.get<{ Params: { app: string } }>("/v1/apps/:app/releases", { schema: { summary: "Releases, newest first", tags: ["releases"], params: appParams } }, async (req) => {

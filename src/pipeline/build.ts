@@ -205,18 +205,19 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     out(`-----> Discovering process types\n       Procfile declares types -> ${runnableTypes(types).join(", ")}${types.postdeploy ? " (and a postdeploy hook)" : ""}\n`);
 
     out("-----> Compressing the slug\n");
-    // The slug belongs to root from here on: containers get a copy whose files they cannot alter.
-    await runOk("chown", ["-R", "-h", "0:0", appDir]);
-    await chmod(appDir, 0o755);
-    const { key, size } = await packSlug(ctx, appDir);
+    // The unpacked slug belongs to root: containers get a copy whose files they cannot alter. It is
+    // unpacked from the same tar stream that is compressed, not chowned in place: the build dir
+    // shares inodes (hard links) with the app's build cache, which must stay the app's.
+    await mkdir(ctx.paths.slugs, { recursive: true, mode: 0o711 });
+    const unpacked = join(ctx.paths.slugs, `.tmp-${job.deploymentId}`);
+    const { key, size } = await packSlug(ctx, appDir, unpacked);
     out(`       Done: ${(size / 1024 / 1024).toFixed(1)} MB\n`);
     const slugDir = join(ctx.paths.slugs, key);
-    if (!existsSync(slugDir)) {
-      await mkdir(ctx.paths.slugs, { recursive: true, mode: 0o711 });
-      await rename(appDir, slugDir);
-    }
+    if (!existsSync(slugDir)) await rename(unpacked, slugDir);
+    else await rm(unpacked, { recursive: true, force: true });
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
+    await rm(join(ctx.paths.slugs, `.tmp-${job.deploymentId}`), { recursive: true, force: true }).catch(() => {});
     if (existsSync(boxCache)) await rename(boxCache, cacheDir).catch(() => {});
     await rm(work, { recursive: true, force: true }).catch(() => {});
   }
@@ -302,13 +303,21 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
 }
 
 /** Packs `dir` reproducibly (sorted, fixed times and owners) and stores it; identical builds share a key. */
-async function packSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
+async function packSlug(ctx: PipelineContext, dir: string, unpackTo: string): Promise<{ key: string; size: number }> {
+  await rm(unpackTo, { recursive: true, force: true });
+  await mkdir(unpackTo, { mode: 0o755 });
   const tar = spawn("tar", ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
+  const untar = spawn("tar", ["-x", "--same-owner", "--same-permissions", "-C", unpackTo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
   let err = "";
   tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  const closed = new Promise<number | null>((r) => tar.on("close", r));
+  untar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const closed = Promise.all([new Promise<number | null>((r) => tar.on("close", r)), new Promise<number | null>((r) => untar.on("close", r))]);
+  tar.stdout.pipe(untar.stdin);
+  untar.stdin.on("error", () => {});
   const info = await ctx.blobs.put(tar.stdout.pipe(createGzip({ level: 1 })));
-  if ((await closed) !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  const [a, b] = await closed;
+  if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  await chmod(unpackTo, 0o755);
   return info;
 }
 

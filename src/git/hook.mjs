@@ -1,4 +1,6 @@
-// The pre-receive hook of every app repository. `git http-backend` runs it with the pushed refs on
+// The pre-receive hook of every app repository, in plain JavaScript: it runs on every push, and
+// Node starts a .mjs file several times faster than a .ts one (no type stripping).
+// `git http-backend` (or `git receive-pack` behind the SSH front) runs it with the pushed refs on
 // stdin and Quai's callback address in its environment. For the deploy branch it archives the
 // pushed commit (still in git's quarantine) and streams it to Quai, then relays the deployment's
 // output to the pusher line by line; its exit code accepts or refuses the push.
@@ -8,7 +10,7 @@ import { request } from "node:http";
 const zero = /^0+$/;
 const deployRefs = new Set(["refs/heads/main", "refs/heads/master"]);
 
-async function main(): Promise<number> {
+async function main() {
   const url = process.env.QUAI_HOOK_URL;
   const token = process.env.QUAI_HOOK_TOKEN;
   if (!url || !token) {
@@ -17,8 +19,8 @@ async function main(): Promise<number> {
   }
   let input = "";
   for await (const chunk of process.stdin) input += chunk;
-  const updates = input.split("\n").filter(Boolean).map((l) => l.split(" ") as [string, string, string]);
-  let deploy: [string, string, string] | undefined;
+  const updates = input.split("\n").filter(Boolean).map((l) => l.split(" "));
+  let deploy;
   for (const u of updates) {
     if (deployRefs.has(u[2]) && !zero.test(u[1])) {
       if (deploy) {
@@ -34,18 +36,18 @@ async function main(): Promise<number> {
   }
   if (!deploy) return 0;
   const [, sha, ref] = deploy;
-  const archive = spawn("git", ["archive", "--format=tar.gz", `--prefix=app/`, sha], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise<number>((resolve) => {
+  const archive = spawn("git", ["archive", "--format=tar.gz", "--prefix=app/", sha], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve) => {
     const req = request(`${url}?ref=${encodeURIComponent(ref)}&sha=${sha}`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/gzip" } }, (res) => {
       let status = "";
       let pending = "";
       res.setEncoding("utf8");
-      res.on("data", (chunk: string) => {
+      res.on("data", (chunk) => {
         pending += chunk;
         const lines = pending.split("\n");
         pending = lines.pop() ?? "";
         for (const line of lines) {
-          // The last line is the outcome, on a line of its own after a NUL.
+          // The outcome comes last, on a line of its own after a NUL.
           if (line.startsWith("\0")) status = line.slice(1);
           else process.stdout.write(line + "\n");
         }
