@@ -9,6 +9,7 @@ import { Agent, request } from "node:http";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { QUAI_BIN } from "../src/testing/cli.ts";
+import { clientFromToken } from "scalingo";
 import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
@@ -152,6 +153,22 @@ describe("git push deploys", () => {
     assert.equal((await p.get("web-app")).status, 200);
     const unknown = await p.quai(["--app", "web-app", "restart", "nope"]);
     assert.equal(unknown.code, 65);
+  });
+
+  it("the scalingo client scales, lists containers and sizes, restarts, and reads the logs", async () => {
+    const client = await clientFromToken(p.token, { apiUrl: p.url, authApiUrl: p.url });
+    const scaled = await client.Containers.scale("web-app", [{ name: "web", amount: 2, size: "S" }]);
+    assert.deepEqual(scaled.formation, [{ name: "web", amount: 2, size: "S" }]);
+    assert.equal(scaled.operation?.status, "done");
+    const processes = await client.Containers.processes("web-app");
+    assert.deepEqual(processes.map((c) => [c.type, c.type_index, (c as unknown as { size: string; state: string }).size, (c as unknown as { state: string }).state]).sort(), [["web", 1, "S", "running"], ["web", 2, "S", "running"]]);
+    assert.deepEqual((await client.Containers.for("web-app")).map((f) => [f.name, f.amount, f.size]), [["web", 2, "S"]]);
+    assert.deepEqual((await client.Containers.availableSizes()).map((s) => s.name), ["S", "M", "L", "XL", "2XL"]);
+    const op = await client.Containers.restart("web-app", "web");
+    assert.equal(op.status, "done");
+    await client.Containers.scale("web-app", [{ name: "web", amount: 1, size: "M" }]);
+    const logs = await (await fetch(`${await client.Apps.logsURL("web-app")}&n=20`)).text();
+    assert.match(logs, /\[web-1\] /);
   });
 
   it("refuses bad scale requests with the catalogue's errors", async () => {

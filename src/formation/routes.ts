@@ -109,11 +109,13 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       };
     });
 
-    app.post<{ Params: { app: string }; Body: { scope?: string[] } | undefined }>("/v1/apps/:app/restart", {
+    app.post<{ Params: { app: string }; Body: { scope?: string[] | string } | undefined }>("/v1/apps/:app/restart", {
       schema: { summary: "Rolling restart of all or some process types", tags: ["containers"], params: appParams },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
-      const scope = req.body?.scope ?? [];
+      // The scalingo client sends one type as a string; the API documents a list.
+      const raw: unknown = req.body?.scope ?? [];
+      const scope = typeof raw === "string" ? [raw] : raw;
       if (!Array.isArray(scope) || scope.some((s) => typeof s !== "string")) throw new QuaiError("validation_failed", "scope must be a list of process types");
       const started = new Date();
       await restart(ctx, sup, ref(found), scope);
