@@ -105,6 +105,29 @@ describe("failed deployments keep the previous release serving", () => {
     assert.equal((await p.get("steady")).body, "migrated");
   });
 
+  it("a deployment cancelled while its containers start ends aborted; the old release serves", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sleep 3\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("cancelled")["server.py"] as string);
+    await commitAll(dir, "to cancel");
+    const u = new URL(p.url);
+    const git = spawn("git", ["-C", dir, "push", `http://user:${p.token}@${u.host}/steady.git`, "HEAD:main"], { stdio: "ignore" });
+    const gitExit = new Promise((r) => git.once("exit", () => r(true)));
+    for (let i = 0; i < 200 && (await latest("steady")).status !== "starting"; i++) await new Promise((r) => setTimeout(r, 100));
+    const cancel = await p.quai(["--app", "steady", "deployment-cancel"]);
+    assert.equal(cancel.code, 0, cancel.stderr);
+    const exited = await Promise.race([gitExit, new Promise((r) => setTimeout(() => r(false), 20_000))]);
+    let d = await latest("steady");
+    assert.ok(exited, `the push ended: ${JSON.stringify(d)} ${(await p.quai(["--app", "steady", "deployment-logs", d.id])).stdout}`);
+    for (let i = 0; i < 100 && d.status === "starting"; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      d = await latest("steady");
+    }
+    assert.equal(d.status, "aborted");
+    assert.equal((await p.get("steady")).body, "migrated");
+    const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string }[] };
+    assert.deepEqual(ps.containers.map((c) => c.label), ["web-1"]);
+  });
+
   it("a control plane killed during a deployment: apps keep serving, the deployment ends aborted", async () => {
     await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sleep 30\n");
     await writeFile(join(dir, "server.py"), pythonWebApp("never switched")["server.py"] as string);

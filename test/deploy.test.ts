@@ -143,6 +143,18 @@ describe("git push deploys", () => {
     assert.equal((await p.quai(["--app", "web-app", "scale", "web:1"])).code, 0);
   });
 
+  it("runs worker processes: they get a PORT but need not listen", async () => {
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\nworker: python3 -u -c \"import itertools, time; [print('working') or time.sleep(1) for _ in itertools.count()]\"\n");
+    await commitAll(dir, "worker");
+    const push = await p.push("web-app", dir);
+    assert.equal(push.code, 0, push.stderr);
+    const scaled = await p.quai(["--app", "web-app", "scale", "worker:1:S"]);
+    assert.equal(scaled.code, 0, scaled.stderr);
+    const ps = await json<{ containers: { label: string; state: string; size: string }[] }>(["--app", "web-app", "ps"]);
+    assert.ok(ps.containers.some((c) => c.label === "worker-1" && c.state === "running" && c.size === "S"), JSON.stringify(ps.containers));
+    assert.equal((await p.quai(["--app", "web-app", "scale", "worker:0"])).code, 0);
+  });
+
   it("restarts web containers with new ones up before the old ones go", async () => {
     const before = await json<{ containers: { id: string; label: string }[] }>(["--app", "web-app", "ps"]);
     const res = await p.quai(["--app", "web-app", "restart", "web"]);
@@ -167,6 +179,10 @@ describe("git push deploys", () => {
     const op = await client.Containers.restart("web-app", "web");
     assert.equal(op.status, "done");
     await client.Containers.scale("web-app", [{ name: "web", amount: 1, size: "M" }]);
+    const oneOff = await client.Containers.run("web-app", { command: "sleep 60", detached: true });
+    await client.Containers.stop("web-app", (oneOff as unknown as { id: string }).id);
+    const after = await client.Containers.processes("web-app");
+    assert.ok(!after.some((c) => c.type === "one-off"), "the one-off was stopped");
     const logs = await (await fetch(`${await client.Apps.logsURL("web-app")}&n=20`)).text();
     assert.match(logs, /\[web-1\] /);
   });

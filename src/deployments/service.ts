@@ -3,6 +3,9 @@
 // server sharing the database: the queue is the `deployments` table, the lock an advisory lock.
 import { Readable } from "node:stream";
 import { EventEmitter } from "node:events";
+import { existsSync } from "node:fs";
+import { rename, rm } from "node:fs/promises";
+import { join } from "node:path";
 import { sql } from "kysely";
 import type { Actor } from "../auth/service.ts";
 import type { AppRecord } from "../apps/service.ts";
@@ -86,6 +89,12 @@ export class Deployments {
       .returning(["id", "app_id"])
       .execute();
     for (const d of stale) {
+      // A build cut short holds the app's build cache in its work directory: give it back.
+      const work = join(this.ctx.paths.builds, d.id);
+      const cache = join(work, "box", "cache");
+      if (existsSync(cache) && !existsSync(join(this.ctx.paths.caches, d.app_id))) await rename(cache, join(this.ctx.paths.caches, d.app_id)).catch(() => {});
+      await rm(work, { recursive: true, force: true }).catch(() => {});
+      await rm(join(this.ctx.paths.slugs, `.tmp-${d.id}`), { recursive: true, force: true }).catch(() => {});
       await this.ctx.outputs.append(d.id, "\n !     The control plane stopped during this deployment; it was aborted. The previous release kept serving.\n");
       this.ctx.outputs.status(d.id, "aborted");
     }
@@ -216,8 +225,10 @@ export class Deployments {
       const actor = d.pusher_email;
       let release;
       const rollbackOf = d.rollback_release_id;
-      if (rollbackOf && d.source === "config") {
-        const base = await loadRelease(this.ctx.db, this.ctx.keyring, rollbackOf);
+      if (d.source === "config") {
+        // The release current now, not when the variables changed: a push queued in between wins.
+        const current = await this.ctx.db.selectFrom("apps").select("current_release_id").where("id", "=", app.id).executeTakeFirst();
+        const base = await loadRelease(this.ctx.db, this.ctx.keyring, current?.current_release_id ?? rollbackOf ?? "");
         out(`-----> Config changed: releasing v${base.version}'s slug with the app's current variables\n`);
         release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: base.gitRef, slugKey: base.slugKey, slugSize: base.slugSize, processTypes: base.processTypes, config: env, description: "Config change", createdBy: actor });
         await this.setStatus(d.id, "pushing", { slug_blob: base.slugKey, image_size: base.slugSize });

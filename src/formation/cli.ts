@@ -103,7 +103,7 @@ const rollback: Command = {
 
 const logs: Command = {
   name: "logs",
-  summary: "Show the app's logs: containers, router and deployments (-f follows)",
+  summary: "Show the app's logs: its containers' output and the router's access lines (-f follows)",
   usage: "[-n LINES] [-f] [--filter TYPE]",
   example: "quai --app histologe logs -n 500 --filter web",
   async run(ctx, args) {

@@ -208,6 +208,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       const job = await prepareRun(found, req.actor, req.body);
+      // Its spec is kept like a container's, so a restarted control plane re-adopts it.
+      await writeFile(join(ctx.paths.containers, job.spec.id, "spec.json"), JSON.stringify(job.spec), { mode: 0o600 });
       const state = await ctx.runtime.start(job.spec);
       // When it ends: its output is shipped, its row, cgroup and files removed.
       void ctx.runtime.wait(job.spec.id).then(() => sup.destroy(job.spec.id, 0)).catch(() => {});

@@ -205,8 +205,8 @@ export class Supervisor {
     for (;;) {
       const state = await this.ctx.runtime.inspect(c.id);
       if (!state || state.status !== "running") return { ok: false, reason: "crashed", detail: exitText(state) };
-      if (c.port === null) {
-        // Not a web process: ready if it stays up for a moment.
+      if (c.type !== "web" || c.port === null) {
+        // Not a web process (it gets a PORT, but need not listen): ready if it stays up a moment.
         if (Date.now() > deadline - timeoutMs + 1500) return { ok: true };
       } else if (await canConnect(c.port)) {
         if (!healthPath) return { ok: true };
@@ -239,6 +239,11 @@ export class Supervisor {
     if (!c || c.state === "stopping") return;
     await this.shipLogs();
     const exit = exitText(state);
+    if (c.type === "one-off") {
+      // A detached one-off that ended (possibly while the control plane was down): it is done.
+      await this.destroy(id, 0);
+      return;
+    }
     if (c.state === "starting") {
       // The deployment waiting on it reports the crash.
       await this.ctx.db.updateTable("containers").set({ state: "crashed", last_exit: exit, updated_at: new Date() }).where("id", "=", id).execute();

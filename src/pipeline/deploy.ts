@@ -58,18 +58,32 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     }
   }
   if (started.length > 0) out(`       ${started.length} container${started.length > 1 ? "s" : ""} up\n`);
+  const cancelled = async () => {
+    if (!opts.signal?.aborted) return;
+    await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
+    throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error("aborted");
+  };
+  await cancelled();
 
   const hook = opts.postdeploy ?? release.processTypes.postdeploy;
   if (hook) {
     out(`-----> Running the postdeploy hook: ${hook}\n`);
     const id = `${app.name}-postdeploy-${release.version}-${Math.random().toString(36).slice(2, 6)}`;
     const spec = await sup.specFor(app, release, id, "postdeploy-1", "M", ["/quai/bin/launch", "--shell", hook], null);
-    const res = await ctx.runtime.exec(spec, {
-      onStdout: (b) => out(indent(b.toString("utf8"))),
-      onStderr: (b) => out(indent(b.toString("utf8"))),
-      signal: opts.signal,
-      timeoutMs: 15 * 60_000,
-    });
+    let res;
+    try {
+      res = await ctx.runtime.exec(spec, {
+        onStdout: (b) => out(indent(b.toString("utf8"))),
+        onStderr: (b) => out(indent(b.toString("utf8"))),
+        signal: opts.signal,
+        timeoutMs: 15 * 60_000,
+      });
+    } catch (err) {
+      // Cancelled while the hook ran: nothing of the new release stays.
+      await sup.destroy(id, 0).catch(() => {});
+      await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
+      throw err;
+    }
     await sup.destroy(id, 0).catch(() => {});
     if (res.exitCode !== 0) {
       out(`       postdeploy failed (${res.oomKilled ? "out of memory" : res.signal ? `killed by ${res.signal}` : `exit code ${res.exitCode}`}); the previous release keeps serving\n`);
@@ -77,6 +91,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     }
   }
 
+  await cancelled();
   // The switch: the new release becomes current, its web containers get the traffic.
   await sup.markRunning(started.map((c) => c.id));
   await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();

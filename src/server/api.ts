@@ -109,6 +109,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   const auth = new Authenticator(deps.db, { ttlMs: deps.authCacheMs ?? 5000 });
   // The API speaks JSON only: any other body gets 415 rather than a confusing validation error.
   app.removeContentTypeParser("text/plain");
+  // HTTP clients (axios, under the scalingo client) label an empty POST as a form: accept it as
+  // "no body", and refuse a real form like any other non-JSON body.
+  app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string" }, (_req, body, done) => {
+    if (body === "") done(null, undefined);
+    else done(new QuaiError("unsupported_media_type", "form bodies are not supported: send application/json"), undefined);
+  });
 
   await app.register(swagger, {
     openapi: {

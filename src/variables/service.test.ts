@@ -8,6 +8,7 @@ import { ensureUser, type Actor } from "../auth/service.ts";
 import { createApp, findApp } from "../apps/service.ts";
 import { Keyring } from "./keyring.ts";
 import { bulkSetVariables, listVariables, rotateMasterKey } from "./service.ts";
+import { createRelease, loadRelease } from "../pipeline/release.ts";
 
 describe("variables service", () => {
   let store: TestDb;
@@ -48,5 +49,20 @@ describe("variables service", () => {
     assert.equal(fresh.find((v) => v.name === "V7")?.value, "before-7");
     assert.equal(fresh.find((v) => v.name === "AFTER")?.value, "after");
     assert.ok(fresh.filter((v) => v.name.startsWith("W")).every((v) => v.value.startsWith("during-")));
+  });
+
+  it("key rotation re-encrypts release configs too, so old releases stay deployable (regression)", async () => {
+    // The same key file as the test above: every value in the database is sealed under it.
+    const file = join(dir, "master.json");
+    const ring = await Keyring.open(file);
+    await createApp(store.db, actor, "released", { domain: "quai.test" });
+    const app = await findApp(store.db, actor, "released");
+    const rel = await createRelease(store.db, ring, { appId: app.id, deploymentId: null, gitRef: null, slugKey: "0".repeat(64), slugSize: 1, processTypes: { web: "x" }, config: { SECRET: "s3cret" }, description: "v1", createdBy: null });
+    await rotateMasterKey(store.db, await Keyring.open(file));
+    await rotateMasterKey(store.db, await Keyring.open(file));
+    const keysInFile = (JSON.parse(await readFile(file, "utf8")) as { keys: { id: string }[] }).keys.map((k) => k.id);
+    assert.equal(keysInFile.length, 1, "old keys were dropped");
+    const loaded = await loadRelease(store.db, await Keyring.open(file), rel.id);
+    assert.deepEqual(loaded.config, { SECRET: "s3cret" });
   });
 });
