@@ -92,7 +92,10 @@ describe("failed deployments keep the previous release serving", () => {
     assert.equal((await latest("steady")).status, "timeout-error");
     assert.equal((await p.get("steady")).body, "migrated");
     assert.equal((await p.quai(["--app", "steady", "env-unset", "HEALTH_STATUS"])).code, 0);
-    assert.equal((await patch("")).status, 200);
+    const cleared = await p.quai(["--app", "steady", "app-update", "--health-check-path", ""]);
+    assert.equal(cleared.code, 0, cleared.stderr);
+    const info = JSON.parse((await p.quai(["--app", "steady", "app-info", "--json"])).stdout) as { health_check_path: string | null };
+    assert.equal(info.health_check_path, null);
   });
 
   it("a Procfile with an empty command is a build error naming the line", async () => {

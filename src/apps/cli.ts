@@ -85,4 +85,24 @@ const rename: Command = {
   },
 };
 
-export const appCommands: Command[] = [apps, create, info, destroy, rename];
+const update: Command = {
+  name: "app-update",
+  summary: "Change an app's settings (health-check path of new web containers, force HTTPS)",
+  usage: "[--health-check-path /PATH | --health-check-path ''] [--force-https true|false]",
+  example: "quai --app histologe app-update --health-check-path /health",
+  async run(ctx, args) {
+    const name = requireApp(ctx);
+    const { flags, positionals } = parseFlags(args, [], ["health-check-path", "force-https"]);
+    if (positionals.length > 0 || Object.keys(flags).length === 0) throw new QuaiError("cli_usage", "usage: quai app-update [--health-check-path /PATH] [--force-https true|false]");
+    const settings: Record<string, unknown> = {};
+    if (flags["health-check-path"] !== undefined) settings.health_check_path = flags["health-check-path"] === true ? "" : flags["health-check-path"];
+    if (flags["force-https"] !== undefined) {
+      if (flags["force-https"] !== "true" && flags["force-https"] !== "false") throw new QuaiError("cli_usage", "--force-https takes true or false");
+      settings.force_https = flags["force-https"] === "true";
+    }
+    const { app } = await (await ctx.api()).request<{ app: AppJson & Record<string, unknown> }>("PATCH", `/v1/apps/${encodeURIComponent(name)}`, { app: settings });
+    ctx.out(ctx.json ? JSON.stringify(app) : `App ${app.name} updated`);
+  },
+};
+
+export const appCommands: Command[] = [apps, create, info, destroy, rename, update];
