@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
-import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+import { bearer, commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
 
@@ -76,8 +76,8 @@ describe("failed deployments keep the previous release serving", () => {
   });
 
   it("waits for the health-check path: a release whose check fails never gets traffic", async () => {
-    const bearer = ((await (await fetch(`${p.url}/v1/tokens/exchange`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(":" + p.token).toString("base64")}` } })).json()) as { token: string }).token;
-    const patch = (path: string) => fetch(`${p.url}/v1/apps/steady`, { method: "PATCH", headers: { authorization: `Bearer ${bearer}`, "content-type": "application/json" }, body: JSON.stringify({ app: { health_check_path: path } }) });
+    const token = await bearer(p.url, p.token);
+    const patch = (path: string) => fetch(`${p.url}/v1/apps/steady`, { method: "PATCH", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify({ app: { health_check_path: path } }) });
     const bad = await patch("/with space");
     assert.equal(bad.status, 422);
     assert.equal(((await bad.json()) as { error: string }).error, "health_check_path_invalid");

@@ -3,7 +3,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { run } from "../src/core/run.ts";
-import { gitApp, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
+import { bearer, gitApp, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
 import { parseGitCommand } from "../src/git/ssh.ts";
 
 let p: TestPlatform;
@@ -20,8 +20,8 @@ describe("git over SSH", () => {
       const res = await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", `${name}@example.org`, "-f", join(keys, name)]);
       assert.equal(res.code, 0, res.stderr);
     }
-    const bearer = ((await (await fetch(`${p.url}/v1/tokens/exchange`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(":" + p.token).toString("base64")}` } })).json()) as { token: string }).token;
-    const { platform } = (await (await fetch(`${p.url}/v1/platform`, { headers: { authorization: `Bearer ${bearer}` } })).json()) as { platform: { git: { ssh: string } } };
+    const token = await bearer(p.url, p.token);
+    const { platform } = (await (await fetch(`${p.url}/v1/platform`, { headers: { authorization: `Bearer ${token}` } })).json()) as { platform: { git: { ssh: string } } };
     sshPort = Number(new URL(platform.git.ssh).port);
     assert.equal((await p.quai(["create", "ssh-app"])).code, 0);
   });

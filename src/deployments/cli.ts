@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, requireApp, type CliContext, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
+import type { ApiClient } from "../cli/client.ts";
 
 interface DeploymentJson {
   id: string;
@@ -17,16 +18,9 @@ interface DeploymentJson {
 const failed = new Set(["build-error", "crashed-error", "timeout-error", "hook-error", "aborted"]);
 
 /** Streams a deployment's output to stdout until it ends; returns its final status. */
-async function follow(ctx: CliContext, app: string, id: string): Promise<string> {
-  const api = await ctx.api();
+export async function followDeployment(api: ApiClient, app: string, id: string): Promise<string> {
   const res = await api.stream("GET", `/v1/apps/${encodeURIComponent(app)}/deployments/${id}/output?follow=true`);
-  const decoder = new TextDecoder();
-  let tail = "";
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-    const text = decoder.decode(chunk, { stream: true });
-    tail = (tail + text).slice(-200);
-    process.stdout.write(text);
-  }
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
   const { deployment } = await api.request<{ deployment: DeploymentJson }>("GET", `/v1/apps/${encodeURIComponent(app)}/deployments/${id}`);
   return deployment.status;
 }
@@ -63,7 +57,7 @@ const deploy: Command = {
     if (ctx.json && flags["no-follow"]) return ctx.out(JSON.stringify(deployment));
     ctx.err(`Deployment ${deployment.id} queued`);
     if (flags["no-follow"]) return;
-    endWith(await follow(ctx, app, deployment.id), deployment.id);
+    endWith(await followDeployment(api, app, deployment.id), deployment.id);
   },
 };
 
@@ -102,7 +96,7 @@ const logs: Command = {
     const { flags, positionals } = parseFlags(args.map((a) => (a === "-f" ? "--follow" : a)), ["follow"]);
     const id = positionals[0] ?? (await latestId(ctx, app));
     if (flags.follow) {
-      await follow(ctx, app, id);
+      await followDeployment(await ctx.api(), app, id);
       return;
     }
     const res = await (await ctx.api()).stream("GET", `/v1/apps/${encodeURIComponent(app)}/deployments/${encodeURIComponent(id)}/output`);

@@ -1,11 +1,9 @@
 // Deployments: records, the per-app queue, and the run of one deployment through the pipeline
 // (receive → build → release → deploy). One deployment runs at a time per app, across every
 // server sharing the database: the queue is the `deployments` table, the lock an advisory lock.
+import { recordEvent } from "../events/service.ts";
 import { Readable } from "node:stream";
 import { EventEmitter } from "node:events";
-import { existsSync } from "node:fs";
-import { rename, rm } from "node:fs/promises";
-import { join } from "node:path";
 import { sql } from "kysely";
 import type { Actor } from "../auth/service.ts";
 import type { AppRecord } from "../apps/service.ts";
@@ -14,7 +12,7 @@ import { isUuid } from "../core/ids.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
 import { listVariables, resolveVariables } from "../variables/service.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
-import { buildSlug, BuildError } from "../pipeline/build.ts";
+import { buildSlug, BuildError, cleanUpBuild } from "../pipeline/build.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
 import { deployRelease, DeployError } from "../pipeline/deploy.ts";
 import type { Supervisor } from "../formation/supervisor.ts";
@@ -90,11 +88,7 @@ export class Deployments {
       .execute();
     for (const d of stale) {
       // A build cut short holds the app's build cache in its work directory: give it back.
-      const work = join(this.ctx.paths.builds, d.id);
-      const cache = join(work, "box", "cache");
-      if (existsSync(cache) && !existsSync(join(this.ctx.paths.caches, d.app_id))) await rename(cache, join(this.ctx.paths.caches, d.app_id)).catch(() => {});
-      await rm(work, { recursive: true, force: true }).catch(() => {});
-      await rm(join(this.ctx.paths.slugs, `.tmp-${d.id}`), { recursive: true, force: true }).catch(() => {});
+      await cleanUpBuild(this.ctx, d.id, d.app_id);
       await this.ctx.outputs.append(d.id, "\n !     The control plane stopped during this deployment; it was aborted. The previous release kept serving.\n");
       this.ctx.outputs.status(d.id, "aborted");
     }
@@ -125,7 +119,7 @@ export class Deployments {
       .values({ app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
       .returningAll()
       .executeTakeFirstOrThrow();
-    await this.ctx.db.insertInto("events").values({ app_id: app.id, app_name: app.name, user_id: actor.id, user_email: actor.email, user_username: actor.username, type: "deployment", type_data: JSON.stringify({ deployment_id: row.id, git_ref: input.gitRef, source: input.source }) }).execute();
+    await recordEvent(this.ctx.db, { actor, app, type: "deployment", data: { deployment_id: row.id, git_ref: input.gitRef, source: input.source } });
     this.bus.emit("new", app.id, row.id);
     this.ctx.outputs.status(row.id, "queued");
     void this.pump(app.id);
@@ -262,11 +256,6 @@ export class Deployments {
     } finally {
       this.running.delete(d.id);
     }
-  }
-
-  /** Reads a Readable fully into an archive stream (for callers holding a Buffer). */
-  static fromBuffer(buf: Buffer): Readable {
-    return Readable.from([buf]);
   }
 }
 

@@ -18,7 +18,13 @@ export type EventType =
   | "edit_variables"
   | "delete_variable"
   | "new_user"
-  | "new_token";
+  | "new_token"
+  | "new_key"
+  | "deployment"
+  | "scale"
+  | "restart"
+  | "run"
+  | "crash";
 
 /** What to record. */
 export interface NewEvent {

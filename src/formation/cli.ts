@@ -5,6 +5,7 @@ import { basename } from "node:path";
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
+import { followDeployment } from "../deployments/cli.ts";
 
 const ps: Command = {
   name: "ps",
@@ -94,10 +95,8 @@ const rollback: Command = {
     const api = await ctx.api();
     const res = await api.request<{ deployment: { id: string }; release: { version: number } }>("POST", `/v1/apps/${encodeURIComponent(app)}/rollback`, v ? { version: Number(v.replace(/^v/, "")) } : {});
     ctx.err(`Rolling back ${app} to v${res.release.version} (code and config; databases are not rolled back)`);
-    const out = await api.stream("GET", `/v1/apps/${encodeURIComponent(app)}/deployments/${res.deployment.id}/output?follow=true`);
-    for await (const chunk of out.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
-    const { deployment } = await api.request<{ deployment: { status: string } }>("GET", `/v1/apps/${encodeURIComponent(app)}/deployments/${res.deployment.id}`);
-    if (deployment.status !== "success") throw new QuaiError("cli_deployment_failed", `rollback ended ${deployment.status}: the current release keeps serving`);
+    const status = await followDeployment(api, app, res.deployment.id);
+    if (status !== "success") throw new QuaiError("cli_deployment_failed", `rollback ended ${status}: the current release keeps serving`);
   },
 };
 

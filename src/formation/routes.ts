@@ -1,5 +1,6 @@
 // Formation, containers, releases, rollback, logs and one-off runs, in Scalingo's shapes where
 // Scalingo has one (/scale, /containers, /ps, /restart, /logs, /run).
+import { recordEvent } from "../events/service.ts";
 import type { FastifyPluginAsync } from "fastify";
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { PassThrough } from "node:stream";
@@ -93,7 +94,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const started = new Date();
       const containers = await scale(ctx, sup, ref(found), req.body.containers);
       void reply.header("location", recordOperation(found, "scale", started));
-      await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "scale", type_data: JSON.stringify({ containers: req.body.containers }) }).execute();
+      await recordEvent(deps.db, { actor: req.actor, app: found, type: "scale", data: { containers: req.body.containers } });
       return reply.code(202).send({ containers });
     });
 
@@ -120,7 +121,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const started = new Date();
       await restart(ctx, sup, ref(found), scope);
       void reply.header("location", recordOperation(found, "restart", started));
-      await deps.db.insertInto("events").values({ app_id: found.id, app_name: found.name, user_id: req.actor.id, user_email: req.actor.email, user_username: req.actor.username, type: "restart", type_data: JSON.stringify({ scope }) }).execute();
+      await recordEvent(deps.db, { actor: req.actor, app: found, type: "restart", data: { scope } });
       return reply.code(202).send({ restarted: scope.length ? scope : "all" });
     });
 
@@ -250,6 +251,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     // ← {type:"stdout"|"stderr",data(base64)}, ← {type:"exit",code,signal}.
     const attach = (ws: WebSocket, appRef: string) => {
       let stdin: PassThrough | undefined;
+      let who: { actor: Actor; app: AppRecord } | undefined;
       const abort = new AbortController();
       ws.on("close", () => abort.abort());
       let stage = 0;
@@ -267,7 +269,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             if (msg.type !== "auth" || !token) throw new QuaiError("auth_required", "first message must be {type: auth}");
             const actor = await auth.authenticate(token);
             const found = await findApp(deps.db, actor, appRef);
-            (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai = { actor, app: found };
+            who = { actor, app: found };
             ws.send(JSON.stringify({ type: "ready" }));
             return;
           }
@@ -275,7 +277,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             stage = 2;
             // Input may arrive while the container is prepared: buffer it from now on.
             stdin = new PassThrough();
-            const { actor, app: found } = (ws as unknown as { quai: { actor: Actor; app: AppRecord } }).quai;
+            const { actor, app: found } = who as { actor: Actor; app: AppRecord };
             // The terminal's size, for programs that lay out their output (the pty reads LINES/COLUMNS).
             const term: Record<string, string> = msg.tty && Number.isInteger(msg.cols) && Number.isInteger(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
             const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...msg.env }, size: msg.size, files: msg.files });

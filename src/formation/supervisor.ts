@@ -1,6 +1,7 @@
 // The supervisor: turns releases and the formation into running containers, keeps them running
 // (restart with backoff, crash visible on the app), tells the router which web containers serve,
 // ships container output to the app's log stream, and re-adopts everything after a restart.
+import { recordEvent } from "../events/service.ts";
 import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect, createServer } from "node:net";
@@ -257,7 +258,7 @@ export class Supervisor {
     const app = await this.ctx.db.selectFrom("apps").select(["id", "name"]).where("id", "=", c.app_id).executeTakeFirst();
     if (app) {
       await this.logs.append(app.id, [{ at: new Date(), source: `${c.type}-${c.index}`, text: `container exited (${exit}); restart #${restarts} in ${Math.round(delay / 1000)} s` }]);
-      await this.ctx.db.insertInto("events").values({ app_id: app.id, app_name: app.name, user_id: null, user_email: null, user_username: null, type: "crash", type_data: JSON.stringify({ container: `${c.type}-${c.index}`, exit, restarts }) }).execute();
+      await recordEvent(this.ctx.db, { actor: null, app, type: "crash", data: { container: `${c.type}-${c.index}`, exit, restarts } });
     }
     await this.syncRouter();
     const timer = setTimeout(() => {

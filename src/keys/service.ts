@@ -1,5 +1,6 @@
 // SSH public keys per user: parsed and checked with the ssh2 package's key parser, stored by
 // their blob so the SSH front finds the user from the key a client offers.
+import { recordEvent } from "../events/service.ts";
 import { createHash } from "node:crypto";
 import ssh2 from "ssh2";
 import type { Db } from "../store/db.ts";
@@ -57,7 +58,7 @@ export async function addKey(db: Db, actor: Actor, name: string, content: string
   if (!/^[\w .@+-]{1,100}$/.test(name)) throw new QuaiError("ssh_key_invalid", "key names are 1 to 100 letters, digits, spaces and . @ + - _");
   const row = await db.insertInto("ssh_keys").values({ user_id: actor.id, name, key_type: type, key_data: blob, fingerprint: fingerprint(blob) }).onConflict((oc) => oc.column("key_data").doNothing()).returningAll().executeTakeFirst();
   if (!row) throw new QuaiError("ssh_key_taken", "this key is already registered");
-  await db.insertInto("events").values({ app_id: null, app_name: null, user_id: actor.id, user_email: actor.email, user_username: actor.username, type: "new_key", type_data: JSON.stringify({ name, fingerprint: row.fingerprint }) }).execute();
+  await recordEvent(db, { actor, type: "new_key", data: { name, fingerprint: row.fingerprint } });
   return keyJson(row);
 }
 

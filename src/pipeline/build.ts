@@ -105,7 +105,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     const envDir = join(work, "env");
     await mkdir(envDir, { mode: 0o700 });
     for (const [name, value] of Object.entries(job.env)) await writeFile(join(envDir, name), value, { mode: 0o400 });
-    await chownTree(envDir, uid);
+    await runOk("chown", ["-R", `${uid}:${uid}`, envDir]);
     await chmod(envDir, 0o500);
 
     const sandbox = (buildpackDir: string, command: string[], id: string): ContainerSpec => ({
@@ -217,10 +217,20 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     else await rm(unpacked, { recursive: true, force: true });
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
-    await rm(join(ctx.paths.slugs, `.tmp-${job.deploymentId}`), { recursive: true, force: true }).catch(() => {});
-    if (existsSync(boxCache)) await rename(boxCache, cacheDir).catch(() => {});
-    await rm(work, { recursive: true, force: true }).catch(() => {});
+    await cleanUpBuild(ctx, job.deploymentId, job.app.id);
   }
+}
+
+/**
+ * Removes what a build leaves (work directory, half-unpacked slug) and gives the app its build
+ * cache back: after every build, and at start-up for builds a stopped control plane cut short.
+ */
+export async function cleanUpBuild(ctx: PipelineContext, deploymentId: string, appId: string): Promise<void> {
+  const work = join(ctx.paths.builds, deploymentId);
+  const boxCache = join(work, "box", "cache");
+  await rm(join(ctx.paths.slugs, `.tmp-${deploymentId}`), { recursive: true, force: true }).catch(() => {});
+  if (existsSync(boxCache) && !existsSync(join(ctx.paths.caches, appId))) await rename(boxCache, join(ctx.paths.caches, appId)).catch(() => {});
+  await rm(work, { recursive: true, force: true }).catch(() => {});
 }
 
 async function runOk(cmd: string, args: string[]): Promise<void> {
@@ -319,16 +329,6 @@ async function packSlug(ctx: PipelineContext, dir: string, unpackTo: string): Pr
   if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
   await chmod(unpackTo, 0o755);
   return info;
-}
-
-/** Recursively gives `dir` to `uid`. */
-async function chownTree(dir: string, uid: number): Promise<void> {
-  await chown(dir, uid, uid);
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    if (e.isDirectory()) await chownTree(p, uid);
-    else await chown(p, uid, uid);
-  }
 }
 
 /** Unpacks a slug blob into `dir` (after a restart, or on another host). */

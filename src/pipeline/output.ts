@@ -1,7 +1,7 @@
 // A deployment's output: appended to a file as it happens (so it survives the process) and
 // fanned out live to whoever follows it — the pusher's git hook, `deployment-logs -f`, WebSockets.
 import { EventEmitter } from "node:events";
-import { appendFile, mkdir, readFile, rm } from "node:fs/promises";
+import { appendFile, mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** What a follower receives. */
@@ -114,9 +114,5 @@ export class DeploymentOutputs {
   onAny(fn: (id: string, e: OutputEvent) => void): () => void {
     this.bus.on("*", fn);
     return () => this.bus.off("*", fn);
-  }
-
-  async remove(id: string): Promise<void> {
-    await rm(this.file(id), { force: true });
   }
 }

@@ -20,7 +20,8 @@ export interface Release {
   createdAt: Date;
 }
 
-const sealContext = (appId: string) => `release:${appId}`;
+/** Additional data a release config is sealed with (also used by key rotation). */
+export const releaseSealContext = (appId: string) => `release:${appId}`;
 
 /** Creates the next numbered release of an app. */
 export async function createRelease(db: Db, keyring: Keyring, input: { appId: string; deploymentId: string | null; gitRef: string | null; slugKey: string; slugSize: number; processTypes: ProcessTypes; config: Record<string, string>; description: string; createdBy: string | null }): Promise<Release> {
@@ -29,7 +30,7 @@ export async function createRelease(db: Db, keyring: Keyring, input: { appId: st
   return db.transaction().execute(async (trx) => {
     await sql`SELECT 1 FROM apps WHERE id = ${input.appId} FOR UPDATE`.execute(trx);
     keyring.refresh();
-    const sealed = keyring.seal(JSON.stringify(input.config), sealContext(input.appId));
+    const sealed = keyring.seal(JSON.stringify(input.config), releaseSealContext(input.appId));
     const last = await trx.selectFrom("releases").select(sql<number>`coalesce(max(version), 0)`.as("v")).where("app_id", "=", input.appId).executeTakeFirstOrThrow();
     const row = await trx
       .insertInto("releases")
@@ -67,6 +68,6 @@ export async function findRelease(db: Db, keyring: Keyring, appId: string, versi
 }
 
 function toRelease(keyring: Keyring, row: { id: string; app_id: string; version: number; git_ref: string | null; slug_blob: string; slug_size: number; process_types: ProcessTypes; config_enc: Buffer; key_id: string; description: string; created_at: Date }): Release {
-  const config = JSON.parse(keyring.open({ keyId: row.key_id, data: row.config_enc }, sealContext(row.app_id))) as Record<string, string>;
+  const config = JSON.parse(keyring.open({ keyId: row.key_id, data: row.config_enc }, releaseSealContext(row.app_id))) as Record<string, string>;
   return { id: row.id, appId: row.app_id, version: row.version, gitRef: row.git_ref, slugKey: row.slug_blob, slugSize: row.slug_size, processTypes: row.process_types, config, description: row.description, createdAt: row.created_at };
 }

@@ -7,6 +7,7 @@ import { QuaiError } from "../core/errors.ts";
 import { parseFlags, type Command, type CliContext } from "../cli/command.ts";
 import { ApiClient, readCredentials, saveCredentials, credentialsFile } from "../cli/client.ts";
 import { createApiToken, ensureUser } from "../auth/service.ts";
+import { followDeployment } from "../deployments/cli.ts";
 import { startServer, type RunningServer } from "./main.ts";
 
 function log(line: string): void {
@@ -109,10 +110,8 @@ async function deployDemo(ctx: CliContext, client: ApiClient): Promise<void> {
   if (code !== 0) throw new Error("packing examples/demo failed");
   const res = await client.stream("POST", "/v1/apps/demo/deployments/upload?git_ref=demo", { data: Buffer.concat(chunks), contentType: "application/gzip" });
   const { deployment } = (await res.json()) as { deployment: { id: string } };
-  const out = await client.stream("GET", `/v1/apps/demo/deployments/${deployment.id}/output?follow=true`);
-  for await (const chunk of out.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
-  const { deployment: done } = await client.request<{ deployment: { status: string } }>("GET", `/v1/apps/demo/deployments/${deployment.id}`);
-  if (done.status !== "success") throw new QuaiError("cli_deployment_failed", `the demo deployment ended ${done.status}`);
+  const status = await followDeployment(client, "demo", deployment.id);
+  if (status !== "success") throw new QuaiError("cli_deployment_failed", `the demo deployment ended ${status}`);
 }
 
 async function reachable(url: string): Promise<boolean> {

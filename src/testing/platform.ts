@@ -79,7 +79,8 @@ export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<T
   return p;
 }
 
-async function bearer(url: string, token: string): Promise<string> {
+/** A bearer token for `token` (POST /v1/tokens/exchange). */
+export async function bearer(url: string, token: string): Promise<string> {
   const res = await fetch(`${url}/v1/tokens/exchange`, { method: "POST", headers: { authorization: `Basic ${Buffer.from(":" + token).toString("base64")}` } });
   return ((await res.json()) as { token: string }).token;
 }

@@ -6,6 +6,7 @@ import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
 import type { Database } from "../store/schema.ts";
 import type { Actor } from "../auth/service.ts";
+import { releaseSealContext } from "../pipeline/release.ts";
 import { visibleTo, type AppRecord } from "../apps/service.ts";
 import { eventRow, type EventType } from "../events/service.ts";
 import type { Keyring } from "./keyring.ts";
@@ -206,7 +207,7 @@ export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId
     // Releases keep their resolved config sealed the same way (context `release:<app id>`).
     const releases = await trx.selectFrom("releases").select(["id", "app_id", "config_enc", "key_id"]).where("key_id", "!=", keyId).execute();
     for (const r of releases) {
-      const ctx = `release:${r.app_id}`;
+      const ctx = releaseSealContext(r.app_id);
       const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.config_enc }, ctx), ctx);
       await trx.updateTable("releases").set({ config_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
     }
