@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { request, type IncomingHttpHeaders } from "node:http";
 import { existsSync } from "node:fs";
 import { chmod, cp, link, copyFile, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
+import { freePort } from "../core/net.ts";
+import { appPortRange } from "../formation/supervisor.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -103,26 +104,13 @@ function get(url: string, headers: Record<string, string> = {}): Promise<{ statu
   });
 }
 
-/** A free loopback port below the ephemeral range (32768-60999), as apps get. */
-async function appPort(): Promise<number> {
-  for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 12000);
-    const free = await new Promise<boolean>((resolvePromise) => {
-      const srv = createServer();
-      srv.once("error", () => resolvePromise(false));
-      srv.listen({ host: "127.0.0.1", port, exclusive: true }, () => srv.close(() => resolvePromise(true)));
-    });
-    if (free) return port;
-  }
-}
-
 /**
  * Starts COMMAND in APP as the Quai launcher does: HOME=/app (here the build dir), the
  * .profile.d scripts sourced, then the command run by bash with PORT set. Resolves once
  * GET /health-or-/ answers; the process group is stopped in `after`.
  */
 async function startWeb(app: string, command: string, probe = "/"): Promise<{ base: string; output: () => string }> {
-  const port = await appPort();
+  const port = await freePort("127.0.0.1", appPortRange);
   // A private /tmp in the sandbox; here one under `work`, so nothing outlives the test.
   const tmp = await mkdtemp(join(work, "tmp-"));
   const launcher = 'for f in "$HOME"/.profile.d/*.sh; do if [ -f "$f" ]; then . "$f"; fi; done; exec bash -c "$1"';

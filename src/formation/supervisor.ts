@@ -4,7 +4,8 @@
 import { recordEvent } from "../events/service.ts";
 import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
+import { portIsFree } from "../core/net.ts";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { sql } from "kysely";
@@ -192,7 +193,7 @@ export class Supervisor {
   private async allocatePort(app: AppRef, release: Release, id: string, type: string, index: number, size: ContainerSize): Promise<number> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = appPortRange.min + Math.floor(Math.random() * (appPortRange.max - appPortRange.min));
-      if (!(await portFree(port))) continue;
+      if (!(await portIsFree(port))) continue;
       const res = await sql`INSERT INTO containers (id, app_id, release_id, type, index, size, port, state) VALUES (${id}, ${app.id}, ${release.id}, ${type}, ${index}, ${size}, ${port}, 'starting') ON CONFLICT DO NOTHING`.execute(this.ctx.db);
       if (Number(res.numAffectedRows ?? 0) === 1) return port;
     }
@@ -408,14 +409,6 @@ function httpStatus(port: number, path: string): Promise<number> {
     req.on("timeout", () => req.destroy());
     req.on("error", () => resolve(0));
     req.end();
-  });
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const srv = createServer();
-    srv.once("error", () => resolve(false));
-    srv.listen({ host: "127.0.0.1", port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }
 

@@ -8,6 +8,7 @@ import { timingSafeEqual } from "node:crypto";
 import ssh2 from "ssh2";
 import type { Connection, ServerChannel } from "ssh2";
 import { writeFileAtomic } from "../core/files.ts";
+import { bindPort } from "../core/net.ts";
 import { QuaiError } from "../core/errors.ts";
 import { findApp } from "../apps/service.ts";
 import { actorForKey } from "../keys/service.ts";
@@ -26,13 +27,22 @@ export function parseGitCommand(command: string): { service: "git-receive-pack" 
   return m ? { service: m[1] as "git-receive-pack" | "git-upload-pack", app: m[2] as string } : undefined;
 }
 
-/** Loads the host key from `file`, creating an ed25519 key on first start. */
+/**
+ * Loads the host key from `file`, creating an ed25519 key on first start. ssh2's generator
+ * writes a key its own parser refuses about once in 170 tries, so a key is kept only once it
+ * parses (and a stored one that does not is replaced).
+ */
 async function hostKey(file: string): Promise<string> {
-  if (!existsSync(file)) {
-    const pair = ssh2.utils.generateKeyPairSync("ed25519");
-    await writeFileAtomic(file, pair.private);
+  if (existsSync(file)) {
+    const stored = await readFile(file, "utf8");
+    if (!(ssh2.utils.parseKey(stored) instanceof Error)) return stored;
   }
-  return readFile(file, "utf8");
+  for (;;) {
+    const pair = ssh2.utils.generateKeyPairSync("ed25519");
+    if (ssh2.utils.parseKey(pair.private) instanceof Error) continue;
+    await writeFileAtomic(file, pair.private);
+    return pair.private;
+  }
 }
 
 /** Starts the SSH front on `host:port` (port 0: a free one). */
@@ -72,10 +82,13 @@ export async function startSshFront(deps: GitFrontDeps, opts: { host: string; po
     });
     client.on("error", () => {});
   });
-  await new Promise<void>((resolve, reject) => {
+  await bindPort(opts.host, opts.port, (port) => new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
+    server.listen(port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  }));
   const address = server.address() as { port: number };
   return { port: address.port, close: () => new Promise<void>((r) => server.close(() => r())) };
 }

@@ -15,6 +15,7 @@ import { VERSION } from "../core/version.ts";
 import type { PlatformInfo } from "../platform/routes.ts";
 import { buildApi, type PipelineApi } from "./api.ts";
 import { startPipeline } from "./pipeline.ts";
+import { bindPort } from "../core/net.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -80,7 +81,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       stopPipeline = started.stop;
     }
     api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline });
-    const address = await api.listen({ host: config.listen.host, port: config.listen.port });
+    const server = api;
+    const address = await bindPort(config.listen.host, config.listen.port, (port) => server.listen({ host: config.listen.host, port }));
     apiUrl = address;
     if (routerUrl) log(`router: apps answer at http://<app>.${config.domain}:${new URL(routerUrl).port}`);
     return { apiUrl, db, bootstrapToken: owner?.token, stop };
