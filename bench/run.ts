@@ -1,7 +1,7 @@
 // `npm run bench`: API latency under load (on a durable embedded PostgreSQL holding 1,000 apps),
 // then the deploy pipeline (bench/deploy.ts). Each benchmark prints its figures against a baseline
 // measured in the same run and the target. `node bench/run.ts deploy sandbox` runs only those named
-// (api, deploy, redeploy-load, router, sandbox).
+// (api, deploy, redeploy-load, router, sandbox, addons, addon-backups).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,7 @@ import { buildApi } from "../src/server/api.ts";
 import { createApiToken, ensureUser, exchangeToken } from "../src/auth/service.ts";
 import { runLoadInWorker, type LoadResult, type Scenario } from "./load.ts";
 import { benchDeployTimes, benchRedeployLoad, benchRouterThroughput, benchSandbox, closeDeployBenches } from "./deploy.ts";
+import { benchAddonProvisioning, benchPostgresBackups } from "./addons.ts";
 
 const APPS = 1000;
 const CONCURRENCY = 10;
@@ -158,6 +159,8 @@ const benchmarks: { name: string; run: () => Promise<unknown> }[] = [
   { name: "redeploy-load", run: () => benchRedeployLoad() },
   { name: "router", run: () => benchRouterThroughput() },
   { name: "sandbox", run: () => benchSandbox() },
+  { name: "addons", run: () => benchAddonProvisioning() },
+  { name: "addon-backups", run: () => benchPostgresBackups() },
 ];
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((n) => !benchmarks.some((b) => b.name === n));

@@ -5,12 +5,11 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { Agent, request } from "node:http";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { QUAI_BIN } from "../src/testing/cli.ts";
 import { clientFromToken } from "scalingo";
-import { commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+import { commitAll, gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
 
@@ -84,47 +83,10 @@ describe("git push deploys", () => {
   it("redeploys with no failed request under constant load", async () => {
     await writeFile(join(dir, "server.py"), pythonWebApp("v2")["server.py"] as string);
     await commitAll(dir, "v2");
-    const agent = new Agent({ keepAlive: true, maxSockets: 4 });
-    let stop = false;
-    let ok = 0;
-    const failures: string[] = [];
-    const bodies = new Set<string>();
-    const one = (): Promise<{ status: number; body: string; reused: boolean }> =>
-      new Promise((resolve, reject) => {
-        const req = request({ host: "127.0.0.1", port: p.routerPort, path: "/", headers: { host: "web-app.localhost" }, agent }, (res) => {
-          let body = "";
-          res.on("data", (c: Buffer) => (body += c.toString()));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body, reused: req.reusedSocket }));
-        });
-        req.on("error", (err) => reject(Object.assign(err, { reused: req.reusedSocket })));
-        req.end();
-      });
-    const client = async () => {
-      while (!stop) {
-        try {
-          let r;
-          try {
-            r = await one();
-          } catch (err) {
-            // A browser retries an idempotent request once when a reused connection closes first.
-            if (!(err as { reused?: boolean }).reused) throw err;
-            r = await one();
-          }
-          if (r.status === 200) {
-            ok++;
-            bodies.add(r.body);
-          } else failures.push(`status ${r.status}`);
-        } catch (err) {
-          failures.push(String(err));
-        }
-      }
-    };
-    const clients = [client(), client()];
+    const load = startLoad(p.routerPort, "web-app.localhost", 2);
     const push = await p.push("web-app", dir);
     await new Promise((r) => setTimeout(r, 500));
-    stop = true;
-    await Promise.all(clients);
-    agent.destroy();
+    const { ok, failures, bodies } = await load.stop();
     assert.equal(push.code, 0, push.stderr);
     assert.deepEqual(failures, []);
     assert.ok(ok > 20, `served ${ok} requests`);

@@ -89,7 +89,9 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       const containers = deps.pipeline ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", found.id).execute() : [];
+      const addonTeardown = await deps.addons?.appTeardown(found);
       await destroyApp(deps.db, req.actor, found, req.query.current_name);
+      await addonTeardown?.();
       // The app is gone from the store: stop what ran it and take it off the router.
       if (deps.pipeline) {
         await Promise.all(containers.map((c) => deps.pipeline?.supervisor.destroy(c.id, 5000)));

@@ -94,18 +94,18 @@ export class ApiClient {
   }
 
   /** Calls the API with a raw body (an upload) or for a streamed answer; errors as in `request`. */
-  async stream(method: string, path: string, body?: { data: Buffer; contentType: string }): Promise<Response> {
+  async stream(method: string, path: string, body?: { data: Buffer; contentType: string }, headers: Record<string, string> = {}): Promise<Response> {
     if (!this.bearer) await this.exchange();
-    return this.fetch(method, path, body ? { raw: body.data, contentType: body.contentType } : undefined, `Bearer ${this.bearer}`);
+    return this.fetch(method, path, body ? { raw: body.data, contentType: body.contentType } : undefined, `Bearer ${this.bearer}`, headers);
   }
 
-  private async fetch(method: string, path: string, body: unknown, authorization: string): Promise<Response> {
+  private async fetch(method: string, path: string, body: unknown, authorization: string, extra: Record<string, string> = {}): Promise<Response> {
     let res: Response;
     const raw = body && typeof body === "object" && "raw" in body ? (body as { raw: Buffer; contentType: string }) : undefined;
     try {
       res = await fetch(this.url + path, {
         method,
-        headers: { authorization, ...(raw ? { "content-type": raw.contentType } : body !== undefined ? { "content-type": "application/json" } : {}) },
+        headers: { ...extra, authorization, ...(raw ? { "content-type": raw.contentType } : body !== undefined ? { "content-type": "application/json" } : {}) },
         body: raw ? new Uint8Array(raw.raw) : body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (err) {

@@ -37,6 +37,8 @@ export interface ServerConfig {
   logBytesPerApp: number;
   /** Whether to run the pipeline, runtime and router (off for API-only servers). */
   runtime: boolean;
+  /** Whether to run add-ons (QUAI_ADDONS=off turns them off). */
+  addons: boolean;
   /** Host directories apps may take buildpacks from (QUAI_BUILDPACK_DIRS, colon-separated). */
   buildpackDirs: string[];
   /** Address of the git front over SSH; port 0 picks a free one. */
@@ -81,6 +83,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     sourceLimitBytes: positiveInt("QUAI_SOURCE_LIMIT", env.QUAI_SOURCE_LIMIT, 512 * 1024 * 1024),
     logBytesPerApp: positiveInt("QUAI_LOG_BYTES_PER_APP", env.QUAI_LOG_BYTES_PER_APP, 20 * 1024 * 1024),
     runtime: env.QUAI_RUNTIME !== "off",
+    addons: env.QUAI_ADDONS !== "off",
     buildpackDirs: (env.QUAI_BUILDPACK_DIRS ?? "").split(":").filter((d) => d !== "").map((d) => resolve(d)),
     sshListen: env.QUAI_SSH_LISTEN ? parseListen(env.QUAI_SSH_LISTEN) : { host: "127.0.0.1", port: 0 },
   };

@@ -70,6 +70,22 @@ export const catalogue = {
   ssh_key_invalid: { status: 422, exit: Exit.data, description: "The SSH public key is not one line `TYPE BASE64 [comment]` of a supported type (ssh-ed25519, ecdsa-sha2-*, ssh-rsa of 2048 bits or more)." },
   ssh_key_taken: { status: 409, exit: Exit.cantCreate, description: "This SSH key is already registered (keys identify one user)." },
   ssh_key_not_found: { status: 404, exit: Exit.noInput, description: "No SSH key with this id among the user's keys." },
+  // Add-ons
+  addon_provider_unknown: { status: 422, exit: Exit.data, description: "No add-on provider with this id (see `quai addons-providers` or GET /v1/addon_providers)." },
+  addon_plan_unknown: { status: 422, exit: Exit.data, description: "The provider has no plan with this id (see GET /v1/addon_providers)." },
+  addon_not_found: { status: 404, exit: Exit.noInput, description: "No add-on with this id (or provider) on the app." },
+  addon_exists: { status: 409, exit: Exit.cantCreate, description: "The app already has an add-on of this provider (one per provider: their variables would clash)." },
+  addon_plan_too_small: { status: 422, exit: Exit.data, description: "The add-on's data is larger than the disk of the plan asked for." },
+  addon_not_running: { status: 409, exit: Exit.tempFail, description: "The add-on is not running (still provisioning, or being restored); try again shortly." },
+  addon_failed: { status: 502, exit: Exit.software, description: "The add-on's server failed to do what was asked; the message has its output. Nothing was changed." },
+  backup_not_found: { status: 404, exit: Exit.noInput, description: "No backup with this id that the user can see." },
+  backup_not_done: { status: 409, exit: Exit.data, description: "The backup has not completed (status scheduled, running or error): there is nothing to restore or download." },
+  backup_corrupted: { status: 422, exit: Exit.data, description: "The backup file no longer matches its checksum: it will not be restored. Use another backup." },
+  backup_provider_mismatch: { status: 422, exit: Exit.data, description: "A backup restores only into an add-on of the same provider." },
+  pitr_unsupported: { status: 422, exit: Exit.data, description: "Point-in-time recovery exists for PostgreSQL add-ons only." },
+  pitr_time_invalid: { status: 422, exit: Exit.data, description: "The time is not `YYYY-MM-DD HH:MM[:SS]` (Europe/Paris, or followed by an offset, `Z` or a zone name such as UTC)." },
+  pitr_out_of_range: { status: 422, exit: Exit.data, description: "The time is outside the restorable window (from the earliest base backup to the last archived change)." },
+  backup_hour_invalid: { status: 422, exit: Exit.data, description: "The backup hour is a whole hour from 0 to 23 (Europe/Paris)." },
   // Events
   event_not_found: { status: 404, exit: Exit.noInput, description: "No event with this id on the app." },
   // Platform

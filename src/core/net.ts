@@ -3,8 +3,9 @@
 // Ports come from below the kernel's ephemeral range (32768–60999 here): a port the kernel
 // hands to an outgoing connection or to a `listen(0)` can be taken again the moment it is
 // freed, so a port probed there and bound a little later is not reliably ours. Platform
-// services (API, router, embedded PostgreSQL, SSH) draw from `servicePortRange`; app
-// containers from their own range (see formation/supervisor.ts), so the two never meet.
+// services (API, router, embedded PostgreSQL, SSH) draw from `servicePortRange`, add-on
+// servers from `addonPortRange`, app containers from theirs (formation/supervisor.ts), so
+// none of them meet.
 import { createServer } from "node:net";
 
 /** A range of TCP ports, `min` included, `max` excluded. */
@@ -14,7 +15,10 @@ export interface PortRange {
 }
 
 /** Ports for the platform's own listeners. */
-export const servicePortRange: PortRange = { min: 10000, max: 20000 };
+export const servicePortRange: PortRange = { min: 10000, max: 15000 };
+
+/** Ports of add-on servers (kept for an instance's life: apps' URLs name them). */
+export const addonPortRange: PortRange = { min: 15000, max: 20000 };
 
 /** Whether `port` can be bound on `host` right now. */
 export function portIsFree(port: number, host = "127.0.0.1"): Promise<boolean> {

@@ -126,6 +126,45 @@ export class Deployments {
     return row;
   }
 
+  /**
+   * Queues a release of the running slug with the app's current variables (after a variable or
+   * add-on change), unless one is already queued: it reads the variables when it runs. Returns
+   * the deployment that will carry the change, or undefined when the app has no release yet.
+   */
+  async configRelease(actor: Actor, app: AppRecord): Promise<string | undefined> {
+    const fresh = await this.ctx.db.selectFrom("apps").select("current_release_id").where("id", "=", app.id).executeTakeFirst();
+    if (!fresh?.current_release_id) return undefined;
+    const waiting = await this.ctx.db.selectFrom("deployments").select("id").where("app_id", "=", app.id).where("status", "=", "queued").where("source", "=", "config").executeTakeFirst();
+    if (waiting) return waiting.id;
+    return (await this.create(actor, app, { source: "config", gitRef: null, releaseId: fresh.current_release_id })).id;
+  }
+
+  /** Resolves once deployment `id` has ended (with its final status), or after `timeoutMs`. */
+  async waitFinished(id: string, timeoutMs = 15 * 60_000): Promise<string | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const row = await this.ctx.db.selectFrom("deployments").select("status").where("id", "=", id).executeTakeFirst();
+      if (!row || finalStatuses.has(row.status)) return row?.status;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    return undefined;
+  }
+
+  /**
+   * Resolves once no process-type container of the app runs another release than its current
+   * one (the old containers have drained and stopped after a switch), or after `timeoutMs`.
+   */
+  async waitRetired(appId: string, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const old = await sql<{ n: string }>`
+        SELECT count(*) AS n FROM containers c JOIN apps a ON a.id = c.app_id
+        WHERE c.app_id = ${appId} AND c.type <> 'one-off' AND c.release_id IS DISTINCT FROM a.current_release_id`.execute(this.ctx.db);
+      if (Number(old.rows[0]?.n ?? 0) === 0) return;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
   /** Calls `fn` for each new deployment; returns the unsubscribe function. */
   onNew(fn: (appId: string, id: string) => void): () => void {
     this.bus.on("new", fn);

@@ -24,7 +24,16 @@ export type EventType =
   | "scale"
   | "restart"
   | "run"
-  | "crash";
+  | "crash"
+  | "new_addon"
+  | "upgrade_addon"
+  | "delete_addon"
+  | "addon_crash"
+  | "addon_backup"
+  | "addon_backup_failed"
+  | "addon_restore"
+  | "addon_restore_failed"
+  | "addon_archive_failed";
 
 /** What to record. */
 export interface NewEvent {

@@ -122,7 +122,7 @@ const logs: Command = {
   },
 };
 
-const runCmd: Command = {
+export const runCmd: Command = {
   name: "run",
   summary: "Run a one-off command in a new container of the current release (exit code kept)",
   usage: "[--detached] [--size S] [--env K=V ...] [--file PATH ...] [--tty] <command> [args...]",

@@ -1,6 +1,7 @@
 // Garbage collection of the pipeline's blobs and unpacked slugs: a slug no release refers to, and
 // the source archive of a deployment that has ended, are deleted. Fresh blobs are left alone, so
-// a build that has stored its slug but not yet made its release never loses it.
+// a build that has stored its slug but not yet made its release never loses it. Add-on backups,
+// base backups and WAL share the store and are kept while a row names them.
 import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { sql } from "kysely";
@@ -18,7 +19,10 @@ export async function collectGarbage(ctx: PipelineContext, minAgeMs = 60 * 60_00
   const live = await sql<{ key: string }>`
     SELECT slug_blob AS key FROM releases
     UNION SELECT source_blob FROM deployments WHERE source_blob IS NOT NULL AND status IN ('queued', 'building', 'pushing', 'starting')
-    UNION SELECT slug_blob FROM deployments WHERE slug_blob IS NOT NULL AND status IN ('building', 'pushing', 'starting')`.execute(ctx.db);
+    UNION SELECT slug_blob FROM deployments WHERE slug_blob IS NOT NULL AND status IN ('building', 'pushing', 'starting')
+    UNION SELECT blob_key FROM addon_backups WHERE blob_key IS NOT NULL
+    UNION SELECT blob_key FROM addon_base_backups
+    UNION SELECT blob_key FROM addon_wal_segments`.execute(ctx.db);
   const keep = new Set(live.rows.map((r) => r.key));
   const result: GcResult = { blobs: 0, bytes: 0, slugDirs: 0 };
   const now = Date.now();

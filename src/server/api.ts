@@ -34,6 +34,8 @@ import { deploymentRoutes } from "../deployments/routes.ts";
 import { formationRoutes } from "../formation/routes.ts";
 import { gitFront, type GitFrontDeps } from "../git/front.ts";
 import { keyRoutes } from "../keys/routes.ts";
+import { addonRoutes } from "../addons/routes.ts";
+import type { Addons } from "../addons/service.ts";
 
 export interface ApiDeps {
   db: Db;
@@ -49,6 +51,8 @@ export interface ApiDeps {
   authCacheMs?: number;
   /** The deploy pipeline and runtime (absent in API-only tests). */
   pipeline?: PipelineApi;
+  /** Add-ons (absent when QUAI_ADDONS=off). */
+  addons?: Addons;
 }
 
 /** What the deployment, formation, logs and git endpoints use. */
@@ -179,6 +183,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(keyRoutes(deps));
   await app.register(deploymentRoutes(deps, auth));
   await app.register(formationRoutes(deps, auth));
+  await app.register(addonRoutes(deps));
   if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));
 
   app.get("/v1/openapi.json", { config: { public: true }, schema: { hide: true } }, async () => app.swagger());

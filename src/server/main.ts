@@ -16,6 +16,9 @@ import type { PlatformInfo } from "../platform/routes.ts";
 import { buildApi, type PipelineApi } from "./api.ts";
 import { startPipeline } from "./pipeline.ts";
 import { bindPort } from "../core/net.ts";
+import { Addons } from "../addons/service.ts";
+import { defaultEngines } from "../addons/registry.ts";
+import { LocalBlobStore } from "../blobs/store.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -47,8 +50,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let boss: PgBoss | undefined;
   let api: FastifyInstance | undefined;
   let stopPipeline: (() => Promise<void>) | undefined;
+  let addons: Addons | undefined;
   const stop = async () => {
     await api?.close().catch(() => {});
+    await addons?.close().catch(() => {});
     await stopPipeline?.().catch(() => {});
     await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
     await db.destroy().catch(() => {});
@@ -59,7 +64,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const applied = await migrate(db);
     if (applied.length > 0) log(`store: applied migrations ${applied.join(", ")}`);
     const keyring = await Keyring.open(config.keyFile);
-    boss = await startJobs(databaseUrl, db, log);
+    // Hourly, five past: the add-ons whose backup hour it is get their daily backup.
+    boss = await startJobs(databaseUrl, db, log, config.addons ? [{ name: "addon-schedule", cron: "5 * * * *", work: async () => void (await addons?.runSchedule()) }] : []);
     const owner = await bootstrapOwner(db, process.env.QUAI_OWNER_EMAIL || `admin@${config.domain.includes(".") ? config.domain : "example.org"}`);
 
     let apiUrl = "";
@@ -80,7 +86,35 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       sshUrl = `ssh://git@${config.sshListen.host}:${started.sshPort}`;
       stopPipeline = started.stop;
     }
-    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline });
+    if (config.addons) {
+      const blobs = pipeline?.ctx.blobs ?? new LocalBlobStore(join(config.home, "blobs"));
+      const deployments = pipeline?.deployments;
+      addons = new Addons({
+        db,
+        keyring,
+        blobs,
+        engines: defaultEngines({ blobs, log }),
+        dir: join(config.home, "addons"),
+        log,
+        ...(deployments
+          ? {
+              configRelease: async (actor, app) => {
+                const id = await deployments.configRelease(actor, app);
+                // Live means the old containers (which still hold the old URL) have stopped too.
+                return id
+                  ? async () => {
+                      await deployments.waitFinished(id);
+                      await deployments.waitRetired(app.id);
+                    }
+                  : undefined;
+              },
+            }
+          : {}),
+      });
+      await addons.recover();
+      addons.startMonitor();
+    }
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons });
     const server = api;
     const address = await bindPort(config.listen.host, config.listen.port, (port) => server.listen({ host: config.listen.host, port }));
     apiUrl = address;

@@ -8,8 +8,15 @@ export const Queues = {
   purgeExpiredSessions: "purge-expired-sessions",
 } as const;
 
+/** A schedule a capability registers: a queue, a cron line (UTC) and its work. */
+export interface Schedule {
+  name: string;
+  cron: string;
+  work: () => Promise<void>;
+}
+
 /** Starts pg-boss on `url` and registers Quai's schedules and workers. */
-export async function startJobs(url: string, db: Db, log: (line: string) => void): Promise<PgBoss> {
+export async function startJobs(url: string, db: Db, log: (line: string) => void, schedules: Schedule[] = []): Promise<PgBoss> {
   const boss = new PgBoss({ connectionString: url, max: 4 });
   boss.on("error", (err: Error) => log(`jobs: ${err.message}`));
   await boss.start();
@@ -18,6 +25,18 @@ export async function startJobs(url: string, db: Db, log: (line: string) => void
   await boss.work(Queues.purgeExpiredSessions, async () => {
     await purgeExpiredSessions(db);
   });
+  for (const s of schedules) {
+    await boss.createQueue(s.name);
+    await boss.schedule(s.name, s.cron);
+    await boss.work(s.name, async () => {
+      try {
+        await s.work();
+      } catch (err) {
+        log(`jobs: ${s.name}: ${String(err)}`);
+        throw err;
+      }
+    });
+  }
   return boss;
 }
 

@@ -97,6 +97,92 @@ export interface Database {
   formation: FormationTable;
   containers: ContainersTable;
   ssh_keys: SshKeysTable;
+  addons: AddonsTable;
+  addon_instances: AddonInstancesTable;
+  addon_backups: AddonBackupsTable;
+  addon_base_backups: AddonBaseBackupsTable;
+  addon_wal_segments: AddonWalSegmentsTable;
+}
+
+/** An app's add-on: one per provider per app. */
+export interface AddonsTable {
+  id: Generated<string>;
+  app_id: string;
+  /** `postgresql`, `mysql`, `redis`. */
+  provider: string;
+  plan: string;
+  /** provisioning, running, upgrading, restoring, error, deleted. */
+  status: string;
+  current_instance_id: string | null;
+  /** Hour of the daily backup, Europe/Paris. */
+  backup_hour: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: UpdatedAt;
+  deleted_at: Date | null;
+}
+
+/** A server instance of an add-on. */
+export interface AddonInstancesTable {
+  id: string;
+  addon_id: string;
+  /** current, restore (being filled by a restore), verify (throwaway), detached (replaced by a restore). */
+  role: string;
+  /** provisioning, running, stopped, destroyed. */
+  state: string;
+  plan: string;
+  port: number;
+  dir: string;
+  /** The engine's Credentials as JSON, sealed with the keyring. */
+  credentials_enc: Buffer;
+  key_id: string;
+  pid: number | null;
+  start_ticks: string | number | null;
+  /** Where its data came from: {backup_id} or {pitr_to, from_instance}. */
+  origin: ColumnType<Record<string, unknown>, string | undefined, string>;
+  created_at: CreatedAt;
+  detached_at: Date | null;
+}
+
+/** A logical backup of an add-on. */
+export interface AddonBackupsTable {
+  id: Generated<string>;
+  addon_id: string;
+  instance_id: string | null;
+  /** scheduled, manual, final (before removal). */
+  kind: string;
+  /** scheduled, running, done, error (Scalingo's words). */
+  status: string;
+  format: string;
+  /** Blob key: the SHA-256 of the file, so it doubles as the checksum. */
+  blob_key: string | null;
+  size: string | number | null;
+  error: string | null;
+  created_by: string | null;
+  created_at: CreatedAt;
+  started_at: Date | null;
+  finished_at: Date | null;
+  verification: ColumnType<Record<string, unknown> | null, string | null | undefined, string | null>;
+  verified_at: Date | null;
+}
+
+/** A physical base backup of a PostgreSQL instance, for point-in-time recovery. */
+export interface AddonBaseBackupsTable {
+  id: Generated<string>;
+  instance_id: string;
+  blob_key: string;
+  size: string | number;
+  restorable_from: Date;
+  start_wal: string;
+  created_at: CreatedAt;
+}
+
+/** A WAL segment of a PostgreSQL instance, archived to the blob store. */
+export interface AddonWalSegmentsTable {
+  instance_id: string;
+  name: string;
+  blob_key: string;
+  size: string | number;
+  archived_at: Date;
 }
 
 /** A user's SSH public key (the git front over SSH). */

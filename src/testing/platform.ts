@@ -1,10 +1,10 @@
 // Test helpers for the whole platform: a `quai server` with its runtime and router in a
 // throwaway home, pushes with the real git client, requests through the router, and a cleanup
 // that stops what a server leaves running on purpose (containers, nginx).
-import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile } from "node:fs/promises";
+import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile, readlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
-import { request } from "node:http";
+import { Agent, request } from "node:http";
 import { run, type RunResult } from "../core/run.ts";
 import { spawnServer, quai, type ServerProcess } from "./cli.ts";
 import { LocalRuntime } from "../runtime/local.ts";
@@ -99,6 +99,60 @@ export function httpGet(port: number, host: string, path: string): Promise<{ sta
   });
 }
 
+/** What constant load through the router saw. */
+export interface LoadResult {
+  ok: number;
+  failures: string[];
+  /** Distinct bodies of the successful answers. */
+  bodies: Set<string>;
+}
+
+/**
+ * Sends GET `path` with Host `host` through the router from `clients` keep-alive clients, one
+ * request after another, until `stop()` resolves with what they saw. A request on a reused
+ * connection that closes first is retried once, as browsers do for idempotent requests.
+ */
+export function startLoad(routerPort: number, host: string, clients = 2, path = "/"): { stop(): Promise<LoadResult> } {
+  const agent = new Agent({ keepAlive: true, maxSockets: clients });
+  const result: LoadResult = { ok: 0, failures: [], bodies: new Set() };
+  let stopping = false;
+  const one = (): Promise<{ status: number; body: string }> =>
+    new Promise((resolvePromise, reject) => {
+      const req = request({ host: "127.0.0.1", port: routerPort, path, headers: { host }, agent }, (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c.toString()));
+        res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body }));
+      });
+      req.on("error", (err) => reject(Object.assign(err, { reused: req.reusedSocket })));
+      req.end();
+    });
+  const client = async () => {
+    while (!stopping) {
+      try {
+        const r = await one().catch((err: unknown) => {
+          if (!(err as { reused?: boolean }).reused) throw err;
+          return one();
+        });
+        if (r.status === 200) {
+          result.ok++;
+          result.bodies.add(r.body);
+        } else result.failures.push(`status ${r.status}: ${r.body.slice(0, 200)}`);
+      } catch (err) {
+        result.failures.push(String(err));
+      }
+    }
+  };
+  const running = Array.from({ length: clients }, () => client());
+  return {
+    async stop() {
+      stopping = true;
+      await Promise.all(running);
+      agent.destroy();
+      return result;
+    },
+  };
+}
+
 /** Stops the containers and the nginx a test server left running (they outlive it by design). */
 export async function stopLeftovers(home: string, runtimeDir: string): Promise<void> {
   const stateDir = join(runtimeDir, "state");
@@ -107,6 +161,7 @@ export async function stopLeftovers(home: string, runtimeDir: string): Promise<v
     await runtime.stop(id, 0).catch(() => {});
     await runtime.remove(id).catch(() => {});
   }
+  await stopAddonServers(home);
   const pid = Number(await readFile(join(home, "router", "run", "nginx.pid"), "utf8").catch(() => ""));
   if (pid > 0) {
     try {
@@ -115,6 +170,37 @@ export async function stopLeftovers(home: string, runtimeDir: string): Promise<v
       // already gone
     }
   }
+}
+
+/**
+ * SIGKILLs the add-on servers a test server left running (they outlive it by design): every
+ * process whose working directory is an instance directory under `<home>/addons`.
+ */
+export async function stopAddonServers(home: string): Promise<void> {
+  for (const { pid } of await addonServers(home)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Processes running in an instance directory under `<home>/addons`, with that instance's id. */
+export function addonServers(home: string): Promise<{ pid: number; instance: string }[]> {
+  return serversUnder(join(home, "addons"));
+}
+
+/** Processes whose working directory is below `dir`, with the first path segment under it. */
+export async function serversUnder(dir: string): Promise<{ pid: number; instance: string }[]> {
+  const root = dir + "/";
+  const found: { pid: number; instance: string }[] = [];
+  for (const entry of await readdir("/proc").catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cwd = await readlink(`/proc/${entry}/cwd`).catch(() => "");
+    if (cwd.startsWith(root)) found.push({ pid: Number(entry), instance: cwd.slice(root.length).split("/")[0] as string });
+  }
+  return found;
 }
 
 /** Writes `files` into a new git work tree with one commit; returns its path. */

@@ -29,12 +29,7 @@ export function variableRoutes(deps: ApiDeps): FastifyPluginAsync {
       const ref = (req.params as { app?: string }).app;
       if (!ref) return;
       try {
-        const found = await findApp(deps.db, req.actor, ref);
-        if (!found.current_release_id) return;
-        // One queued config release is enough: it reads the variables when it runs.
-        const waiting = await deps.db.selectFrom("deployments").select("id").where("app_id", "=", found.id).where("status", "=", "queued").where("source", "=", "config").executeTakeFirst();
-        if (waiting) return;
-        await pipeline.deployments.create(req.actor, found, { source: "config", gitRef: null, releaseId: found.current_release_id });
+        await pipeline.deployments.configRelease(req.actor, await findApp(deps.db, req.actor, ref));
       } catch (err) {
         deps.log(`variables: restarting ${ref} with its new config failed: ${String(err)}`);
       }
