@@ -1,6 +1,7 @@
 // End to end: an app with DATABASE_URL=$SCALINGO_POSTGRESQL_URL, deployed by git push with a
 // Procfile postdeploy migration, reads and writes its database through the router; a restore
-// swaps its database with no failed request; the psql console works in a one-off container.
+// swaps its database with no failed request; added later, Redis and MySQL reach the running app
+// through a release; the consoles work in one-off containers.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { gitApp, startLoad, startPlatform, stopAddonServers, type TestPlatform } from "../src/testing/platform.ts";
@@ -86,5 +87,27 @@ describe("an app and its PostgreSQL add-on, end to end", () => {
     const res = await p.quai(["--app", "db-app", "pgsql-console"], "SELECT 'console:' || count(*) FROM visits;\n");
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /console:2/);
+  });
+
+  it("adds Redis and MySQL to the running app with a release each, and opens their consoles", async () => {
+    for (const [provider, plan] of [["redis", "redis-sandbox"], ["mysql", "mysql-sandbox"]]) {
+      const add = await p.quai(["--app", "db-app", "addons-add", provider as string, plan as string]);
+      assert.equal(add.code, 0, add.stderr);
+    }
+    // The config releases carry the new variables to the app's containers.
+    for (let i = 0; i < 300; i++) {
+      const d = JSON.parse((await p.quai(["--app", "db-app", "--json", "deployments"])).stdout) as { status: string }[];
+      if (d.every((x) => !["queued", "building", "pushing", "starting"].includes(x.status))) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const env = await p.quai(["--app", "db-app", "run", "sh", "-c", "echo redis=${SCALINGO_REDIS_URL%%@*} mysql=${SCALINGO_MYSQL_URL%%:*}"]);
+    assert.equal(env.code, 0, env.stderr);
+    assert.match(env.stdout, /redis=redis:\/\/:\S+ mysql=mysql/);
+    const redis = await p.quai(["--app", "db-app", "redis-console"], "SET greeting bonjour\nGET greeting\n");
+    assert.equal(redis.code, 0, redis.stderr);
+    assert.match(redis.stdout, /bonjour/);
+    const mysql = await p.quai(["--app", "db-app", "mysql-console"], "SELECT 40 + 2 AS answer;\n");
+    assert.equal(mysql.code, 0, mysql.stderr);
+    assert.match(mysql.stdout, /42/);
   });
 });

@@ -204,6 +204,20 @@ describe("add-ons", () => {
       assert.equal(kept.body.instances[0]?.role, "detached");
     });
 
+    it("undoes a restore by switching back to the instance it replaced, and back again", async () => {
+      const restored = (await api<{ addon: Addon }>("GET", `/v1/apps/${app}/addons/${addon.id}`)).body.addon.instance_id;
+      const [replaced] = (await api<{ instances: { id: string }[] }>("GET", `/v1/apps/${app}/addons/${addon.id}/instances`)).body.instances;
+      const undo = await quai(["--app", app, "addons-reattach", "postgresql", replaced!.id, "--force"], cliEnv);
+      assert.equal(undo.code, 0, undo.stderr);
+      assert.deepEqual(await notes(app), ["first", "second", "after the backup"], "the data from before the restore");
+      const redo = await quai(["--app", app, "addons-reattach", "postgresql", restored, "--force"], cliEnv);
+      assert.equal(redo.code, 0, redo.stderr);
+      assert.deepEqual(await notes(app), ["first", "second"]);
+      const unknown = await api<{ error: string }>("POST", `/v1/apps/${app}/addons/${addon.id}/instances/${addon.id}/reattach`);
+      assert.equal(unknown.status, 404);
+      assert.equal(unknown.body.error, "addon_instance_not_found");
+    });
+
     it("refuses to restore a corrupted backup and leaves the data as it was; verification catches it", async () => {
       const fresh = await backupNow(app, addon.id);
       assert.equal(fresh.status, "done");

@@ -12,6 +12,10 @@ import { buildApi } from "../src/server/api.ts";
 import { Keyring } from "../src/variables/keyring.ts";
 import { createApiToken, ensureUser } from "../src/auth/service.ts";
 import { testDb, type TestDb } from "../src/testing/db.ts";
+import { serversUnder } from "../src/testing/platform.ts";
+import { Addons } from "../src/addons/service.ts";
+import { RedisEngine } from "../src/addons/engines/redis.ts";
+import { LocalBlobStore } from "../src/blobs/store.ts";
 
 const OWNER = "owner@quai.test";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -45,11 +49,17 @@ describe("scalingo npm client against a listening Quai", () => {
     return v;
   };
 
+  let addons: Addons | undefined;
+
   async function serve(keyring: Keyring, bearerTtlSeconds: number): Promise<string> {
     let apiUrl = "";
+    // Add-ons with the Redis engine alone: the fastest server to provision.
+    const blobs = new LocalBlobStore(join(keyDir, "blobs"));
+    addons ??= new Addons({ db: store.db, keyring, blobs, engines: [new RedisEngine({ blobs, log: () => {} })], dir: join(keyDir, "addons"), log: () => {} });
     const api = await buildApi({
       db: store.db,
       keyring,
+      addons,
       domain: "quai.test",
       bearerTtlSeconds,
       bodyLimitBytes: 4 * 1024 * 1024,
@@ -75,6 +85,8 @@ describe("scalingo npm client against a listening Quai", () => {
 
   after(async () => {
     for (const api of servers) await api.close();
+    await addons?.close();
+    if (keyDir) for (const { pid } of await serversUnder(join(keyDir, "addons"))) process.kill(pid, "SIGKILL");
     await store?.close();
     if (keyDir) await rm(keyDir, { recursive: true, force: true });
   });
@@ -255,6 +267,34 @@ describe("scalingo npm client against a listening Quai", () => {
       assert.ok(!events.some((e) => e.app_name === "sc-dry-run"), "a dry run records no event");
       const json = JSON.stringify(events);
       for (const s of secrets) assert.ok(!json.includes(s), `an event carries the value ${s}`);
+    });
+  });
+
+  describe("add-ons", () => {
+    const name = "sc-addons";
+    it("lists providers, provisions, lists, finds, upgrades and removes an add-on", async () => {
+      await client.Apps.create({ name });
+      const providers = await client.Addons.listProviders();
+      const redis = providers.find((p) => p.id === "redis") as unknown as { plans: { id: string }[] } | undefined;
+      assert.ok(redis?.plans.some((pl) => pl.id === "redis-sandbox"));
+      const created = await client.Addons.create(name, { addon_provider_id: "redis", plan_id: "redis-sandbox" });
+      assert.equal(created.plan.id, "redis-sandbox");
+      assert.equal(created.addon_provider.id, "redis");
+      assert.equal(created.status, "running");
+      const list = await client.Addons.for(name);
+      assert.deepEqual(list.map((a) => a.id), [created.id]);
+      assert.equal((await client.Addons.getAddon(name, created.id)).id, created.id);
+      const vars = await client.Environment.for(name);
+      assert.ok(vars.some((v) => v.name === "SCALINGO_REDIS_URL" && v.value.startsWith("redis://")));
+      // The client unpacks the answer's `addon` (its type says otherwise).
+      const upgraded = (await client.Addons.update(name, created.id, { plan_id: "redis-starter-512" } as never)) as unknown as { plan: { id: string } };
+      assert.equal(upgraded.plan.id, "redis-starter-512");
+      await client.Addons.destroy(name, created.id);
+      assert.deepEqual(await client.Addons.for(name), []);
+    });
+
+    it("refuses an unknown provider with 422 addon_provider_unknown", async () => {
+      await assert.rejects(client.Addons.create(name, { addon_provider_id: "couchdb", plan_id: "x" }), apiError(422, "addon_provider_unknown"));
     });
   });
 

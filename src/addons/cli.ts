@@ -322,6 +322,22 @@ const instances: Command = {
   },
 };
 
+const reattach: Command = {
+  name: "addons-reattach",
+  summary: "Undo a restore: switch the add-on back to an instance a restore replaced",
+  usage: "<addon> <instance-id> [--force]",
+  example: "quai --app histologe addons-reattach postgresql 5b3cc498-...",
+  async run(ctx, args) {
+    const app = requireApp(ctx);
+    const { flags, positionals } = parseFlags(args, ["force"]);
+    if (positionals.length !== 2) throw new QuaiError("cli_usage", "usage: quai addons-reattach <addon> <instance-id> [--force] (see quai addons-instances)");
+    const [ref, instance] = positionals as [string, string];
+    await confirm(ctx, flags.force === true, `This switches ${app}'s ${ref} back to instance ${instance}. The current data is kept (stopped) in turn.`, app);
+    const { addon } = await (await ctx.api()).request<{ addon: AddonJson }>("POST", `/v1/apps/${enc(app)}/addons/${enc(ref)}/instances/${enc(instance)}/reattach`);
+    ctx.out(ctx.json ? JSON.stringify(addon) : `${app}'s ${addon.addon_provider.id} is back on instance ${instance}; the data it left is kept detached`);
+  },
+};
+
 /** A console: the client tool in a one-off container of the app, connected with its URL variable. */
 function consoleCommand(name: string, label: string, script: string): Command {
   return {
@@ -339,6 +355,9 @@ function consoleCommand(name: string, label: string, script: string): Command {
 // Passwords Quai generates are URL-safe, so the URL splits without decoding.
 const mysqlScript = 'u="${SCALINGO_MYSQL_URL:?the app has no MySQL add-on}"; u="${u#mysql://}"; cred="${u%%@*}"; rest="${u#*@}"; hp="${rest%%/*}"; MYSQL_PWD="${cred#*:}" exec mariadb -h "${hp%%:*}" -P "${hp##*:}" -u "${cred%%:*}" "${rest#*/}"';
 
+// redis-cli -u sends no AUTH for a URL with an empty user name (redis://:password@...).
+const redisScript = 'u="${SCALINGO_REDIS_URL:?the app has no Redis add-on}"; u="${u#redis://}"; cred="${u%%@*}"; hp="${u#*@}"; hp="${hp%%/*}"; REDISCLI_AUTH="${cred#*:}" exec redis-cli -h "${hp%%:*}" -p "${hp##*:}"';
+
 export const addonCommands: Command[] = [
   providers,
   list,
@@ -348,6 +367,7 @@ export const addonCommands: Command[] = [
   remove,
   logs,
   instances,
+  reattach,
   backups,
   create,
   download,
@@ -356,5 +376,5 @@ export const addonCommands: Command[] = [
   pitr,
   consoleCommand("pgsql-console", "PostgreSQL (psql)", 'exec psql "${SCALINGO_POSTGRESQL_URL:?the app has no PostgreSQL add-on}"'),
   consoleCommand("mysql-console", "MySQL (mariadb)", mysqlScript),
-  consoleCommand("redis-console", "Redis (redis-cli)", 'exec redis-cli -u "${SCALINGO_REDIS_URL:?the app has no Redis add-on}"'),
+  consoleCommand("redis-console", "Redis (redis-cli)", redisScript),
 ];

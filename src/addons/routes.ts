@@ -23,6 +23,7 @@ export function planJson(plan: PlanSpec): Record<string, unknown> {
     price: 0,
     on_demand: false,
     disabled: false,
+    hds_available: false,
     sku: plan.name,
     memory_bytes: plan.memoryBytes,
     max_connections: plan.maxConnections,
@@ -39,6 +40,8 @@ export function providerJson(p: ProviderSpec, withPlans = true): Record<string, 
     short_description: p.shortDescription,
     description: p.shortDescription,
     category: { id: "databases", name: "Databases" },
+    provider_name: "Quai",
+    provider_url: null,
     ...(withPlans ? { plans: p.plans.map(planJson) } : {}),
   };
 }
@@ -89,6 +92,7 @@ export async function addonJson(addons: Addons, a: AddonRow): Promise<Record<str
     app_id: a.app_id,
     resource_id: `${a.provider}-${a.id.slice(0, 8)}`,
     status: a.status,
+    hds_resource: false,
     instance_id: a.current_instance_id,
     provisioned_at: a.created_at.toISOString(),
     deprovisioned_at: a.deleted_at?.toISOString() ?? null,
@@ -138,7 +142,7 @@ export function addonRoutes(deps: ApiDeps): FastifyPluginAsync {
       if (req.body.addon.backup_hour !== undefined) addon = await addons.setBackupHour(req.actor, req.params.app, req.params.addon, req.body.addon.backup_hour);
       if (req.body.addon.plan_id !== undefined) addon = await addons.upgrade(req.actor, req.params.app, req.params.addon, req.body.addon.plan_id);
       if (!addon) throw new QuaiError("validation_failed", "give addon.plan_id or addon.backup_hour");
-      return { addon: await json(addon) };
+      return { addon: await json(addon), message: `Add-on ${addon.provider} on ${addon.plan}` };
     });
 
     app.delete<{ Params: { app: string; addon: string }; Querystring: { final_backup?: string } }>("/v1/apps/:app/addons/:addon", {
@@ -160,6 +164,10 @@ export function addonRoutes(deps: ApiDeps): FastifyPluginAsync {
       const { addon } = await addons.find(req.actor, req.params.app, req.params.addon);
       return { instances: (await addons.detachedInstances(addon.id)).map(instanceJson) };
     });
+
+    app.post<{ Params: { app: string; addon: string; instance: string } }>("/v1/apps/:app/addons/:addon/instances/:instance/reattach", {
+      schema: { summary: "Undo a restore: switch back to an instance it replaced", tags: ["addons"], params: { type: "object", required: ["app", "addon", "instance"], properties: { app: { type: "string" }, addon: { type: "string" }, instance: { type: "string" } } } },
+    }, async (req) => ({ addon: await json(await addons.reattach(req.actor, req.params.app, req.params.addon, req.params.instance)) }));
 
     app.get<{ Params: { app: string; addon: string } }>("/v1/apps/:app/addons/:addon/backups", { schema: { summary: "Backups of an add-on, newest first", tags: ["addons"], params: addonParams } }, async (req) => {
       const { backups } = await addons.listBackups(req.actor, req.params.app, req.params.addon);

@@ -110,6 +110,7 @@ describe("add-on capability", () => {
     for (let i = 0; i < 50 && (await engine.dataBytes(inst)) < 200 * 1024; i++) await new Promise((res) => setTimeout(res, 100));
     assert.ok((await engine.dataBytes(inst)) >= 200 * 1024, `data on disk: ${await engine.dataBytes(inst)} bytes`);
     await assert.rejects(addons.upgrade(actor, "sched-app", addon.id, "redis-tiny"), (err: unknown) => err instanceof QuaiError && err.code === "addon_plan_too_small");
+    assert.deepEqual(await addons.checkQuotas(), [], "within its own plan");
     const b = await addons.waitBackup((await addons.createBackup(actor, "sched-app", addon.id)).id);
     assert.equal(b.status, "done", b.error ?? "");
     // A second app on the tiny plan cannot take this backup in.
@@ -120,7 +121,15 @@ describe("add-on capability", () => {
     assert.equal(await urlOf("tiny-app"), before, "nothing changed");
     const r2 = await redis(before);
     assert.equal(await r2.dbsize(), 0);
+    // The app itself writes past its disk: flagged, and recorded once.
+    await r2.set("big", randomBytes(150 * 1024).toString("base64"));
     r2.disconnect();
+    const tinyInst = (await addons.current(tiny)).inst;
+    for (let i = 0; i < 50 && (await engine.dataBytes(tinyInst)) < 100 * 1024; i++) await new Promise((res) => setTimeout(res, 100));
+    assert.deepEqual(await addons.checkQuotas(), [tiny.id]);
+    await addons.checkQuotas();
+    const events = await store.db.selectFrom("events").select("type").where("type", "=", "addon_quota_exceeded").execute();
+    assert.equal(events.length, 1);
   });
 
   it("records a backup as error when the blob store cannot be written, and works again after", async () => {

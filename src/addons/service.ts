@@ -49,6 +49,8 @@ export interface AddonsOptions {
   monitorMs?: number;
   /** How often PostgreSQL's archived WAL is moved to the blob store (ms). */
   walShipMs?: number;
+  /** How often data sizes are checked against the plans' disks (ms). */
+  quotaMs?: number;
   /** Days a replaced instance is kept (stopped) after a restore. */
   detachedDays?: number;
 }
@@ -577,22 +579,58 @@ export class Addons {
       if (err instanceof QuaiError) throw err;
       throw new QuaiError("addon_failed", message);
     }
-    // The switch: one transaction, so the add-on is on exactly one instance whatever happens.
+    return this.swap(actor, app, addon, old, target, origin);
+  }
+
+  /**
+   * The switch shared by restores and reattachments: one transaction, so the add-on is on
+   * exactly one instance whatever happens; then the app's variables and a release; the old
+   * server serves until the app runs with the new URL, then stops (kept on disk).
+   */
+  private async swap(actor: Actor, app: AppRecord, addon: AddonRow, old: { row: InstanceRow; inst: Instance }, target: Instance, origin: Record<string, unknown>): Promise<AddonRow> {
+    const engine = this.engine(addon.provider);
     const updated = await this.o.db.transaction().execute(async (trx) => {
       await trx.updateTable("addon_instances").set({ role: "detached", detached_at: new Date() }).where("id", "=", old.row.id).execute();
-      await trx.updateTable("addon_instances").set({ role: "current", origin: JSON.stringify(origin) }).where("id", "=", target.id).execute();
+      await trx.updateTable("addon_instances").set({ role: "current", detached_at: null, origin: JSON.stringify(origin) }).where("id", "=", target.id).execute();
       return trx.updateTable("addons").set({ current_instance_id: target.id, status: "running", updated_at: new Date() }).where("id", "=", addon.id).returningAll().executeTakeFirstOrThrow();
     });
     await this.event(actor, app, "addon_restore", { addon_id: addon.id, old_instance_id: old.row.id, new_instance_id: target.id, ...origin });
     await this.bindEnv(actor, app, engine.env(target));
     const wait = this.lastRelease.get(app.id);
-    // The old server serves until the app runs with the new URL, then stops (kept on disk).
     this.track((async () => {
       await wait?.().catch(() => {});
       await this.stopInstance(old.inst, addon.provider).catch((err: unknown) => this.o.log(`addons: stopping replaced instance ${old.row.id}: ${String(err)}`));
     })());
-    if (engine.pitr) this.track(this.serial(addon.id, () => this.baseBackup(updated, target)));
+    if (engine.pitr && !(await this.o.db.selectFrom("addon_base_backups").select("id").where("instance_id", "=", target.id).executeTakeFirst())) {
+      this.track(this.serial(addon.id, () => this.baseBackup(updated, target)));
+    }
     return updated;
+  }
+
+  /**
+   * Undoes a restore: the add-on goes back to an instance a restore replaced (started again,
+   * switched to the same way), and the instance it leaves is kept detached in turn.
+   */
+  async reattach(actor: Actor, appRef: string, ref: string, instanceId: string): Promise<AddonRow> {
+    const { app, addon } = await this.find(actor, appRef, ref);
+    return this.serial(addon.id, async () => {
+      const fresh = await this.reload(addon);
+      const row = isUuid(instanceId) ? await this.o.db.selectFrom("addon_instances").selectAll().where("id", "=", instanceId).where("addon_id", "=", addon.id).where("role", "=", "detached").where("state", "<>", "destroyed").executeTakeFirst() : undefined;
+      if (!row) throw new QuaiError("addon_instance_not_found", `the ${addon.provider} add-on has no replaced instance ${instanceId} (see quai addons-instances)`);
+      const old = await this.current(fresh);
+      const engine = this.engine(addon.provider);
+      const inst = this.instanceOf(row, addon.provider);
+      try {
+        const proc = await engine.start(inst);
+        this.procs.set(inst.id, proc);
+        await this.o.db.updateTable("addon_instances").set({ state: "running", pid: proc.pid, start_ticks: proc.startTicks }).where("id", "=", inst.id).execute();
+        await engine.summarize(inst);
+      } catch (err) {
+        await this.stopInstance(inst, addon.provider).catch(() => {});
+        throw new QuaiError("addon_failed", `instance ${inst.id} did not start again: ${(err as Error).message.split("\n")[0]}; nothing was changed`);
+      }
+      return this.swap(actor, app, fresh, old, inst, { reattached: inst.id });
+    });
   }
 
   /** Instances an add-on had before restores (stopped, kept `detachedDays`). */
@@ -711,10 +749,43 @@ export class Addons {
   startMonitor(): void {
     const monitor = setInterval(() => void this.checkServers(), this.o.monitorMs ?? 2000);
     const ship = setInterval(() => void this.shipAll(), this.o.walShipMs ?? 10_000);
+    const quota = setInterval(() => void this.checkQuotas(), this.o.quotaMs ?? 60_000);
     monitor.unref();
     ship.unref();
-    this.timers.push(monitor, ship);
+    quota.unref();
+    this.timers.push(monitor, ship, quota);
   }
+
+  /**
+   * Measures each current instance's data against its plan's disk, and records
+   * `addon_quota_exceeded` when one goes over (once, until it is back under).
+   */
+  async checkQuotas(): Promise<string[]> {
+    if (this.closed) return [];
+    const over: string[] = [];
+    const addons = await this.o.db.selectFrom("addons").selectAll().where("status", "=", "running").execute().catch(() => []);
+    for (const addon of addons) {
+      if (!this.engines.has(addon.provider)) continue;
+      try {
+        const { inst, engine } = await this.current(addon);
+        const used = await engine.dataBytes(inst);
+        if (used <= inst.plan.diskBytes) {
+          this.overQuota.delete(addon.id);
+          continue;
+        }
+        over.push(addon.id);
+        if (this.overQuota.has(addon.id)) continue;
+        this.overQuota.add(addon.id);
+        const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+        if (app) await this.event(null, app, "addon_quota_exceeded", { addon_id: addon.id, data_bytes: used, disk_bytes: inst.plan.diskBytes, plan: inst.plan.name });
+        this.o.log(`addons: ${app?.name ?? addon.app_id}'s ${addon.provider} uses ${used} bytes, over the ${inst.plan.diskBytes} of ${inst.plan.name}`);
+      } catch {
+        // Not running right now: measured again next time.
+      }
+    }
+    return over;
+  }
+  private readonly overQuota = new Set<string>();
 
   private cancelRestart(id: string): void {
     const r = this.restarting.get(id);
@@ -792,15 +863,17 @@ export class Addons {
     for (const addon of addons) {
       const today = await this.o.db.selectFrom("addon_backups").select("id").where("addon_id", "=", addon.id).where("kind", "=", "scheduled").where("created_at", ">", new Date(now.getTime() - 20 * 3600_000)).executeTakeFirst();
       if (addon.backup_hour !== clock.hour || today) continue;
-      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirstOrThrow();
+      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+      if (!app || !this.engines.has(addon.provider)) continue;
       backups++;
+      // One add-on's trouble (a server down, an engine gone) never stops the others' backups.
       await this.serial(addon.id, async () => {
         await this.runBackup(null, app, addon, "scheduled");
         if (this.engine(addon.provider).pitr) {
-          const { inst } = await this.current(addon);
+          const { inst } = await this.current(await this.reload(addon));
           await this.baseBackup(addon, inst);
         }
-      });
+      }).catch((err: unknown) => this.o.log(`addons: scheduled backup of ${app.name}'s ${addon.provider}: ${String(err)}`));
     }
     const expired = await this.expire(now);
     return { backups, expired };

@@ -78,6 +78,7 @@ export const catalogue = {
   addon_plan_too_small: { status: 422, exit: Exit.data, description: "The add-on's data is larger than the disk of the plan asked for." },
   addon_not_running: { status: 409, exit: Exit.tempFail, description: "The add-on is not running (still provisioning, or being restored); try again shortly." },
   addon_failed: { status: 502, exit: Exit.software, description: "The add-on's server failed to do what was asked; the message has its output. Nothing was changed." },
+  addon_instance_not_found: { status: 404, exit: Exit.noInput, description: "No instance with this id among those restores replaced on this add-on (see `quai addons-instances`)." },
   backup_not_found: { status: 404, exit: Exit.noInput, description: "No backup with this id that the user can see." },
   backup_not_done: { status: 409, exit: Exit.data, description: "The backup has not completed (status scheduled, running or error): there is nothing to restore or download." },
   backup_corrupted: { status: 422, exit: Exit.data, description: "The backup file no longer matches its checksum: it will not be restored. Use another backup." },

@@ -33,7 +33,8 @@ export type EventType =
   | "addon_backup_failed"
   | "addon_restore"
   | "addon_restore_failed"
-  | "addon_archive_failed";
+  | "addon_archive_failed"
+  | "addon_quota_exceeded";
 
 /** What to record. */
 export interface NewEvent {
