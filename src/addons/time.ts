@@ -34,8 +34,18 @@ function fromWallClock(wall: number, zone: string): number {
 
 /** Parses a restore time; throws `pitr_time_invalid` naming what is wrong. */
 export function parseRestoreTime(text: string): Date {
+  return parsePlatformTime(text, "pitr_time_invalid", "a time Quai can restore to");
+}
+
+/**
+ * Parses a time a user typed (see the forms above; `HH:MM` alone is today on the platform's
+ * clock when `today` is given); throws `code` naming what is wrong.
+ */
+export function parsePlatformTime(text: string, code: "pitr_time_invalid" | "maintenance_time_invalid", what: string, today?: Date): Date {
+  const clock = /^(\d{2}):(\d{2})$/.exec(text.trim());
+  if (clock && today) return parsePlatformTime(`${platformClock(today).day} ${text.trim()}`, code, what);
   const m = PATTERN.exec(text.trim());
-  const invalid = (why: string) => new QuaiError("pitr_time_invalid", `${JSON.stringify(text)} is not a time Quai can restore to: ${why}. Write it as 2026-11-22 14:03:00 (Europe/Paris), 2026-11-22T13:03:00Z or 2026-11-22 14:03:00+01:00`);
+  const invalid = (why: string) => new QuaiError(code, `${JSON.stringify(text)} is not ${what}: ${why}. Write it as 2026-11-22 14:03:00 (Europe/Paris)${today ? ", 14:00 (today)" : ""}, 2026-11-22T13:03:00Z or 2026-11-22 14:03:00+01:00`);
   if (!m) throw invalid("the format is not recognised");
   const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number, number];
   const second = m[6] ? Number(m[6]) : 0;

@@ -34,7 +34,11 @@ export type EventType =
   | "addon_restore"
   | "addon_restore_failed"
   | "addon_archive_failed"
-  | "addon_quota_exceeded";
+  | "addon_quota_exceeded"
+  | "maintenance_on"
+  | "maintenance_off"
+  | "maintenance_scheduled"
+  | "maintenance_banner";
 
 /** What to record. */
 export interface NewEvent {

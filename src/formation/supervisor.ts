@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { sql } from "kysely";
 import { run } from "../core/run.ts";
 import type { ContainerSize, ContainerSpec, ContainerState } from "../runtime/types.ts";
-import type { RouterDriver, RouterState } from "../router/types.ts";
+import type { RouteMaintenance, RouterDriver, RouterState } from "../router/types.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
 import { loadRelease, type Release } from "../pipeline/release.ts";
 import { unpackSlug } from "../pipeline/build.ts";
@@ -58,6 +58,8 @@ export class Supervisor {
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private shipTimer: NodeJS.Timeout | undefined;
   private routerChain: Promise<void> = Promise.resolve();
+  /** Apps in maintenance now, by app id (set by the maintenance capability). */
+  maintenanceRoutes: (() => Promise<Map<string, RouteMaintenance>>) | undefined;
   private closed = false;
 
   constructor(ctx: PipelineContext, router: RouterDriver | undefined, logs: AppLogs, opts: Partial<SupervisorOptions> = {}) {
@@ -342,6 +344,10 @@ export class Supervisor {
         let a = apps.get(r.id);
         if (!a) apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`) }));
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
+      }
+      for (const [appId, m] of (await this.maintenanceRoutes?.()) ?? []) {
+        const a = apps.get(appId);
+        if (a) a.maintenance = m;
       }
       await router.apply({ domain: this.ctx.settings.domain, apps: [...apps.values()] });
     });

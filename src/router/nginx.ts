@@ -12,7 +12,7 @@ import { writeFileAtomic } from "../core/files.ts";
 import { freePort } from "../core/net.ts";
 import { run } from "../core/run.ts";
 import { RouterError } from "./errors.ts";
-import { errorPages, GENERATION_PATH, renderNginxConf, type RenderSettings } from "./render.ts";
+import { errorPages, GENERATION_PATH, maintenancePage, renderNginxConf, type RenderSettings } from "./render.ts";
 import type { RouterDriver, RouterState } from "./types.ts";
 
 /** Options of `NginxRouter`. */
@@ -296,6 +296,7 @@ export class NginxRouter implements RouterDriver {
     const conf = renderNginxConf(state, this.settings(generation));
     // nginx opens access logs itself and will not create their directories.
     for (const dir of new Set(state.apps.map((a) => dirname(a.accessLog)))) await mkdir(dir, { recursive: true, mode: 0o700 });
+    await this.writeMaintenancePages(state);
     const next = await this.validate(conf);
     const previous = await readFile(this.confFile, "utf8").catch(() => undefined);
     await rename(next, this.confFile);
@@ -363,6 +364,19 @@ export class NginxRouter implements RouterDriver {
     for (const [file, text] of Object.entries(errorPages())) {
       await writeFile(join(html, `${file}.tmp`), text, { mode: 0o644 });
       await rename(join(html, `${file}.tmp`), join(html, file));
+    }
+  }
+
+  /** Writes the maintenance page of each app in maintenance (read by workers), and drops stale ones. */
+  private async writeMaintenancePages(state: RouterState): Promise<void> {
+    const html = join(this.workerRoot, "html");
+    const wanted = new Map(state.apps.filter((a) => a.maintenance).map((a) => [maintenancePage(a.name), a.maintenance?.html ?? ""]));
+    for (const [file, text] of wanted) {
+      await writeFile(join(html, `${file}.tmp`), text, { mode: 0o644 });
+      await rename(join(html, `${file}.tmp`), join(html, file));
+    }
+    for (const file of readdirSync(html)) {
+      if (/^maintenance-.*\.html$/.test(file) && !wanted.has(file)) await rm(join(html, file), { force: true });
     }
   }
 

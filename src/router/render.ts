@@ -40,6 +40,17 @@ const IPV6 = /^\[[0-9a-f:.]+\]$/;
 // Paths are written inside double quotes: quotes, backslashes, `$` (variable interpolation), braces,
 // semicolons and control characters are refused rather than escaped.
 const UNSAFE_PATH = /["'\\${};\p{Cc}]/u;
+const CIDR4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\/(?:3[0-2]|[12]?\d)$/;
+const CIDR6 = /^[0-9a-f:]+\/(?:12[0-8]|1[01]\d|[1-9]?\d)$/;
+const TOKEN = /^[0-9a-f]{32,128}$/;
+
+/** Where the bypass link of an app in maintenance points (sets the cookie, then redirects to /). */
+export const BYPASS_PATH = "/.quai/maintenance-bypass";
+/** Name of the cookie that lets team members through maintenance. */
+export const BYPASS_COOKIE = "quai_maintenance";
+
+/** File name of an app's maintenance page in `errorPagesDir`. */
+export const maintenancePage = (app: string): string => `maintenance-${app}.html`;
 // A client's X-Request-ID is kept when it looks like an id (Heroku's rule: 20 to 200 of these).
 const CLIENT_REQUEST_ID = "~^[A-Za-z0-9+/=_.:-]{20,200}$";
 
@@ -99,6 +110,13 @@ function checkState(state: RouterState): CheckedApp[] {
       checkAddress(`app ${name}: backend host`, b?.host);
       checkPort(`app ${name}: backend port`, b.port);
     }
+    if (app.maintenance !== undefined) {
+      const m = app.maintenance;
+      if (typeof m.bypassToken !== "string" || !TOKEN.test(m.bypassToken)) invalid(`app ${name}: maintenance bypass token must be 32 to 128 hex digits`);
+      if (!Number.isInteger(m.retryAfter) || m.retryAfter < 1 || m.retryAfter > 7 * 86400) invalid(`app ${name}: Retry-After ${JSON.stringify(m.retryAfter)} must be 1 s to 7 days`);
+      if (!Array.isArray(m.allow)) invalid(`app ${name}: maintenance allow list must be an array`);
+      for (const c of m.allow) if (typeof c !== "string" || !(CIDR4.test(c) || CIDR6.test(c))) invalid(`app ${name}: ${JSON.stringify(c)} is not a network in CIDR form (1.2.3.4/32)`);
+    }
     const names = [`${name}.${domain}`, ...app.hostnames.map((h) => checkHostname(`app ${name}: hostname`, h))];
     const unique = [...new Set(names)];
     for (const n of unique) {
@@ -140,6 +158,25 @@ function errorPageLocation(s: RenderSettings, status: 404 | 502 | 503): string[]
     `    }`,
   ];
 }
+
+/** The named location serving an app's maintenance page (503, Retry-After, never cached). */
+function maintenanceLocation(s: RenderSettings, app: RouteApp): string[] {
+  return [
+    `    location @quai_maintenance {`,
+    `      root "${s.errorPagesDir}";`,
+    `      try_files /${maintenancePage(app.name)} =503;`,
+    `      charset utf-8;`,
+    `      etag off;`,
+    `      if_modified_since off;`,
+    `      add_header Cache-Control "no-store" always;`,
+    `      add_header X-Request-ID $quai_request_id always;`,
+    `      add_header Retry-After ${app.maintenance?.retryAfter ?? 60} always;`,
+    `    }`,
+  ];
+}
+
+/** nginx variable name part for an app (names have dashes, variables may not). */
+const varName = (app: string) => app.replace(/-/g, "_");
 
 /** Renders the complete nginx.conf; throws a `RouterError` ("invalid-state") before writing anything unsafe. */
 export function renderNginxConf(state: RouterState, s: RenderSettings): string {
@@ -243,6 +280,18 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
   ];
 
   for (const { app } of apps) {
+    if (!app.maintenance) continue;
+    L.push(
+      ``,
+      `  # app ${app.name} is in maintenance: these networks still reach it.`,
+      `  geo $quai_allow_${varName(app.name)} {`,
+      `    default 0;`,
+      ...app.maintenance.allow.map((c) => `    ${c} 1;`),
+      `  }`,
+    );
+  }
+
+  for (const { app } of apps) {
     if (app.backends.length === 0) continue;
     L.push(
       ``,
@@ -273,17 +322,42 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
 
   for (const { app, serverNames } of apps) {
     const live = app.backends.length > 0;
+    const m = app.maintenance;
+    const v = varName(app.name);
     L.push(
       ``,
-      `  # app ${app.name}: ${live ? `${app.backends.length} backend${app.backends.length > 1 ? "s" : ""}` : "no running web container"}`,
+      `  # app ${app.name}: ${live ? `${app.backends.length} backend${app.backends.length > 1 ? "s" : ""}` : "no running web container"}${m ? ", in maintenance" : ""}`,
       `  server {`,
       `    listen ${listen};`,
       `    server_name ${serverNames.join(" ")};`,
       `    access_log "${app.accessLog}" quai;`,
+    );
+    if (m) {
+      // Through: an allow-listed network, or the team's bypass cookie (set by the bypass link).
+      L.push(
+        `    set $quai_maintenance 1;`,
+        `    if ($quai_allow_${v}) {`,
+        `      set $quai_maintenance 0;`,
+        `    }`,
+        `    if ($cookie_${BYPASS_COOKIE} = "${m.bypassToken}") {`,
+        `      set $quai_maintenance 0;`,
+        `    }`,
+        `    location = ${BYPASS_PATH} {`,
+        `      if ($arg_token != "${m.bypassToken}") {`,
+        `        return 403;`,
+        `      }`,
+        `      add_header Set-Cookie "${BYPASS_COOKIE}=${m.bypassToken}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax" always;`,
+        `      return 302 /;`,
+        `    }`,
+      );
+    }
+    L.push(
       `    location / {`,
+      ...(m ? [`      if ($quai_maintenance) {`, `        return 503;`, `      }`] : []),
       live ? `      proxy_pass http://quai_app_${app.name};` : `      return 503;`,
       `    }`,
-      ...(live ? [`    error_page 502 504 @quai_502;`, ...errorPageLocation(s, 502)] : [`    error_page 503 @quai_503;`, ...errorPageLocation(s, 503)]),
+      ...(live ? [`    error_page 502 504 @quai_502;`, ...errorPageLocation(s, 502)] : []),
+      ...(m ? [`    error_page 503 @quai_maintenance;`, ...maintenanceLocation(s, app)] : live ? [] : [`    error_page 503 @quai_503;`, ...errorPageLocation(s, 503)]),
       `  }`,
     );
   }

@@ -11,6 +11,20 @@ export interface RouteApp {
   backends: { host: string; port: number }[];
   /** File the app's access log lines are appended to. */
   accessLog: string;
+  /** Set while the app is in maintenance: every request gets the page, with 503. */
+  maintenance?: RouteMaintenance;
+}
+
+/** Maintenance of one app at the router. */
+export interface RouteMaintenance {
+  /** The whole page (HTML) served with the 503. */
+  html: string;
+  /** Client networks that still reach the app (CIDR, e.g. 1.2.3.4/32). */
+  allow: string[];
+  /** Value of the bypass cookie (hex): team members holding it reach the app. */
+  bypassToken: string;
+  /** Seconds for Retry-After. */
+  retryAfter: number;
 }
 
 /** The whole routing table. */

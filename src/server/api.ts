@@ -36,6 +36,8 @@ import { gitFront, type GitFrontDeps } from "../git/front.ts";
 import { keyRoutes } from "../keys/routes.ts";
 import { addonRoutes } from "../addons/routes.ts";
 import type { Addons } from "../addons/service.ts";
+import { maintenanceRoutes } from "../maintenance/routes.ts";
+import type { Maintenance } from "../maintenance/service.ts";
 
 export interface ApiDeps {
   db: Db;
@@ -53,6 +55,8 @@ export interface ApiDeps {
   pipeline?: PipelineApi;
   /** Add-ons (absent when QUAI_ADDONS=off). */
   addons?: Addons;
+  /** Maintenance windows and banners. */
+  maintenance?: Maintenance;
 }
 
 /** What the deployment, formation, logs and git endpoints use. */
@@ -184,6 +188,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(deploymentRoutes(deps, auth));
   await app.register(formationRoutes(deps, auth));
   await app.register(addonRoutes(deps));
+  await app.register(maintenanceRoutes(deps));
   if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));
 
   app.get("/v1/openapi.json", { config: { public: true }, schema: { hide: true } }, async () => app.swagger());

@@ -19,6 +19,7 @@ import { bindPort } from "../core/net.ts";
 import { Addons } from "../addons/service.ts";
 import { defaultEngines } from "../addons/registry.ts";
 import { LocalBlobStore } from "../blobs/store.ts";
+import { Maintenance } from "../maintenance/service.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -51,8 +52,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let api: FastifyInstance | undefined;
   let stopPipeline: (() => Promise<void>) | undefined;
   let addons: Addons | undefined;
+  let maintenance: Maintenance | undefined;
   const stop = async () => {
     await api?.close().catch(() => {});
+    maintenance?.close();
     await addons?.close().catch(() => {});
     await stopPipeline?.().catch(() => {});
     await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
@@ -114,7 +117,23 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       await addons.recover();
       addons.startMonitor();
     }
-    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons });
+    const supervisor = pipeline?.supervisor;
+    const deploymentsForConfig = pipeline?.deployments;
+    maintenance = new Maintenance({
+      db,
+      keyring,
+      log,
+      ...(supervisor ? { syncRouter: () => supervisor.syncRouter() } : {}),
+      ...(deploymentsForConfig ? { configRelease: (actor, app) => deploymentsForConfig.configRelease(actor, app) } : {}),
+    });
+    if (supervisor) {
+      const m = maintenance;
+      supervisor.maintenanceRoutes = () => m.routes();
+      await supervisor.syncRouter();
+    }
+    await maintenance.tick();
+    maintenance.start();
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance });
     const server = api;
     const address = await bindPort(config.listen.host, config.listen.port, (port) => server.listen({ host: config.listen.host, port }));
     apiUrl = address;

@@ -102,6 +102,23 @@ export interface Database {
   addon_backups: AddonBackupsTable;
   addon_base_backups: AddonBaseBackupsTable;
   addon_wal_segments: AddonWalSegmentsTable;
+  maintenance_windows: MaintenanceWindowsTable;
+}
+
+/** A maintenance window of an app (active while started, not ended, and before `ends_at`). */
+export interface MaintenanceWindowsTable {
+  id: Generated<string>;
+  app_id: string;
+  message: string;
+  /** A whole page given by the user (HTML, or fetched from a URL when turned on). */
+  page_html: string | null;
+  allow_ips: string[];
+  bypass_token: string;
+  starts_at: Date;
+  ends_at: Date | null;
+  ended_at: Date | null;
+  created_by: string | null;
+  created_at: CreatedAt;
 }
 
 /** An app's add-on: one per provider per app. */
