@@ -52,11 +52,12 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
         summary: "Change an app's settings",
         tags: ["apps"],
         params: appParams,
-        body: envelope("app", { health_check_path: { type: ["string", "null"], maxLength: 512 }, force_https: { type: "boolean" }, sticky_session: { type: "boolean" }, router_logs: { type: "boolean" }, ...compatFields }),
+        body: envelope("app", { health_check_path: { type: ["string", "null"], maxLength: 512 }, canonical_domain: { type: ["string", "null"], maxLength: 300 }, force_https: { type: "boolean" }, sticky_session: { type: "boolean" }, router_logs: { type: "boolean" }, ...compatFields }),
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       await updateApp(deps.db, req.actor, found, req.body.app);
+      if (req.body.app.canonical_domain !== undefined) await deps.pipeline?.supervisor.syncRouter();
       return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 

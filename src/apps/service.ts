@@ -1,5 +1,6 @@
 // Apps: create, find, update, rename, destroy; every change recorded as an event with it.
 import { sql, type Kysely, type RawBuilder, type Selectable } from "kysely";
+import { domainToASCII } from "node:url";
 import { QuaiError } from "../core/errors.ts";
 import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
@@ -15,6 +16,8 @@ export type AppRecord = Selectable<AppsTable>;
 export interface AppSettings {
   /** Path new web containers must answer with 2xx/3xx before they get traffic; "" clears it. */
   health_check_path?: string | null;
+  /** One of the app's domains, or null/"" for none. */
+  canonical_domain?: string | null;
   force_https?: boolean;
   sticky_session?: boolean;
   router_logs?: boolean;
@@ -101,6 +104,16 @@ export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: 
     }
     if (to !== app.health_check_path) changes.health_check_path = { from: app.health_check_path, to };
   }
+  if (settings.canonical_domain !== undefined) {
+    let to: string | null = null;
+    if (settings.canonical_domain) {
+      const ascii = domainToASCII(settings.canonical_domain.trim().toLowerCase().replace(/\.$/, ""));
+      const owned = ascii ? await db.selectFrom("domains").select("name").where("app_id", "=", app.id).where("name", "=", ascii).executeTakeFirst() : undefined;
+      if (!owned) throw new QuaiError("domain_not_found", `app ${app.name} has no domain ${JSON.stringify(settings.canonical_domain)}: add it first (quai domains-add)`);
+      to = owned.name;
+    }
+    if (to !== app.canonical_domain) changes.canonical_domain = { from: app.canonical_domain, to };
+  }
   if (Object.keys(changes).length === 0) return;
   await db.transaction().execute(async (trx) => {
     await trx
@@ -160,7 +173,7 @@ function appObject(urls: AppUrls): RawBuilder<unknown> {
     'created_at', ${iso(sql`a.created_at`)}, 'updated_at', ${iso(sql`a.updated_at`)}, 'status', a.status,
     'owner', json_build_object('id', u.id, 'email', u.email, 'username', u.username, 'flags', '{}'::json),
     'git_url', ${git}, 'url', ${url}, 'base_url', ${url},
-    'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs, 'health_check_path', a.health_check_path,
+    'force_https', a.force_https, 'sticky_session', a.sticky_session, 'router_logs', a.router_logs, 'health_check_path', a.health_check_path, 'canonical_domain', a.canonical_domain,
     'last_deployed_at', ${iso(sql`a.last_deployed_at`)}, 'last_deployed_by', a.last_deployed_by,
     'last_deployment_id', a.last_deployment_id, 'parent_app_name', a.parent_app_name,
     'links', json_build_object('deployments_stream', ${stream}), 'limits', '{}'::json, 'flags', '{}'::json,

@@ -87,6 +87,10 @@ export const catalogue = {
   pitr_time_invalid: { status: 422, exit: Exit.data, description: "The time is not `YYYY-MM-DD HH:MM[:SS]` (Europe/Paris, or followed by an offset, `Z` or a zone name such as UTC)." },
   pitr_out_of_range: { status: 422, exit: Exit.data, description: "The time is outside the restorable window (from the earliest base backup to the last archived change)." },
   backup_hour_invalid: { status: 422, exit: Exit.data, description: "The backup hour is a whole hour from 0 to 23 (Europe/Paris)." },
+  // Domains
+  domain_invalid: { status: 422, exit: Exit.data, description: "A domain is a fully qualified DNS name (letters, digits, dashes; internationalised names are stored as punycode), at most 253 characters and 63 per label; not an IP address, not localhost, not under the platform's domain; wildcards are not supported yet." },
+  domain_taken: { status: 409, exit: Exit.cantCreate, description: "Another app (or this one) already has this domain: a domain belongs to one app at a time." },
+  domain_not_found: { status: 404, exit: Exit.noInput, description: "The app has no domain with this id or name." },
   // Maintenance
   maintenance_time_invalid: { status: 422, exit: Exit.data, description: "A maintenance time is not `YYYY-MM-DD HH:MM` or `HH:MM` (Europe/Paris, or with an offset or zone), or it is in the past, or the end is not after the start." },
   maintenance_invalid: { status: 422, exit: Exit.data, description: "A maintenance setting is invalid: a message over 2,000 characters, an allowed network that is not an IP address or CIDR, or a page over 256 KiB or not reachable." },

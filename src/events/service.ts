@@ -38,7 +38,9 @@ export type EventType =
   | "maintenance_on"
   | "maintenance_off"
   | "maintenance_scheduled"
-  | "maintenance_banner";
+  | "maintenance_banner"
+  | "new_domain"
+  | "delete_domain";
 
 /** What to record. */
 export interface NewEvent {

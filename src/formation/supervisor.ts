@@ -345,6 +345,15 @@ export class Supervisor {
         if (!a) apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`) }));
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
       }
+      // Custom domains, and the canonical one the others redirect to.
+      const domains = await sql<{ app_id: string; name: string; canonical_domain: string | null }>`
+        SELECT d.app_id, d.name, a.canonical_domain FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.name`.execute(this.ctx.db);
+      for (const d of domains.rows) {
+        const a = apps.get(d.app_id);
+        if (!a) continue;
+        a.hostnames.push(d.name);
+        if (d.canonical_domain === d.name) a.canonical = d.name;
+      }
       for (const [appId, m] of (await this.maintenanceRoutes?.()) ?? []) {
         const a = apps.get(appId);
         if (a) a.maintenance = m;

@@ -118,6 +118,7 @@ function checkState(state: RouterState): CheckedApp[] {
       for (const c of m.allow) if (typeof c !== "string" || !(CIDR4.test(c) || CIDR6.test(c))) invalid(`app ${name}: ${JSON.stringify(c)} is not a network in CIDR form (1.2.3.4/32)`);
     }
     const names = [`${name}.${domain}`, ...app.hostnames.map((h) => checkHostname(`app ${name}: hostname`, h))];
+    if (app.canonical !== undefined && !app.hostnames.includes(checkHostname(`app ${name}: canonical domain`, app.canonical))) invalid(`app ${name}: canonical domain ${app.canonical} is not one of its hostnames`);
     const unique = [...new Set(names)];
     for (const n of unique) {
       const other = owner.get(n);
@@ -332,6 +333,13 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
       `    server_name ${serverNames.join(" ")};`,
       `    access_log "${app.accessLog}" quai;`,
     );
+    if (app.canonical !== undefined) {
+      L.push(
+        `    if ($host != "${app.canonical}") {`,
+        `      return 301 $scheme://${app.canonical}$quai_host_port$request_uri;`,
+        `    }`,
+      );
+    }
     if (m) {
       // Through: an allow-listed network, or the team's bypass cookie (set by the bypass link).
       L.push(

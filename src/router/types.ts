@@ -11,6 +11,8 @@ export interface RouteApp {
   backends: { host: string; port: number }[];
   /** File the app's access log lines are appended to. */
   accessLog: string;
+  /** One of `hostnames`: requests for the app's other names redirect there (301). */
+  canonical?: string;
   /** Set while the app is in maintenance: every request gets the page, with 503. */
   maintenance?: RouteMaintenance;
 }

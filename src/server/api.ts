@@ -37,6 +37,7 @@ import { keyRoutes } from "../keys/routes.ts";
 import { addonRoutes } from "../addons/routes.ts";
 import type { Addons } from "../addons/service.ts";
 import { maintenanceRoutes } from "../maintenance/routes.ts";
+import { domainRoutes } from "../domains/routes.ts";
 import type { Maintenance } from "../maintenance/service.ts";
 
 export interface ApiDeps {
@@ -189,6 +190,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(formationRoutes(deps, auth));
   await app.register(addonRoutes(deps));
   await app.register(maintenanceRoutes(deps));
+  await app.register(domainRoutes(deps));
   if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));
 
   app.get("/v1/openapi.json", { config: { public: true }, schema: { hide: true } }, async () => app.swagger());

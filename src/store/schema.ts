@@ -48,6 +48,8 @@ export interface AppsTable {
   uid: Generated<number>;
   current_release_id: string | null;
   health_check_path: string | null;
+  /** One of the app's custom domains: every other hostname of the app redirects there (301). */
+  canonical_domain: Generated<string | null>;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
 }
@@ -103,6 +105,15 @@ export interface Database {
   addon_base_backups: AddonBaseBackupsTable;
   addon_wal_segments: AddonWalSegmentsTable;
   maintenance_windows: MaintenanceWindowsTable;
+  domains: DomainsTable;
+}
+
+/** A custom domain of an app, stored in ASCII (punycode for internationalised names). */
+export interface DomainsTable {
+  id: Generated<string>;
+  app_id: string;
+  name: string;
+  created_at: CreatedAt;
 }
 
 /** A maintenance window of an app (active while started, not ended, and before `ends_at`). */
