@@ -7,11 +7,13 @@ cd "$(dirname "$0")/.."
 # Debian packages: PostgreSQL server (Quai's store), git (the git front), util-linux (unshare,
 # setpriv, script), bubblewrap (the sandbox), nginx (the router and the PHP web server), and the
 # runtimes the built-in buildpacks use: PHP with php-fpm and composer, Python with venv; and
-# the add-on engines: MariaDB and Redis servers and clients (PostgreSQL is above).
+# the add-on engines: MariaDB and Redis servers and clients (PostgreSQL is above); and pebble,
+# the ACME test server the TLS tests issue certificates from, with openssl for test certificates.
 packages=(postgresql git openssh-client util-linux ca-certificates bubblewrap nginx-light
   php-fpm php-cli composer php-mbstring php-xml php-curl php-zip php-pgsql php-mysql php-intl unzip
   python3 python3-venv python3-pip python3-gunicorn
-  mariadb-server mariadb-client redis-server redis-tools)
+  mariadb-server mariadb-client redis-server redis-tools
+  pebble openssl)
 missing=()
 for p in "${packages[@]}"; do
   if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then missing+=("$p"); fi

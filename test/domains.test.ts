@@ -3,14 +3,37 @@
 // the app's other hostnames redirect, and a removed domain stops answering.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { gitApp, httpGet, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+import { request as httpsRequest } from "node:https";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { gitApp, httpGet, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
+import { bearer } from "../src/testing/platform.ts";
+import { makeTestCa, type TestCa } from "../src/testing/tls.ts";
 
 let p: TestPlatform;
+let httpsPort = 0;
+let ca: TestCa;
 const get = (host: string, path = "/") => httpGet(p.routerPort, host, path);
+
+/** GET over HTTPS with SNI `host`, trusting only `caPem`; resolves with what the client saw. */
+function getTls(host: string, caPem: string, path = "/"): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined>; protocol: string | null }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: "127.0.0.1", port: httpsPort, path, servername: host, headers: { host }, ca: caPem, agent: false }, (res) => {
+      let body = "";
+      res.on("data", (c: Buffer) => (body += c.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, headers: res.headers, protocol: (res.socket as import("node:tls").TLSSocket).getProtocol?.() ?? null }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
 
 describe("custom domains", () => {
   before(async () => {
     p = await startPlatform();
+    ca = await makeTestCa();
+    const info = (await (await fetch(`${p.url}/v1/platform`, { headers: { authorization: `Bearer ${await bearer(p.url, p.token)}` } })).json()) as { platform: { router: { https: string } } };
+    httpsPort = Number(new URL(info.platform.router.https).port);
     for (const app of ["site", "other"]) {
       assert.equal((await p.quai(["create", app])).code, 0);
       const push = await p.push(app, await gitApp(pythonWebApp(`this is ${app}`)));
@@ -63,6 +86,56 @@ describe("custom domains", () => {
     assert.equal(notMine.code, 66, "only one of the app's own domains");
     assert.equal((await p.quai(["--app", "site", "domains-unset-canonical"])).code, 0);
     assert.equal((await get("site.test")).status, 200);
+  });
+
+  it("serves a domain over HTTPS with its uploaded certificate (SNI, TLS 1.2+), and refuses bad ones", async () => {
+    const dir = await traversableTempDir("quai-certs-");
+    const write = async (name: string, text: string) => {
+      await writeFile(join(dir, name), text);
+      return join(dir, name);
+    };
+    const good = await ca.issue(["www.site.test"]);
+    const other = await ca.issue(["www.site.test"]);
+    const wrongName = await ca.issue(["elsewhere.test"]);
+    const expired = await ca.issue(["www.site.test"], { expired: true });
+    const refused: [string, string, RegExp][] = [
+      [good.certPem, other.keyPem, /does not match/],
+      [wrongName.certPem, wrongName.keyPem, /not www\.site\.test/],
+      [expired.certPem, expired.keyPem, /expired/],
+      ["not a certificate", good.keyPem, /not a PEM certificate/],
+    ];
+    for (const [cert, key, why] of refused) {
+      const res = await p.quai(["--app", "site", "domains-ssl", "www.site.test", "--cert", await write("c.pem", cert), "--key", await write("k.pem", key)]);
+      assert.equal(res.code, 65, res.stderr);
+      assert.match(res.stderr, why);
+    }
+    const ok = await p.quai(["--app", "site", "domains-ssl", "www.site.test", "--cert", await write("c.pem", good.certPem), "--key", await write("k.pem", good.keyPem)]);
+    assert.equal(ok.code, 0, ok.stderr);
+    const res = await getTls("www.site.test", ca.certPem, "/headers");
+    assert.equal(res.status, 200);
+    assert.match(res.protocol ?? "", /^TLSv1\.[23]$/);
+    // The app sees the scheme the client used.
+    assert.match(res.body, /^x-forwarded-proto: https$/m);
+    assert.match((await get("www.site.test", "/headers")).body, /^x-forwarded-proto: http$/m);
+    const list = JSON.parse((await p.quai(["--app", "site", "--json", "domains"])).stdout) as { name: string; ssl: boolean; validity: string }[];
+    assert.equal(list.find((d) => d.name === "www.site.test")?.ssl, true);
+    // A name without a certificate of its own gets the platform's, which this CA did not sign.
+    await assert.rejects(getTls("site.test", ca.certPem));
+  });
+
+  it("forces HTTPS: plain HTTP gets 301 (ACME challenges excepted), HTTPS answers carry HSTS", async () => {
+    const on = await p.quai(["--app", "site", "app-update", "--force-https", "true"]);
+    assert.equal(on.code, 0, on.stderr);
+    const plain = await get("www.site.test", "/a?b=1");
+    assert.equal(plain.status, 301);
+    assert.equal(plain.headers.location, `https://www.site.test:${httpsPort}/a?b=1`);
+    assert.equal((await get("www.site.test", "/.well-known/acme-challenge/missing")).status, 404, "challenges stay on HTTP");
+    const secure = await getTls("www.site.test", ca.certPem);
+    assert.equal(secure.status, 200);
+    assert.match(String(secure.headers["strict-transport-security"]), /max-age=\d+/);
+    assert.ok(secure.headers["x-request-id"], "request ids over HTTPS too");
+    assert.equal((await p.quai(["--app", "site", "app-update", "--force-https", "false"])).code, 0);
+    assert.equal((await get("www.site.test")).status, 200);
   });
 
   it("stops answering on a removed domain", async () => {

@@ -57,7 +57,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       await updateApp(deps.db, req.actor, found, req.body.app);
-      if (req.body.app.canonical_domain !== undefined) await deps.pipeline?.supervisor.syncRouter();
+      if (req.body.app.canonical_domain !== undefined || req.body.app.force_https !== undefined) await deps.pipeline?.supervisor.syncRouter();
       return sendJson(reply, "app", await renderApp(deps.db, found.id, urls()));
     });
 

@@ -23,6 +23,8 @@ export interface ServerConfig {
   runtimeDir: string;
   /** Router HTTP port; 0 picks a free one on first start and keeps it. */
   routerPort: number;
+  /** HTTPS port of the router (0: a free one, remembered). */
+  routerHttpsPort: number;
   /** Address the router listens on. */
   routerHost: string;
   /** Build time limit in seconds (default 900). */
@@ -76,6 +78,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     keyFile: resolve(env.QUAI_MASTER_KEY_FILE || join(home, "keys", "master.json")),
     runtimeDir: resolve(env.QUAI_RUNTIME_DIR || join(home, "runtime")),
     routerPort: env.QUAI_ROUTER_PORT ? positiveInt("QUAI_ROUTER_PORT", env.QUAI_ROUTER_PORT, 0) : 0,
+    routerHttpsPort: env.QUAI_ROUTER_HTTPS_PORT ? positiveInt("QUAI_ROUTER_HTTPS_PORT", env.QUAI_ROUTER_HTTPS_PORT, 0) : 0,
     routerHost: env.QUAI_ROUTER_HOST || "127.0.0.1",
     buildTimeoutSeconds: positiveInt("QUAI_BUILD_TIMEOUT", env.QUAI_BUILD_TIMEOUT, 900),
     stopGraceSeconds: positiveInt("QUAI_STOP_GRACE", env.QUAI_STOP_GRACE, 30),

@@ -90,6 +90,7 @@ export const catalogue = {
   // Domains
   domain_invalid: { status: 422, exit: Exit.data, description: "A domain is a fully qualified DNS name (letters, digits, dashes; internationalised names are stored as punycode), at most 253 characters and 63 per label; not an IP address, not localhost, not under the platform's domain; wildcards are not supported yet." },
   domain_taken: { status: 409, exit: Exit.cantCreate, description: "Another app (or this one) already has this domain: a domain belongs to one app at a time." },
+  domain_certificate_invalid: { status: 422, exit: Exit.data, description: "The certificate or key is not PEM, the key does not match the certificate, the certificate does not cover the domain, or it has expired." },
   domain_not_found: { status: 404, exit: Exit.noInput, description: "The app has no domain with this id or name." },
   // Maintenance
   maintenance_time_invalid: { status: 422, exit: Exit.data, description: "A maintenance time is not `YYYY-MM-DD HH:MM` or `HH:MM` (Europe/Paris, or with an offset or zone), or it is in the past, or the end is not after the start." },

@@ -1,4 +1,5 @@
 // CLI: domains, domains-add, domains-remove, domains-set-canonical, domains-unset-canonical.
+import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
 import { parseFlags, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
@@ -83,4 +84,33 @@ const unsetCanonical: Command = {
   },
 };
 
-export const domainCommands: Command[] = [list, add, remove, setCanonical, unsetCanonical];
+const ssl: Command = {
+  name: "domains-ssl",
+  summary: "Give a domain its own certificate (PEM files), or --disable to go back to none",
+  usage: "<domain> --cert FILE --key FILE | <domain> --disable",
+  example: "quai --app histologe domains-ssl histologe.beta.gouv.fr --cert fullchain.pem --key privkey.pem",
+  async run(ctx, args) {
+    const app = requireApp(ctx);
+    const { flags, positionals } = parseFlags(args, ["disable"], ["cert", "key"]);
+    const name = positionals[0];
+    const usage = "usage: quai domains-ssl <domain> --cert FILE --key FILE | <domain> --disable";
+    if (!name || positionals.length > 1) throw new QuaiError("cli_usage", usage);
+    let body: Record<string, unknown>;
+    if (flags.disable === true) body = { ssl: false };
+    else {
+      if (typeof flags.cert !== "string" || typeof flags.key !== "string") throw new QuaiError("cli_usage", usage);
+      const read = async (file: string) => {
+        try {
+          return await readFile(file, "utf8");
+        } catch (err) {
+          throw new QuaiError("cli_usage", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+        }
+      };
+      body = { tlscert: await read(flags.cert), tlskey: await read(flags.key) };
+    }
+    const { domain } = await (await ctx.api()).request<{ domain: DomainJson & { validity: string | null } }>("PATCH", `/v1/apps/${enc(app)}/domains/${enc(name)}`, { domain: body });
+    ctx.out(ctx.json ? JSON.stringify(domain) : flags.disable === true ? `${domain.name} has no certificate of its own now` : `${domain.name} now serves its certificate over HTTPS (valid until ${domain.validity ?? "?"})`);
+  },
+};
+
+export const domainCommands: Command[] = [list, add, remove, setCanonical, unsetCanonical, ssl];

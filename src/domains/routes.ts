@@ -3,7 +3,8 @@ import type { FastifyPluginAsync } from "fastify";
 import type { ApiDeps } from "../server/api.ts";
 import { envelope } from "../core/http.ts";
 import { findApp } from "../apps/service.ts";
-import { addDomain, domainJson, findDomain, listDomains, removeDomain } from "./service.ts";
+import { QuaiError } from "../core/errors.ts";
+import { addDomain, domainJson, findDomain, listDomains, removeDomain, setCertificate } from "./service.ts";
 
 const appParams = { type: "object", required: ["app"], properties: { app: { type: "string" } } } as const;
 const domainParams = { type: "object", required: ["app", "domain"], properties: { app: { type: "string" }, domain: { type: "string" } } } as const;
@@ -30,6 +31,19 @@ export function domainRoutes(deps: ApiDeps): FastifyPluginAsync {
     app.get<{ Params: { app: string; domain: string } }>("/v1/apps/:app/domains/:domain", { schema: { summary: "One domain (by id or name)", tags: ["domains"], params: domainParams } }, async (req) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       return { domain: domainJson(await findDomain(deps.db, found, req.params.domain, deps.domain), found) };
+    });
+
+    app.patch<{ Params: { app: string; domain: string }; Body: { domain: { tlscert?: string; tlskey?: string; ssl?: boolean } } }>("/v1/apps/:app/domains/:domain", {
+      schema: { summary: "Upload the domain's certificate and key (PEM), or remove them (ssl: false)", tags: ["domains"], params: domainParams, body: envelope("domain", { tlscert: { type: "string", maxLength: 65536 }, tlskey: { type: "string", maxLength: 65536 }, ssl: { type: "boolean" } }, []) },
+    }, async (req) => {
+      const b = req.body.domain;
+      let pems: { certPem: string; keyPem: string } | null;
+      if (b.ssl === false && b.tlscert === undefined && b.tlskey === undefined) pems = null;
+      else if (b.tlscert !== undefined && b.tlskey !== undefined) pems = { certPem: b.tlscert, keyPem: b.tlskey };
+      else throw new QuaiError("validation_failed", "give domain.tlscert and domain.tlskey together, or domain.ssl: false");
+      const { app: found, domain } = await setCertificate(deps.db, deps.keyring, req.actor, req.params.app, req.params.domain, pems, deps.domain);
+      await sync();
+      return { domain: domainJson(domain, found) };
     });
 
     app.delete<{ Params: { app: string; domain: string } }>("/v1/apps/:app/domains/:domain", { schema: { summary: "Remove a domain (by id or name)", tags: ["domains"], params: domainParams } }, async (req, reply) => {

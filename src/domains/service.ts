@@ -9,6 +9,8 @@ import type { Actor } from "../auth/service.ts";
 import { findApp, type AppRecord } from "../apps/service.ts";
 import { recordEvent } from "../events/service.ts";
 import { normaliseDomain } from "./names.ts";
+import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
+import type { Keyring } from "../variables/keyring.ts";
 
 export type DomainRow = Selectable<DomainsTable>;
 
@@ -21,9 +23,10 @@ export function domainJson(d: DomainRow, app: AppRecord): Record<string, unknown
     name: d.name,
     name_unicode: unicode,
     canonical: app.canonical_domain === d.name,
-    ssl: false,
-    ssl_status: "none",
-    validity: null,
+    ssl: d.tls_cert !== null,
+    ssl_status: d.tls_cert === null ? "none" : d.tls_not_after && d.tls_not_after.getTime() < Date.now() ? "expired" : d.tls_status,
+    validity: d.tls_not_after?.toISOString() ?? null,
+    tls_source: d.tls_source,
     letsencrypt: false,
     letsencrypt_status: "pending_dns",
     acme_dns_fqdn: null,
@@ -66,6 +69,52 @@ export async function findDomain(db: Db, app: AppRecord, ref: string, platformDo
   const row = await q.executeTakeFirst();
   if (!row) throw new QuaiError("domain_not_found", `app ${app.name} has no domain ${JSON.stringify(ref)}`);
   return row;
+}
+
+/**
+ * Sets the domain's certificate from an upload (chain PEM, leaf first, and its key), after
+ * checking that the key matches, the certificate covers the domain and has not expired; or
+ * removes it (`pems` null).
+ */
+export async function setCertificate(db: Db, keyring: Keyring, actor: Actor, appRef: string, ref: string, pems: { certPem: string; keyPem: string } | null, platformDomain: string, now = new Date()): Promise<{ app: AppRecord; domain: DomainRow }> {
+  const app = await findApp(db, actor, appRef);
+  const domain = await findDomain(db, app, ref, platformDomain);
+  if (pems === null) {
+    const updated = await db.updateTable("domains").set({ tls_cert: null, tls_key_enc: null, tls_key_id: null, tls_source: null, tls_not_after: null, tls_status: "none", tls_error: null }).where("id", "=", domain.id).returningAll().executeTakeFirstOrThrow();
+    await recordEvent(db, { actor, app, type: "edit_domain", data: { domain_id: domain.id, name: domain.name, ssl: false } });
+    return { app, domain: updated };
+  }
+  const invalid = (why: string) => new QuaiError("domain_certificate_invalid", `the certificate for ${domain.name} cannot be used: ${why}`);
+  let cert: X509Certificate;
+  let key: KeyObject;
+  try {
+    cert = new X509Certificate(pems.certPem);
+  } catch {
+    throw invalid("it is not a PEM certificate");
+  }
+  try {
+    key = createPrivateKey(pems.keyPem);
+  } catch {
+    throw invalid("the key is not a PEM private key (without a passphrase)");
+  }
+  if (!cert.checkPrivateKey(key)) throw invalid("the key does not match the certificate");
+  if (cert.checkHost(domain.name) === undefined) throw invalid(`it covers ${cert.subjectAltName ?? cert.subject}, not ${domain.name}`);
+  const notAfter = new Date(cert.validTo);
+  if (notAfter.getTime() <= now.getTime()) throw invalid(`it expired on ${notAfter.toISOString()}`);
+  if (new Date(cert.validFrom).getTime() > now.getTime() + 86_400_000) throw invalid(`it is not valid before ${new Date(cert.validFrom).toISOString()}`);
+  const sealed = keyring.seal(key.export({ type: "pkcs8", format: "pem" }) as string, `domain-key:${domain.id}`);
+  const updated = await db.transaction().execute(async (trx) => {
+    const row = await trx.updateTable("domains").set({ tls_cert: pems.certPem.trim() + "\n", tls_key_enc: sealed.data, tls_key_id: sealed.keyId, tls_source: "upload", tls_not_after: notAfter, tls_status: "active", tls_error: null }).where("id", "=", domain.id).returningAll().executeTakeFirstOrThrow();
+    await recordEvent(trx, { actor, app, type: "edit_domain", data: { domain_id: domain.id, name: domain.name, ssl: true, source: "upload", not_after: notAfter.toISOString() } });
+    return row;
+  });
+  return { app, domain: updated };
+}
+
+/** The key of a domain's certificate, for the router. */
+export function certificateKey(keyring: Keyring, d: { id: string; tls_key_enc: Buffer | null; tls_key_id: string | null }): string | undefined {
+  if (!d.tls_key_enc || !d.tls_key_id) return undefined;
+  return keyring.open({ keyId: d.tls_key_id, data: d.tls_key_enc }, `domain-key:${d.id}`);
 }
 
 /** Removes a domain (and the canonical setting if it named it). */

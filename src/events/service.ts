@@ -40,6 +40,7 @@ export type EventType =
   | "maintenance_scheduled"
   | "maintenance_banner"
   | "new_domain"
+  | "edit_domain"
   | "delete_domain";
 
 /** What to record. */

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { portIsFree } from "../core/net.ts";
+import { certificateKey } from "../domains/service.ts";
 import { request as httpRequest } from "node:http";
 import { join } from "node:path";
 import { sql } from "kysely";
@@ -346,13 +347,20 @@ export class Supervisor {
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
       }
       // Custom domains, and the canonical one the others redirect to.
-      const domains = await sql<{ app_id: string; name: string; canonical_domain: string | null }>`
-        SELECT d.app_id, d.name, a.canonical_domain FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.name`.execute(this.ctx.db);
+      const domains = await sql<{ id: string; app_id: string; name: string; canonical_domain: string | null; tls_cert: string | null; tls_key_enc: Buffer | null; tls_key_id: string | null; tls_not_after: Date | null }>`
+        SELECT d.id, d.app_id, d.name, a.canonical_domain, d.tls_cert, d.tls_key_enc, d.tls_key_id, d.tls_not_after FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.name`.execute(this.ctx.db);
       for (const d of domains.rows) {
         const a = apps.get(d.app_id);
         if (!a) continue;
         a.hostnames.push(d.name);
         if (d.canonical_domain === d.name) a.canonical = d.name;
+        const keyPem = d.tls_cert ? certificateKey(this.ctx.keyring, d) : undefined;
+        if (d.tls_cert && keyPem) (a.certificates ??= []).push({ hostname: d.name, certPem: d.tls_cert, keyPem });
+      }
+      const forced = await sql<{ id: string }>`SELECT id FROM apps WHERE force_https`.execute(this.ctx.db);
+      for (const f of forced.rows) {
+        const a = apps.get(f.id);
+        if (a) a.forceHttps = true;
       }
       for (const [appId, m] of (await this.maintenanceRoutes?.()) ?? []) {
         const a = apps.get(appId);

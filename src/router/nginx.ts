@@ -21,6 +21,8 @@ export interface NginxRouterOptions {
   prefix: string;
   /** HTTP port; 0 (default) picks a free port on first start and remembers it in the prefix. */
   httpPort?: number;
+  /** HTTPS port, chosen the same way. */
+  httpsPort?: number;
   /** Address apps are served on (default 127.0.0.1; "0.0.0.0" to serve the network). */
   host?: string;
   /** Platform domain of the empty state rendered at start; afterwards `RouterState.domain` rules. */
@@ -36,6 +38,7 @@ export interface NginxRouterOptions {
 /** What the prefix remembers between control-plane processes. */
 interface Saved {
   httpPort: number;
+  httpsPort?: number;
   statusPort: number;
   generation: number;
   /** Last state that went live, re-rendered on re-attach if the config template or options changed. */
@@ -156,6 +159,7 @@ export class NginxRouter implements RouterDriver {
   private user: { user: string; group: string } | undefined;
   private pid: number | undefined;
   private port = 0;
+  private tlsPort = 0;
   private statusPort = 0;
   private gen = 0;
   private state: RouterState | undefined;
@@ -183,6 +187,20 @@ export class NginxRouter implements RouterDriver {
     return this.port;
   }
 
+  /** Port apps are served on over HTTPS. */
+  get httpsPort(): number {
+    return this.tlsPort;
+  }
+
+  /** Directory whose `.well-known/acme-challenge/` the router serves over HTTP (ACME HTTP-01). */
+  get acmeRoot(): string {
+    return join(this.workerRoot, "html", "acme");
+  }
+
+  private get tlsDir(): string {
+    return join(this.prefix, "tls");
+  }
+
   /** Generation number of the config now live. */
   get generation(): number {
     return this.gen;
@@ -204,6 +222,7 @@ export class NginxRouter implements RouterDriver {
   /** Starts nginx, or re-attaches to the master a previous control-plane process left running. */
   async start(): Promise<void> {
     await this.prepareDirs();
+    await this.prepareTls();
     const saved = await this.readSaved();
     const running = this.runningMaster();
     if (running !== undefined) {
@@ -286,6 +305,14 @@ export class NginxRouter implements RouterDriver {
       accessLog: join(this.prefix, "logs", "access.log"),
       tempDir: join(this.workerRoot, "temp"),
       user: this.user,
+      https: {
+        port: this.tlsPort,
+        publicPort: this.tlsPort,
+        fallbackCert: join(this.tlsDir, "fallback.crt"),
+        fallbackKey: join(this.tlsDir, "fallback.key"),
+        certDir: join(this.tlsDir, "apps"),
+        acmeRoot: this.acmeRoot,
+      },
     };
   }
 
@@ -297,6 +324,7 @@ export class NginxRouter implements RouterDriver {
     // nginx opens access logs itself and will not create their directories.
     for (const dir of new Set(state.apps.map((a) => dirname(a.accessLog)))) await mkdir(dir, { recursive: true, mode: 0o700 });
     await this.writeMaintenancePages(state);
+    await this.writeCertificates(state);
     const next = await this.validate(conf);
     const previous = await readFile(this.confFile, "utf8").catch(() => undefined);
     await rename(next, this.confFile);
@@ -367,6 +395,37 @@ export class NginxRouter implements RouterDriver {
     }
   }
 
+  /**
+   * The platform's certificate, for names that have none of their own (self-signed, made once);
+   * the directories of apps' certificates (master only) and of ACME challenges (workers read).
+   */
+  private async prepareTls(): Promise<void> {
+    await mkdir(join(this.tlsDir, "apps"), { recursive: true, mode: 0o700 });
+    await mkdir(join(this.acmeRoot, ".well-known", "acme-challenge"), { recursive: true, mode: 0o755 });
+    if (existsSync(join(this.tlsDir, "fallback.crt")) && existsSync(join(this.tlsDir, "fallback.key"))) return;
+    const res = await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650", "-subj", "/CN=quai-router", "-keyout", join(this.tlsDir, "fallback.key.tmp"), "-out", join(this.tlsDir, "fallback.crt.tmp")]);
+    if (res.code !== 0) throw new RouterError("not-running", `could not make the router's fallback certificate: ${res.stderr.trim()}`);
+    await rename(join(this.tlsDir, "fallback.key.tmp"), join(this.tlsDir, "fallback.key"));
+    await rename(join(this.tlsDir, "fallback.crt.tmp"), join(this.tlsDir, "fallback.crt"));
+  }
+
+  /** Writes each app's certificates (key 0600, read by the master only) and drops stale ones. */
+  private async writeCertificates(state: RouterState): Promise<void> {
+    const dir = join(this.tlsDir, "apps");
+    const wanted = new Set<string>();
+    for (const app of state.apps) {
+      for (const c of app.certificates ?? []) {
+        for (const [ext, text] of [["crt", c.certPem], ["key", c.keyPem]] as const) {
+          const file = `${c.hostname}.${ext}`;
+          wanted.add(file);
+          await writeFile(join(dir, `${file}.tmp`), text, { mode: 0o600 });
+          await rename(join(dir, `${file}.tmp`), join(dir, file));
+        }
+      }
+    }
+    for (const file of readdirSync(dir)) if (!wanted.has(file)) await rm(join(dir, file), { force: true });
+  }
+
   /** Writes the maintenance page of each app in maintenance (read by workers), and drops stale ones. */
   private async writeMaintenancePages(state: RouterState): Promise<void> {
     const html = join(this.workerRoot, "html");
@@ -407,7 +466,7 @@ export class NginxRouter implements RouterDriver {
   }
 
   private async save(): Promise<void> {
-    const saved: Saved = { httpPort: this.port, statusPort: this.statusPort, generation: this.gen, state: this.state };
+    const saved: Saved = { httpPort: this.port, httpsPort: this.tlsPort, statusPort: this.statusPort, generation: this.gen, state: this.state };
     await writeFileAtomic(this.savedFile, JSON.stringify(saved) + "\n");
   }
 
@@ -441,6 +500,7 @@ export class NginxRouter implements RouterDriver {
     }
     this.pid = pid;
     this.port = this.opts.httpPort || saved.httpPort;
+    this.tlsPort = this.opts.httpsPort || saved.httpsPort || (await freePort(this.host));
     this.statusPort = saved.statusPort;
     this.gen = Math.max(live, saved.generation);
     this.state = saved.state;
@@ -467,6 +527,7 @@ export class NginxRouter implements RouterDriver {
     for (let attempt = 1; ; attempt++) {
       // A remembered port is reused so the address stays the same; a new one only if it is taken.
       this.port = this.opts.httpPort || (attempt === 1 && saved?.httpPort) || (await freePort(this.host));
+      this.tlsPort = this.opts.httpsPort || (attempt === 1 && saved?.httpsPort) || (await freePort(this.host));
       this.statusPort = (attempt === 1 && saved?.statusPort) || (await freePort());
       try {
         const conf = renderNginxConf(state, this.settings(this.gen));

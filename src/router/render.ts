@@ -27,6 +27,8 @@ export interface RenderSettings {
   tempDir: string;
   /** Account the workers switch to: set it when the master runs as root. */
   user?: { user: string; group: string };
+  /** HTTPS: its port, the certificate for names without their own, where apps' certificates are written, ACME's webroot. */
+  https?: { port: number; publicPort: number; fallbackCert: string; fallbackKey: string; certDir: string; acmeRoot: string };
 }
 
 /** Path (under `statusPort`) answering the generation number of the config the worker runs. */
@@ -118,6 +120,9 @@ function checkState(state: RouterState): CheckedApp[] {
       for (const c of m.allow) if (typeof c !== "string" || !(CIDR4.test(c) || CIDR6.test(c))) invalid(`app ${name}: ${JSON.stringify(c)} is not a network in CIDR form (1.2.3.4/32)`);
     }
     const names = [`${name}.${domain}`, ...app.hostnames.map((h) => checkHostname(`app ${name}: hostname`, h))];
+    for (const c of app.certificates ?? []) {
+      if (!app.hostnames.includes(checkHostname(`app ${name}: certificate hostname`, c.hostname))) invalid(`app ${name}: certificate for ${c.hostname}, which is not one of its hostnames`);
+    }
     if (app.canonical !== undefined && !app.hostnames.includes(checkHostname(`app ${name}: canonical domain`, app.canonical))) invalid(`app ${name}: canonical domain ${app.canonical} is not one of its hostnames`);
     const unique = [...new Set(names)];
     for (const n of unique) {
@@ -137,6 +142,11 @@ function checkSettings(s: RenderSettings): void {
   checkAddress("listen host", s.listen.host);
   checkPort("listen port", s.listen.port);
   checkPort("status port", s.statusPort);
+  if (s.https) {
+    checkPort("HTTPS port", s.https.port);
+    checkPort("HTTPS public port", s.https.publicPort);
+    for (const [what, p] of [["fallback certificate", s.https.fallbackCert], ["fallback key", s.https.fallbackKey], ["certificate dir", s.https.certDir], ["ACME webroot", s.https.acmeRoot]] as const) checkPath(what, p);
+  }
   if (!Number.isInteger(s.workers) || s.workers < 1 || s.workers > 64) invalid(`worker count ${s.workers} must be between 1 and 64`);
   if (!Number.isSafeInteger(s.generation) || s.generation < 0) invalid(`generation ${s.generation} must be a non-negative integer`);
   if (s.user && !(/^[a-z_][a-z0-9_-]*$/.test(s.user.user) && /^[a-z_][a-z0-9_-]*$/.test(s.user.group))) {
@@ -174,6 +184,54 @@ function maintenanceLocation(s: RenderSettings, app: RouteApp): string[] {
     `      add_header Retry-After ${app.maintenance?.retryAfter ?? 60} always;`,
     `    }`,
   ];
+}
+
+/** ACME HTTP-01 challenges, answered from files the control plane writes (never redirected). */
+function acmeLocation(s: RenderSettings): string[] {
+  if (!s.https) return [];
+  return [
+    `    location ^~ /.well-known/acme-challenge/ {`,
+    `      root "${s.https.acmeRoot}";`,
+    `      default_type text/plain;`,
+    `      try_files $uri =404;`,
+    `    }`,
+  ];
+}
+
+/** What an app's server block does, the same over HTTP and HTTPS. */
+function appServerBody(s: RenderSettings, app: RouteApp, live: boolean): string[] {
+  const m = app.maintenance;
+  const v = varName(app.name);
+  const L: string[] = [`    access_log "${app.accessLog}" quai;`];
+  if (m) {
+    // Through: an allow-listed network, or the team's bypass cookie (set by the bypass link).
+    L.push(
+      `    set $quai_maintenance 1;`,
+      `    if ($quai_allow_${v}) {`,
+      `      set $quai_maintenance 0;`,
+      `    }`,
+      `    if ($cookie_${BYPASS_COOKIE} = "${m.bypassToken}") {`,
+      `      set $quai_maintenance 0;`,
+      `    }`,
+      `    location = ${BYPASS_PATH} {`,
+      `      if ($arg_token != "${m.bypassToken}") {`,
+      `        return 403;`,
+      `      }`,
+      `      add_header Set-Cookie "${BYPASS_COOKIE}=${m.bypassToken}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax" always;`,
+      `      return 302 /;`,
+      `    }`,
+    );
+  }
+  L.push(
+    `    location / {`,
+    ...(app.canonical !== undefined ? [`      if ($host != "${app.canonical}") {`, `        return 301 $scheme://${app.canonical}$quai_host_port$request_uri;`, `      }`] : []),
+    ...(m ? [`      if ($quai_maintenance) {`, `        return 503;`, `      }`] : []),
+    live ? `      proxy_pass http://quai_app_${app.name};` : `      return 503;`,
+    `    }`,
+    ...(live ? [`    error_page 502 504 @quai_502;`, ...errorPageLocation(s, 502)] : []),
+    ...(m ? [`    error_page 503 @quai_maintenance;`, ...maintenanceLocation(s, app)] : live ? [] : [`    error_page 503 @quai_503;`, ...errorPageLocation(s, 503)]),
+  );
+  return L;
 }
 
 /** nginx variable name part for an app (names have dashes, variables may not). */
@@ -320,54 +378,57 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
     ...errorPageLocation(s, 404),
     `  }`,
   );
+  if (s.https) {
+    L.push(
+      ``,
+      `  # TLS 1.2 and 1.3 only, with OpenSSL's default (modern) ciphers.`,
+      `  ssl_protocols TLSv1.2 TLSv1.3;`,
+      `  ssl_prefer_server_ciphers off;`,
+      `  ssl_session_cache shared:quai_tls:10m;`,
+      `  ssl_session_timeout 1d;`,
+      `  ssl_session_tickets off;`,
+      ``,
+      `  # Hosts no app claims, over HTTPS.`,
+      `  server {`,
+      `    listen ${s.listen.host}:${s.https.port} ssl http2 default_server;`,
+      `    server_name _;`,
+      `    ssl_certificate "${s.https.fallbackCert}";`,
+      `    ssl_certificate_key "${s.https.fallbackKey}";`,
+      `    location / {`,
+      `      return 404;`,
+      `    }`,
+      `    error_page 404 @quai_404;`,
+      ...errorPageLocation(s, 404),
+      `  }`,
+    );
+  }
 
   for (const { app, serverNames } of apps) {
     const live = app.backends.length > 0;
     const m = app.maintenance;
-    const v = varName(app.name);
-    L.push(
-      ``,
-      `  # app ${app.name}: ${live ? `${app.backends.length} backend${app.backends.length > 1 ? "s" : ""}` : "no running web container"}${m ? ", in maintenance" : ""}`,
-      `  server {`,
-      `    listen ${listen};`,
-      `    server_name ${serverNames.join(" ")};`,
-      `    access_log "${app.accessLog}" quai;`,
-    );
-    if (app.canonical !== undefined) {
-      L.push(
-        `    if ($host != "${app.canonical}") {`,
-        `      return 301 $scheme://${app.canonical}$quai_host_port$request_uri;`,
-        `    }`,
-      );
+    const certified = new Set((app.certificates ?? []).map((c) => c.hostname));
+    const body = appServerBody(s, app, live);
+    const head = `  # app ${app.name}: ${live ? `${app.backends.length} backend${app.backends.length > 1 ? "s" : ""}` : "no running web container"}${m ? ", in maintenance" : ""}${app.forceHttps ? ", HTTPS only" : ""}`;
+    L.push(``, head, `  server {`, `    listen ${listen};`, `    server_name ${serverNames.join(" ")};`, ...acmeLocation(s));
+    if (app.forceHttps && s.https) {
+      // Everything but ACME challenges moves to HTTPS (the certificate must be obtainable over HTTP).
+      const port = s.https.publicPort === 443 ? "" : `:${s.https.publicPort}`;
+      L.push(`    access_log "${app.accessLog}" quai;`, `    location / {`, `      return 301 https://$host${port}$request_uri;`, `    }`, `  }`);
+    } else {
+      L.push(...body, `  }`);
     }
-    if (m) {
-      // Through: an allow-listed network, or the team's bypass cookie (set by the bypass link).
-      L.push(
-        `    set $quai_maintenance 1;`,
-        `    if ($quai_allow_${v}) {`,
-        `      set $quai_maintenance 0;`,
-        `    }`,
-        `    if ($cookie_${BYPASS_COOKIE} = "${m.bypassToken}") {`,
-        `      set $quai_maintenance 0;`,
-        `    }`,
-        `    location = ${BYPASS_PATH} {`,
-        `      if ($arg_token != "${m.bypassToken}") {`,
-        `        return 403;`,
-        `      }`,
-        `      add_header Set-Cookie "${BYPASS_COOKIE}=${m.bypassToken}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax" always;`,
-        `      return 302 /;`,
-        `    }`,
-      );
+    if (s.https) {
+      const httpsListen = `${s.listen.host}:${s.https.port} ssl http2`;
+      // A server-level add_header stops the http-level one from being inherited: repeat it.
+      const hsts = app.forceHttps ? [`    add_header Strict-Transport-Security "max-age=31536000" always;`, `    add_header X-Request-ID $quai_request_id always;`] : [];
+      const rest = serverNames.filter((n) => !certified.has(n));
+      if (rest.length > 0) {
+        L.push(``, `  # app ${app.name} over HTTPS with the platform's certificate`, `  server {`, `    listen ${httpsListen};`, `    server_name ${rest.join(" ")};`, `    ssl_certificate "${s.https.fallbackCert}";`, `    ssl_certificate_key "${s.https.fallbackKey}";`, ...hsts, ...body, `  }`);
+      }
+      for (const c of [...(app.certificates ?? [])].sort((a, b) => (a.hostname < b.hostname ? -1 : 1))) {
+        L.push(``, `  # app ${app.name} over HTTPS: ${c.hostname}`, `  server {`, `    listen ${httpsListen};`, `    server_name ${c.hostname};`, `    ssl_certificate "${s.https.certDir}/${c.hostname}.crt";`, `    ssl_certificate_key "${s.https.certDir}/${c.hostname}.key";`, ...hsts, ...body, `  }`);
+      }
     }
-    L.push(
-      `    location / {`,
-      ...(m ? [`      if ($quai_maintenance) {`, `        return 503;`, `      }`] : []),
-      live ? `      proxy_pass http://quai_app_${app.name};` : `      return 503;`,
-      `    }`,
-      ...(live ? [`    error_page 502 504 @quai_502;`, ...errorPageLocation(s, 502)] : []),
-      ...(m ? [`    error_page 503 @quai_maintenance;`, ...maintenanceLocation(s, app)] : live ? [] : [`    error_page 503 @quai_503;`, ...errorPageLocation(s, 503)]),
-      `  }`,
-    );
   }
 
   L.push(

@@ -11,6 +11,10 @@ export interface RouteApp {
   backends: { host: string; port: number }[];
   /** File the app's access log lines are appended to. */
   accessLog: string;
+  /** Certificates of some of `hostnames` (PEM); the others get the platform's over HTTPS. */
+  certificates?: { hostname: string; certPem: string; keyPem: string }[];
+  /** Plain HTTP redirects to HTTPS (301) and HTTPS answers carry HSTS. */
+  forceHttps?: boolean;
   /** One of `hostnames`: requests for the app's other names redirect there (301). */
   canonical?: string;
   /** Set while the app is in maintenance: every request gets the page, with 503. */

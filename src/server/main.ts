@@ -73,12 +73,13 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
 
     let apiUrl = "";
     let routerUrl: string | undefined;
+    let routerHttpsUrl: string | undefined;
     let sshUrl: string | undefined;
     const platform = (): PlatformInfo => ({
       version: VERSION,
       domain: config.domain,
       api_url: apiUrl,
-      router: { http: routerUrl ?? null, https: null },
+      router: { http: routerUrl ?? null, https: routerHttpsUrl ?? null },
       git: { http: pipeline ? apiUrl : null, ssh: sshUrl ?? null },
     });
     let pipeline: PipelineApi | undefined;
@@ -86,6 +87,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       const started = await startPipeline(config, db, keyring, () => apiUrl, log);
       pipeline = started.api;
       routerUrl = `http://${config.routerHost}:${started.router.httpPort}`;
+      routerHttpsUrl = `https://${config.routerHost}:${started.router.httpsPort}`;
       sshUrl = `ssh://git@${config.sshListen.host}:${started.sshPort}`;
       stopPipeline = started.stop;
     }

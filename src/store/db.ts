@@ -13,6 +13,7 @@ import * as m0007 from "./migrations/0007_create_ssh_keys.ts";
 import * as m0008 from "./migrations/0008_create_addons_instances_and_backups.ts";
 import * as m0009 from "./migrations/0009_create_maintenance_windows.ts";
 import * as m0010 from "./migrations/0010_create_domains.ts";
+import * as m0011 from "./migrations/0011_add_domain_certificates.ts";
 
 /** Typed database handle used by every capability. */
 export type Db = Kysely<Database>;
@@ -29,6 +30,7 @@ export const migrations: Record<string, Migration> = {
   "0008_create_addons_instances_and_backups": m0008,
   "0009_create_maintenance_windows": m0009,
   "0010_create_domains": m0010,
+  "0011_add_domain_certificates": m0011,
 };
 
 // timestamptz comes back as Date (pg's default); bigint counts as numbers, they stay far below 2^53.

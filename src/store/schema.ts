@@ -114,6 +114,17 @@ export interface DomainsTable {
   app_id: string;
   name: string;
   created_at: CreatedAt;
+  /** The certificate chain (PEM), leaf first. */
+  tls_cert: string | null;
+  /** The private key (PEM), sealed with the keyring. */
+  tls_key_enc: Buffer | null;
+  tls_key_id: string | null;
+  /** upload (later: acme). */
+  tls_source: string | null;
+  tls_not_after: Date | null;
+  /** none, active, expired, error. */
+  tls_status: Generated<string>;
+  tls_error: string | null;
 }
 
 /** A maintenance window of an app (active while started, not ended, and before `ends_at`). */

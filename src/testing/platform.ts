@@ -242,6 +242,8 @@ class H(BaseHTTPRequestHandler):
         code = 200
         if self.path == "/env":
             data = "\\n".join(f"{k}={v}" for k, v in sorted(os.environ.items())).encode()
+        elif self.path == "/headers":
+            data = "\\n".join(f"{k.lower()}: {v}" for k, v in self.headers.items()).encode()
         elif self.path == "/health":
             code = int(os.environ.get("HEALTH_STATUS", "200"))
             data = b"health"

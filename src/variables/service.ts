@@ -211,11 +211,26 @@ export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId
       const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.config_enc }, ctx), ctx);
       await trx.updateTable("releases").set({ config_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
     }
-    return rows.length + releases.length;
+    // Add-on credentials (context `addon-instance:<id>`) and domain keys (`domain-key:<id>`).
+    const instances = await trx.selectFrom("addon_instances").select(["id", "credentials_enc", "key_id"]).where("key_id", "!=", keyId).execute();
+    for (const r of instances) {
+      const ctx = `addon-instance:${r.id}`;
+      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.credentials_enc }, ctx), ctx);
+      await trx.updateTable("addon_instances").set({ credentials_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
+    }
+    const domainKeys = await trx.selectFrom("domains").select(["id", "tls_key_enc", "tls_key_id"]).where("tls_key_id", "is not", null).where("tls_key_id", "!=", keyId).execute();
+    for (const r of domainKeys) {
+      const ctx = `domain-key:${r.id}`;
+      const sealed = keyring.seal(keyring.open({ keyId: r.tls_key_id as string, data: r.tls_key_enc as Buffer }, ctx), ctx);
+      await trx.updateTable("domains").set({ tls_key_enc: sealed.data, tls_key_id: sealed.keyId }).where("id", "=", r.id).execute();
+    }
+    return rows.length + releases.length + instances.length + domainKeys.length;
   });
   const left =
     (await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
-    (await db.selectFrom("releases").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst());
+    (await db.selectFrom("releases").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
+    (await db.selectFrom("addon_instances").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
+    (await db.selectFrom("domains").select("id").where("tls_key_id", "is not", null).where("tls_key_id", "!=", keyId).limit(1).executeTakeFirst());
   if (!left) {
     keyring.dropInactive();
     await keyring.save();
