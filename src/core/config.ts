@@ -25,6 +25,8 @@ export interface ServerConfig {
   routerPort: number;
   /** HTTPS port of the router (0: a free one, remembered). */
   routerHttpsPort: number;
+  /** Automatic certificates (QUAI_ACME=on): the directory, a contact, a CA file for the ACME server's HTTPS. */
+  acme: { directoryUrl: string; email: string | undefined; caFile: string | undefined; retrySeconds: number; checkSeconds: number } | undefined;
   /** Address the router listens on. */
   routerHost: string;
   /** Build time limit in seconds (default 900). */
@@ -79,6 +81,16 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     runtimeDir: resolve(env.QUAI_RUNTIME_DIR || join(home, "runtime")),
     routerPort: env.QUAI_ROUTER_PORT ? positiveInt("QUAI_ROUTER_PORT", env.QUAI_ROUTER_PORT, 0) : 0,
     routerHttpsPort: env.QUAI_ROUTER_HTTPS_PORT ? positiveInt("QUAI_ROUTER_HTTPS_PORT", env.QUAI_ROUTER_HTTPS_PORT, 0) : 0,
+    acme:
+      env.QUAI_ACME === "on"
+        ? {
+            directoryUrl: env.QUAI_ACME_DIRECTORY || "https://acme-v02.api.letsencrypt.org/directory",
+            email: env.QUAI_ACME_EMAIL || undefined,
+            caFile: env.QUAI_ACME_CA_FILE || undefined,
+            retrySeconds: env.QUAI_ACME_RETRY_SECONDS ? positiveInt("QUAI_ACME_RETRY_SECONDS", env.QUAI_ACME_RETRY_SECONDS, 1) : 60,
+            checkSeconds: env.QUAI_ACME_CHECK_SECONDS ? positiveInt("QUAI_ACME_CHECK_SECONDS", env.QUAI_ACME_CHECK_SECONDS, 1) : 60,
+          }
+        : undefined,
     routerHost: env.QUAI_ROUTER_HOST || "127.0.0.1",
     buildTimeoutSeconds: positiveInt("QUAI_BUILD_TIMEOUT", env.QUAI_BUILD_TIMEOUT, 900),
     stopGraceSeconds: positiveInt("QUAI_STOP_GRACE", env.QUAI_STOP_GRACE, 30),

@@ -25,6 +25,7 @@ export function domainRoutes(deps: ApiDeps): FastifyPluginAsync {
     }, async (req, reply) => {
       const { app: found, domain } = await addDomain(deps.db, req.actor, req.params.app, req.body.domain.name, deps.domain);
       await sync();
+      deps.certificates?.request(domain.id);
       return reply.code(201).send({ domain: domainJson(domain, found) });
     });
 
@@ -43,6 +44,8 @@ export function domainRoutes(deps: ApiDeps): FastifyPluginAsync {
       else throw new QuaiError("validation_failed", "give domain.tlscert and domain.tlskey together, or domain.ssl: false");
       const { app: found, domain } = await setCertificate(deps.db, deps.keyring, req.actor, req.params.app, req.params.domain, pems, deps.domain);
       await sync();
+      // Back to automatic certificates when an upload is removed.
+      if (pems === null) deps.certificates?.request(domain.id);
       return { domain: domainJson(domain, found) };
     });
 

@@ -27,8 +27,9 @@ export function domainJson(d: DomainRow, app: AppRecord): Record<string, unknown
     ssl_status: d.tls_cert === null ? "none" : d.tls_not_after && d.tls_not_after.getTime() < Date.now() ? "expired" : d.tls_status,
     validity: d.tls_not_after?.toISOString() ?? null,
     tls_source: d.tls_source,
-    letsencrypt: false,
-    letsencrypt_status: "pending_dns",
+    letsencrypt: d.tls_source !== "upload",
+    letsencrypt_status: d.tls_source === "upload" ? "disabled" : d.tls_status === "active" ? "created" : d.tls_status === "error" ? "error" : "pending_dns",
+    tls_error: d.tls_error,
     acme_dns_fqdn: null,
     created_at: d.created_at.toISOString(),
   };

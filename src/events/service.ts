@@ -41,7 +41,10 @@ export type EventType =
   | "maintenance_banner"
   | "new_domain"
   | "edit_domain"
-  | "delete_domain";
+  | "delete_domain"
+  | "certificate_issued"
+  | "certificate_renewed"
+  | "certificate_failed";
 
 /** What to record. */
 export interface NewEvent {

@@ -39,6 +39,7 @@ import type { Addons } from "../addons/service.ts";
 import { maintenanceRoutes } from "../maintenance/routes.ts";
 import { domainRoutes } from "../domains/routes.ts";
 import type { Maintenance } from "../maintenance/service.ts";
+import type { CertificateIssuer } from "../tls/issuer.ts";
 
 export interface ApiDeps {
   db: Db;
@@ -58,6 +59,8 @@ export interface ApiDeps {
   addons?: Addons;
   /** Maintenance windows and banners. */
   maintenance?: Maintenance;
+  /** Automatic certificates (QUAI_ACME=on). */
+  certificates?: CertificateIssuer;
 }
 
 /** What the deployment, formation, logs and git endpoints use. */

@@ -1,7 +1,7 @@
 // `quai server`: starts the store (embedded PostgreSQL unless QUAI_DATABASE_URL), migrates,
 // starts the job workers, creates the first owner, and serves the API until told to stop.
 import { join } from "node:path";
-import { chmod, rm } from "node:fs/promises";
+import { chmod, readFile, rm } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import type { PgBoss } from "pg-boss";
 import { storeInfoFile, type ServerConfig } from "../core/config.ts";
@@ -20,6 +20,7 @@ import { Addons } from "../addons/service.ts";
 import { defaultEngines } from "../addons/registry.ts";
 import { LocalBlobStore } from "../blobs/store.ts";
 import { Maintenance } from "../maintenance/service.ts";
+import { CertificateIssuer } from "../tls/issuer.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -53,9 +54,11 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let stopPipeline: (() => Promise<void>) | undefined;
   let addons: Addons | undefined;
   let maintenance: Maintenance | undefined;
+  let certificates: CertificateIssuer | undefined;
   const stop = async () => {
     await api?.close().catch(() => {});
     maintenance?.close();
+    certificates?.close();
     await addons?.close().catch(() => {});
     await stopPipeline?.().catch(() => {});
     await boss?.stop({ graceful: true, timeout: 5000 }).catch(() => {});
@@ -88,6 +91,24 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       pipeline = started.api;
       routerUrl = `http://${config.routerHost}:${started.router.httpPort}`;
       routerHttpsUrl = `https://${config.routerHost}:${started.router.httpsPort}`;
+      if (config.acme) {
+        const sup = started.api.supervisor;
+        certificates = new CertificateIssuer({
+          db,
+          keyring,
+          directoryUrl: config.acme.directoryUrl,
+          email: config.acme.email,
+          caCertPem: config.acme.caFile ? await readFile(config.acme.caFile, "utf8") : undefined,
+          acmeRoot: started.router.acmeRoot,
+          accountFile: join(config.home, "keys", "acme-account.json"),
+          syncRouter: () => sup.syncRouter(),
+          log,
+          retryMs: config.acme.retrySeconds * 1000,
+          checkMs: config.acme.checkSeconds * 1000,
+        });
+        certificates.start();
+        log(`tls: automatic certificates from ${config.acme.directoryUrl}`);
+      }
       sshUrl = `ssh://git@${config.sshListen.host}:${started.sshPort}`;
       stopPipeline = started.stop;
     }
@@ -135,7 +156,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     }
     await maintenance.tick();
     maintenance.start();
-    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance });
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance, certificates });
     const server = api;
     const address = await bindPort(config.listen.host, config.listen.port, (port) => server.listen({ host: config.listen.host, port }));
     apiUrl = address;

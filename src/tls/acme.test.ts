@@ -141,6 +141,8 @@ describe("ACME issuance against pebble", () => {
     const res = await issueCertificate({
       directoryUrl: pebble.directoryUrl,
       accountKeyPem: firstAccountKey,
+      // A new contact address updates the existing account rather than making another.
+      email: "certs@quai.test",
       domains: ["app2.quai.test", "WWW.app2.quai.test", "app2.quai.test"],
       challenge: challenges,
       caCertPem: pebble.caCertPem,
