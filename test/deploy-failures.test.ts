@@ -109,7 +109,8 @@ describe("failed deployments keep the previous release serving", () => {
   });
 
   it("a deployment cancelled while its containers start ends aborted; the old release serves", async () => {
-    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sleep 3\n");
+    // A long hook: the cancel (a CLI call, slow on a loaded machine) must arrive while it runs.
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py\npostdeploy: sleep 15\n");
     await writeFile(join(dir, "server.py"), pythonWebApp("cancelled")["server.py"] as string);
     await commitAll(dir, "to cancel");
     const u = new URL(p.url);
