@@ -7,14 +7,13 @@ import assert from "node:assert/strict";
 import { request as httpsRequest } from "node:https";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { bearer, gitApp, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
+import { bearer, gitApp, pythonWebApp, startPlatform, traversableTempDir, until, type TestPlatform } from "../src/testing/platform.ts";
 import { startPebble, type Pebble } from "../src/testing/pebble.ts";
 import { freePort } from "../src/core/net.ts";
 
 let p: TestPlatform;
 let pebble: Pebble;
 let httpsPort = 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function getTls(host: string, caPem: string): Promise<{ status: number; body: string; validTo: string }> {
   return new Promise((resolve, reject) => {
@@ -40,16 +39,6 @@ interface DomainJson {
 async function domain(name: string): Promise<DomainJson> {
   const list = JSON.parse((await p.quai(["--app", "tls-app", "--json", "domains"])).stdout) as DomainJson[];
   return list.find((d) => d.name === name) as DomainJson;
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(300);
-  }
 }
 
 describe("automatic certificates (ACME, against pebble)", () => {

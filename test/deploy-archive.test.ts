@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { clientFromToken, type Client } from "scalingo";
 import { run } from "../src/core/run.ts";
-import { commitAll, gitApp, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
+import { commitAll, gitApp, pythonWebApp, startPlatform, traversableTempDir, until, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
 let files: Server;
@@ -29,16 +29,6 @@ async function tarball(name: string, content: Record<string, string>): Promise<s
 
 async function deployment(app: string, id: string): Promise<{ status: string; started_at: string | null; finished_at: string | null; error: string | null }> {
   return (await client.Deployments.find(app, id)) as unknown as { status: string; started_at: string | null; finished_at: string | null; error: string | null };
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** A buildpack on the host that waits `seconds` before doing nothing, then lets the Procfile run. */

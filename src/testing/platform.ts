@@ -99,6 +99,17 @@ export function httpGet(port: number, host: string, path: string): Promise<{ sta
   });
 }
 
+/** Polls `fn` until it returns something other than undefined; throws naming `what` after `ms`. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000, everyMs = 100): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
 /** What constant load through the router saw. */
 export interface LoadResult {
   ok: number;
