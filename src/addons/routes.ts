@@ -78,15 +78,7 @@ function instanceJson(r: InstanceRow): Record<string, unknown> {
 export async function addonJson(addons: Addons, a: AddonRow): Promise<Record<string, unknown>> {
   const engine = addons.engine(a.provider);
   const plan = engine.provider.plans.find((p) => p.name === a.plan);
-  let dataBytes: number | null = null;
-  if (a.status === "running") {
-    try {
-      const { inst } = await addons.current(a);
-      dataBytes = await engine.dataBytes(inst);
-    } catch {
-      dataBytes = null;
-    }
-  }
+  const dataBytes = a.status === "running" ? ((await addons.usage(a)) ?? null) : null;
   return {
     id: a.id,
     app_id: a.app_id,

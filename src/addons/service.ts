@@ -4,7 +4,6 @@
 // with an atomic switch, and PostgreSQL's continuous archive. Engines (engine.ts) only know
 // how to run one kind of server; everything an add-on is, is here.
 import { createHash, randomUUID } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -137,6 +136,28 @@ export class Addons {
     return this.o.db.selectFrom("addons").selectAll().where("id", "=", addon.id).executeTakeFirstOrThrow();
   }
 
+  /**
+   * Bytes the add-on's data uses, for its JSON: measured at most once a minute per instance
+   * (walking a data directory is not free, and listings are frequent); the quota check refreshes it.
+   */
+  async usage(addon: AddonRow): Promise<number | undefined> {
+    try {
+      const { inst, engine } = await this.current(addon);
+      const known = this.measured.get(inst.id);
+      if (known && Date.now() - known.at < 60_000) return known.bytes;
+      return this.measure(inst, engine);
+    } catch {
+      return undefined;
+    }
+  }
+  private readonly measured = new Map<string, { bytes: number; at: number }>();
+
+  private async measure(inst: Instance, engine: AddonEngine): Promise<number> {
+    const bytes = await engine.dataBytes(inst);
+    this.measured.set(inst.id, { bytes, at: Date.now() });
+    return bytes;
+  }
+
   /** Runs `fn` after every earlier operation on the same add-on has ended. */
   private serial<T>(addonId: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.chains.get(addonId) ?? Promise.resolve();
@@ -159,6 +180,11 @@ export class Addons {
   /** Resolves once background work started so far has ended (tests, shutdown). */
   async settle(): Promise<void> {
     while (this.background.size > 0) await Promise.all([...this.background]);
+  }
+
+  /** The id and name of an app, for events about it (undefined when it was deleted meanwhile). */
+  private appRef(appId: string): Promise<{ id: string; name: string } | undefined> {
+    return this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", appId).executeTakeFirst();
   }
 
   private event(actor: Actor | null, app: AppRecord | { id: string; name: string }, type: EventType, data: Record<string, unknown>): Promise<void> {
@@ -197,20 +223,22 @@ export class Addons {
   }
 
   /** Stops and removes an instance's server and files; its row stays, `destroyed`. */
-  private async destroyInstance(inst: Instance, provider: string): Promise<void> {
-    this.cancelRestart(inst.id);
-    const proc = this.procs.get(inst.id) ?? (await this.recordedProc(inst.id));
-    this.procs.delete(inst.id);
-    await this.engine(provider).destroy(inst, proc);
-    await this.o.db.updateTable("addon_instances").set({ state: "destroyed", pid: null, start_ticks: null }).where("id", "=", inst.id).execute();
+  private destroyInstance(inst: Instance, provider: string): Promise<void> {
+    return this.takeDown(inst, provider, "destroyed");
   }
 
-  private async stopInstance(inst: Instance, provider: string): Promise<void> {
+  /** Stops an instance's server; its files stay (a replaced instance, kept for an undo). */
+  private stopInstance(inst: Instance, provider: string): Promise<void> {
+    return this.takeDown(inst, provider, "stopped");
+  }
+
+  private async takeDown(inst: Instance, provider: string, state: "stopped" | "destroyed"): Promise<void> {
     this.cancelRestart(inst.id);
     const proc = this.procs.get(inst.id) ?? (await this.recordedProc(inst.id));
     this.procs.delete(inst.id);
-    await this.engine(provider).stop(inst, proc);
-    await this.o.db.updateTable("addon_instances").set({ state: "stopped", pid: null, start_ticks: null }).where("id", "=", inst.id).execute();
+    const engine = this.engine(provider);
+    await (state === "destroyed" ? engine.destroy(inst, proc) : engine.stop(inst, proc));
+    await this.o.db.updateTable("addon_instances").set({ state, pid: null, start_ticks: null }).where("id", "=", inst.id).execute();
   }
 
   private async recordedProc(id: string): Promise<ServerProcess | undefined> {
@@ -246,17 +274,17 @@ export class Addons {
     return addon;
   }
 
-  /** Sets the add-on's variables on the app and releases them. */
-  private async bindEnv(actor: Actor, app: AppRecord, env: Record<string, string>): Promise<void> {
+  /**
+   * Sets the add-on's variables on the app and releases them; resolves with a wait for that
+   * release to be live (a restore stops the old server after it), if there is a release.
+   */
+  private async bindEnv(actor: Actor, app: AppRecord, env: Record<string, string>): Promise<(() => Promise<void>) | undefined> {
     await bulkSetVariables(this.o.db, this.o.keyring, actor, app.id, Object.entries(env).map(([name, value]) => ({ name, value })));
-    const wait = await this.o.configRelease?.(actor, app).catch((err: unknown) => {
+    return this.o.configRelease?.(actor, app).catch((err: unknown) => {
       this.o.log(`addons: releasing ${app.name}'s new variables failed: ${String(err)}`);
       return undefined;
     });
-    this.lastRelease.set(app.id, wait);
   }
-  /** The wait for the latest config release of each app (a restore stops the old server after it). */
-  private readonly lastRelease = new Map<string, (() => Promise<void>) | undefined>();
 
   /** Changes the plan: the server restarts with the plan's settings. A downgrade must fit the data. */
   async upgrade(actor: Actor, appRef: string, ref: string, planId: string): Promise<AddonRow> {
@@ -434,27 +462,7 @@ export class Addons {
   async backupFile(actor: Actor, backupId: string, start = 0): Promise<{ backup: BackupRow; stream: Readable; size: number }> {
     const { backup } = await this.findBackup(actor, backupId);
     if (backup.status !== "done" || !backup.blob_key) throw new QuaiError("backup_not_done", `backup ${backup.id} is ${backup.status}`);
-    const size = Number(backup.size);
-    const local = this.o.blobs.localPath?.(backup.blob_key);
-    if (local) {
-      return { backup, stream: createReadStream(local, { start }), size };
-    }
-    const stream = await this.o.blobs.get(backup.blob_key);
-    if (start > 0) {
-      let skip = start;
-      const cut = new PassThrough();
-      stream.on("data", (chunk: Buffer) => {
-        if (skip >= chunk.length) skip -= chunk.length;
-        else {
-          cut.write(skip > 0 ? chunk.subarray(skip) : chunk);
-          skip = 0;
-        }
-      });
-      stream.on("end", () => cut.end());
-      stream.on("error", (err) => cut.destroy(err));
-      return { backup, stream: cut, size };
-    }
-    return { backup, stream, size };
+    return { backup, stream: await this.o.blobs.get(backup.blob_key, { start }), size: Number(backup.size) };
   }
 
   /** Rehashes a backup's file: true when it still matches its checksum. */
@@ -595,8 +603,7 @@ export class Addons {
       return trx.updateTable("addons").set({ current_instance_id: target.id, status: "running", updated_at: new Date() }).where("id", "=", addon.id).returningAll().executeTakeFirstOrThrow();
     });
     await this.event(actor, app, "addon_restore", { addon_id: addon.id, old_instance_id: old.row.id, new_instance_id: target.id, ...origin });
-    await this.bindEnv(actor, app, engine.env(target));
-    const wait = this.lastRelease.get(app.id);
+    const wait = await this.bindEnv(actor, app, engine.env(target));
     this.track((async () => {
       await wait?.().catch(() => {});
       await this.stopInstance(old.inst, addon.provider).catch((err: unknown) => this.o.log(`addons: stopping replaced instance ${old.row.id}: ${String(err)}`));
@@ -657,7 +664,7 @@ export class Addons {
       if (row) await this.shipWal(addon, row, inst);
     } catch (err) {
       out.destroy(err as Error);
-      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+      const app = await this.appRef(addon.app_id);
       if (app) await this.event(null, app, "addon_archive_failed", { addon_id: addon.id, step: "base backup", error: (err as Error).message.split("\n")[0] });
     }
   }
@@ -675,7 +682,7 @@ export class Addons {
     } catch (err) {
       if (this.archiveFailing.has(row.id)) return;
       this.archiveFailing.add(row.id);
-      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+      const app = await this.appRef(addon.app_id);
       if (app) await this.event(null, app, "addon_archive_failed", { addon_id: addon.id, step: "WAL shipping", error: (err as Error).message.split("\n")[0] });
     }
   }
@@ -768,7 +775,7 @@ export class Addons {
       if (!this.engines.has(addon.provider)) continue;
       try {
         const { inst, engine } = await this.current(addon);
-        const used = await engine.dataBytes(inst);
+        const used = await this.measure(inst, engine);
         if (used <= inst.plan.diskBytes) {
           this.overQuota.delete(addon.id);
           continue;
@@ -776,7 +783,7 @@ export class Addons {
         over.push(addon.id);
         if (this.overQuota.has(addon.id)) continue;
         this.overQuota.add(addon.id);
-        const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+        const app = await this.appRef(addon.app_id);
         if (app) await this.event(null, app, "addon_quota_exceeded", { addon_id: addon.id, data_bytes: used, disk_bytes: inst.plan.diskBytes, plan: inst.plan.name });
         this.o.log(`addons: ${app?.name ?? addon.app_id}'s ${addon.provider} uses ${used} bytes, over the ${inst.plan.diskBytes} of ${inst.plan.name}`);
       } catch {
@@ -810,7 +817,7 @@ export class Addons {
       if (!proc || serverAlive(proc) || this.restarting.get(r.id)?.timer) continue;
       const attempt = (this.restarting.get(r.id)?.attempt ?? 0) + 1;
       const delay = Math.min(60_000, 1000 * 2 ** (attempt - 1));
-      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", r.app_id).executeTakeFirst();
+      const app = await this.appRef(r.app_id);
       if (app) await this.event(null, app, "addon_crash", { addon_id: r.addon_id, instance_id: r.id, attempt, restart_in_ms: delay });
       this.o.log(`addons: ${r.provider} server of instance ${r.id} died; restarting in ${delay} ms`);
       const entry: { attempt: number; timer: NodeJS.Timeout | undefined } = { attempt, timer: undefined };
@@ -863,7 +870,7 @@ export class Addons {
     for (const addon of addons) {
       const today = await this.o.db.selectFrom("addon_backups").select("id").where("addon_id", "=", addon.id).where("kind", "=", "scheduled").where("created_at", ">", new Date(now.getTime() - 20 * 3600_000)).executeTakeFirst();
       if (addon.backup_hour !== clock.hour || today) continue;
-      const app = await this.o.db.selectFrom("apps").select(["id", "name"]).where("id", "=", addon.app_id).executeTakeFirst();
+      const app = await this.appRef(addon.app_id);
       if (!app || !this.engines.has(addon.provider)) continue;
       backups++;
       // One add-on's trouble (a server down, an engine gone) never stops the others' backups.

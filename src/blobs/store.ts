@@ -17,8 +17,8 @@ export interface BlobInfo {
 export interface BlobStore {
   /** Streams `source` in (never whole in memory); resolves with its key and size. */
   put(source: Readable, opts?: { maxBytes?: number }): Promise<BlobInfo>;
-  /** A stream of the blob; throws `BlobNotFound` if absent. */
-  get(key: string): Promise<Readable>;
+  /** A stream of the blob (from byte `start`, for resumed downloads); throws `BlobNotFound` if absent. */
+  get(key: string, opts?: { start?: number }): Promise<Readable>;
   has(key: string): Promise<boolean>;
   size(key: string): Promise<number | undefined>;
   delete(key: string): Promise<void>;
@@ -91,9 +91,9 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  async get(key: string): Promise<Readable> {
+  async get(key: string, opts: { start?: number } = {}): Promise<Readable> {
     if (!(await this.has(key))) throw new BlobNotFound(key);
-    return createReadStream(this.localPath(key));
+    return createReadStream(this.localPath(key), { start: opts.start ?? 0 });
   }
 
   async has(key: string): Promise<boolean> {

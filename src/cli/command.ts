@@ -1,4 +1,5 @@
 // The shape of a CLI command and the context it runs in.
+import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
 import type { ApiClient } from "./client.ts";
 
@@ -26,6 +27,15 @@ export interface Command {
   /** One line a user can copy. */
   example: string;
   run(ctx: CliContext, args: string[]): Promise<void>;
+}
+
+/** Reads a file a command line names; an unreadable one is a usage error saying `label` and why. */
+export async function readArgFile(path: string, label = `cannot read ${path}`): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new QuaiError("cli_usage", `${label}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
 }
 
 /** The app of the command (`--app`), or a usage error. */

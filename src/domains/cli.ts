@@ -1,7 +1,6 @@
 // CLI: domains, domains-add, domains-remove, domains-set-canonical, domains-unset-canonical.
-import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, requireApp, type Command } from "../cli/command.ts";
+import { parseFlags, readArgFile, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 
 interface DomainJson {
@@ -99,13 +98,7 @@ const ssl: Command = {
     if (flags.disable === true) body = { ssl: false };
     else {
       if (typeof flags.cert !== "string" || typeof flags.key !== "string") throw new QuaiError("cli_usage", usage);
-      const read = async (file: string) => {
-        try {
-          return await readFile(file, "utf8");
-        } catch (err) {
-          throw new QuaiError("cli_usage", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-        }
-      };
+      const read = async (file: string) => (await readArgFile(file)).toString("utf8");
       body = { tlscert: await read(flags.cert), tlskey: await read(flags.key) };
     }
     const { domain } = await (await ctx.api()).request<{ domain: DomainJson & { validity: string | null } }>("PATCH", `/v1/apps/${enc(app)}/domains/${enc(name)}`, { domain: body });

@@ -10,13 +10,14 @@ import { findApp, type AppRecord } from "../apps/service.ts";
 import { recordEvent } from "../events/service.ts";
 import { normaliseDomain } from "./names.ts";
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
+import { domainToUnicode } from "node:url";
 import type { Keyring } from "../variables/keyring.ts";
 
 export type DomainRow = Selectable<DomainsTable>;
 
 /** A domain in Scalingo's JSON shape (TLS fields honest until certificates land). */
 export function domainJson(d: DomainRow, app: AppRecord): Record<string, unknown> {
-  const unicode = normaliseDomain(d.name, "invalid.invalid").unicode;
+  const unicode = domainToUnicode(d.name);
   return {
     id: d.id,
     app_id: d.app_id,

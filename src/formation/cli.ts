@@ -1,9 +1,8 @@
 // CLI: ps, scale, restart, releases, rollback, logs, run.
 import WebSocket from "ws";
-import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, requireApp, type Command } from "../cli/command.ts";
+import { parseFlags, readArgFile, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 import { followDeployment } from "../deployments/cli.ts";
 
@@ -143,11 +142,7 @@ export const runCmd: Command = {
       else if (a === "--size" || a === "-s") flags.size = args[++i];
       else if (a === "--file" || a === "-f") {
         const path = args[++i] ?? "";
-        try {
-          flags.files.push({ name: basename(path), data: (await readFile(path)).toString("base64") });
-        } catch (err) {
-          throw new QuaiError("cli_usage", `--file ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-        }
+        flags.files.push({ name: basename(path), data: (await readArgFile(path, `--file ${path}`)).toString("base64") });
       }
       else if (a === "--env" || a === "-e") {
         const kv = args[++i] ?? "";

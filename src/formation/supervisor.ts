@@ -336,31 +336,29 @@ export class Supervisor {
     const router = this.router;
     if (!router) return Promise.resolve();
     const next = this.routerChain.then(async () => {
-      const rows = await sql<{ name: string; id: string; port: number | null }>`
-        SELECT a.name, a.id, c.port FROM apps a
+      const rows = await sql<{ name: string; id: string; port: number | null; force_https: boolean; canonical_domain: string | null }>`
+        SELECT a.name, a.id, c.port, a.force_https, a.canonical_domain FROM apps a
         LEFT JOIN containers c ON c.app_id = a.id AND c.release_id = a.current_release_id AND c.type = 'web' AND c.state = 'running'
         ORDER BY a.name, c.port`.execute(this.ctx.db);
       const apps = new Map<string, RouterState["apps"][number]>();
+      const canonical = new Map<string, string>();
       for (const r of rows.rows) {
         let a = apps.get(r.id);
-        if (!a) apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`) }));
+        if (!a) {
+          apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`), ...(r.force_https ? { forceHttps: true } : {}) }));
+          if (r.canonical_domain) canonical.set(r.id, r.canonical_domain);
+        }
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
       }
-      // Custom domains, and the canonical one the others redirect to.
-      const domains = await sql<{ id: string; app_id: string; name: string; canonical_domain: string | null; tls_cert: string | null; tls_key_enc: Buffer | null; tls_key_id: string | null; tls_not_after: Date | null }>`
-        SELECT d.id, d.app_id, d.name, a.canonical_domain, d.tls_cert, d.tls_key_enc, d.tls_key_id, d.tls_not_after FROM domains d JOIN apps a ON a.id = d.app_id ORDER BY d.name`.execute(this.ctx.db);
-      for (const d of domains.rows) {
+      // Custom domains, their certificates, and the canonical one the others redirect to.
+      const domains = await this.ctx.db.selectFrom("domains").select(["id", "app_id", "name", "tls_cert", "tls_key_enc", "tls_key_id"]).orderBy("name").execute();
+      for (const d of domains) {
         const a = apps.get(d.app_id);
         if (!a) continue;
         a.hostnames.push(d.name);
-        if (d.canonical_domain === d.name) a.canonical = d.name;
+        if (canonical.get(d.app_id) === d.name) a.canonical = d.name;
         const keyPem = d.tls_cert ? certificateKey(this.ctx.keyring, d) : undefined;
         if (d.tls_cert && keyPem) (a.certificates ??= []).push({ hostname: d.name, certPem: d.tls_cert, keyPem });
-      }
-      const forced = await sql<{ id: string }>`SELECT id FROM apps WHERE force_https`.execute(this.ctx.db);
-      for (const f of forced.rows) {
-        const a = apps.get(f.id);
-        if (a) a.forceHttps = true;
       }
       for (const [appId, m] of (await this.maintenanceRoutes?.()) ?? []) {
         const a = apps.get(appId);

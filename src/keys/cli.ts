@@ -1,7 +1,6 @@
 // CLI: keys, keys-add, keys-remove.
-import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, type Command } from "../cli/command.ts";
+import { parseFlags, readArgFile, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 import type { KeyJson } from "./service.ts";
 
@@ -27,12 +26,7 @@ const keysAdd: Command = {
     const { positionals } = parseFlags(args);
     const [name, file] = positionals;
     if (!name || !file || positionals.length > 2) throw new QuaiError("cli_usage", "usage: quai keys-add <name> <file.pub>");
-    let content: string;
-    try {
-      content = await readFile(file, "utf8");
-    } catch (err) {
-      throw new QuaiError("cli_usage", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    const content = (await readArgFile(file)).toString("utf8");
     const { key } = await (await ctx.api()).request<{ key: KeyJson }>("POST", "/v1/account/keys", { key: { name, content } });
     ctx.out(ctx.json ? JSON.stringify(key) : `Key ${key.name} added (${key.fingerprint})`);
   },

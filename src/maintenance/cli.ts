@@ -1,7 +1,6 @@
 // CLI: maintenance (status), maintenance on, off, bypass, banner.
-import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, requireApp, type Command } from "../cli/command.ts";
+import { parseFlags, readArgFile, requireApp, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 
 interface WindowJson {
@@ -48,13 +47,7 @@ const on: Command = {
     const { flags, positionals } = parseFlags(rest, [], ["message", "until", "at", "page-file", "page-url"]);
     if (positionals.length > 0) throw new QuaiError("cli_usage", "usage: quai maintenance on [--message M] [--until T] [--at T] [--allow-ip CIDR ...] [--page-file F | --page-url U]");
     let pageHtml: string | undefined;
-    if (typeof flags["page-file"] === "string") {
-      try {
-        pageHtml = await readFile(flags["page-file"], "utf8");
-      } catch (err) {
-        throw new QuaiError("cli_usage", `--page-file ${flags["page-file"]}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-      }
-    }
+    if (typeof flags["page-file"] === "string") pageHtml = (await readArgFile(flags["page-file"], `--page-file ${flags["page-file"]}`)).toString("utf8");
     const body = {
       ...(typeof flags.message === "string" ? { message: flags.message } : {}),
       ...(typeof flags.until === "string" ? { until: flags.until } : {}),

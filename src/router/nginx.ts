@@ -55,6 +55,16 @@ const QUIT_TIMEOUT_MS = 35_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Replaces `file` with `text` (through a rename) unless it already holds exactly that: every
+ * apply passes the whole state, and most of it has not changed.
+ */
+async function writeIfChanged(file: string, text: string, mode: number): Promise<void> {
+  if ((await readFile(file, "utf8").catch(() => undefined)) === text) return;
+  await writeFile(`${file}.tmp`, text, { mode });
+  await rename(`${file}.tmp`, file);
+}
+
 /** True when `pid` is a live process (a zombie is not: it has exited but is not reaped yet). */
 function alive(pid: number): boolean {
   try {
@@ -418,8 +428,7 @@ export class NginxRouter implements RouterDriver {
         for (const [ext, text] of [["crt", c.certPem], ["key", c.keyPem]] as const) {
           const file = `${c.hostname}.${ext}`;
           wanted.add(file);
-          await writeFile(join(dir, `${file}.tmp`), text, { mode: 0o600 });
-          await rename(join(dir, `${file}.tmp`), join(dir, file));
+          await writeIfChanged(join(dir, file), text, 0o600);
         }
       }
     }
@@ -430,10 +439,7 @@ export class NginxRouter implements RouterDriver {
   private async writeMaintenancePages(state: RouterState): Promise<void> {
     const html = join(this.workerRoot, "html");
     const wanted = new Map(state.apps.filter((a) => a.maintenance).map((a) => [maintenancePage(a.name), a.maintenance?.html ?? ""]));
-    for (const [file, text] of wanted) {
-      await writeFile(join(html, `${file}.tmp`), text, { mode: 0o644 });
-      await rename(join(html, `${file}.tmp`), join(html, file));
-    }
+    for (const [file, text] of wanted) await writeIfChanged(join(html, file), text, 0o644);
     for (const file of readdirSync(html)) {
       if (/^maintenance-.*\.html$/.test(file) && !wanted.has(file)) await rm(join(html, file), { force: true });
     }

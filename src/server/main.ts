@@ -152,8 +152,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     if (supervisor) {
       const m = maintenance;
       supervisor.maintenanceRoutes = () => m.routes();
-      await supervisor.syncRouter();
     }
+    // Applies the router if a window is active (the supervisor's recovery applied it without them).
     await maintenance.tick();
     maintenance.start();
     api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance, certificates });
