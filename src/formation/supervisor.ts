@@ -370,13 +370,16 @@ export class Supervisor {
     return next;
   }
 
+  /** Moves one container's new output into its app's log stream now (a crash report shows its last lines). */
+  async shipContainerLogs(c: { id: string; app_id: string; type: string; index: number }): Promise<void> {
+    const text = await this.spools.drain(join(this.dir(c.id), "output.log"));
+    if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
+  }
+
   /** Moves new container output and router access lines into the apps' log streams. */
   async shipLogs(): Promise<void> {
     const rows = await this.ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index"]).execute().catch(() => []);
-    for (const c of rows) {
-      const text = await this.spools.drain(join(this.dir(c.id), "output.log"));
-      if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
-    }
+    for (const c of rows) await this.shipContainerLogs(c);
     const routerDir = join(this.ctx.paths.logs, "router");
     for (const f of await readdir(routerDir).catch(() => [] as string[])) {
       if (!f.endsWith(".log")) continue;

@@ -96,8 +96,21 @@ export class SpoolReader {
     this.truncateAt = truncateAt;
   }
 
+  /** Drains in progress, by file: two callers draining one spool take turns, never the same bytes. */
+  private readonly busy = new Map<string, Promise<unknown>>();
+
   /** Complete lines written since the last call. */
-  async drain(file: string): Promise<string> {
+  drain(file: string): Promise<string> {
+    const next = (this.busy.get(file) ?? Promise.resolve()).catch(() => {}).then(() => this.drainNow(file));
+    const settled = next.catch(() => {});
+    this.busy.set(file, settled);
+    void settled.then(() => {
+      if (this.busy.get(file) === settled) this.busy.delete(file);
+    });
+    return next;
+  }
+
+  private async drainNow(file: string): Promise<string> {
     let offset = this.offsets.get(file);
     if (offset === undefined) {
       offset = Number(await readFile(`${file}.offset`, "utf8").catch(() => "0")) || 0;

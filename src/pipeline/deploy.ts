@@ -52,6 +52,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
   for (const { c, r } of ready) {
     if (!r.ok) {
+      await sup.shipContainerLogs(c);
       const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
       out(`       ${c.type}-${c.index} ${r.detail}\n${tail}`);
       return fail(new DeployError(r.reason === "timeout" ? "timeout-error" : "crashed-error", `${c.type}-${c.index} ${r.detail}`));
