@@ -29,7 +29,7 @@ export function domainJson(d: DomainRow, app: AppRecord): Record<string, unknown
     validity: d.tls_not_after?.toISOString() ?? null,
     tls_source: d.tls_source,
     letsencrypt: d.tls_source !== "upload",
-    letsencrypt_status: d.tls_source === "upload" ? "disabled" : d.tls_status === "active" ? "created" : d.tls_status === "error" ? "error" : "pending_dns",
+    letsencrypt_status: d.tls_source === "upload" ? "disabled" : d.tls_status === "active" ? "created" : d.tls_status === "error" ? "error" : d.tls_status === "pending_dns" ? "pending_dns" : "new",
     tls_error: d.tls_error,
     acme_dns_fqdn: null,
     created_at: d.created_at.toISOString(),

@@ -1,6 +1,7 @@
 // Test helper: a throwaway ACME CA (Let's Encrypt's `pebble`) with a mock DNS server
 // (`pebble-challtestsrv`) that answers every name with 127.0.0.1, so HTTP-01 challenges for any
-// test domain reach a server of the test's own on 127.0.0.1:<httpPort>.
+// test domain reach a server of the test's own on 127.0.0.1:<httpPort>. Tests can point a name
+// elsewhere (`setDnsA`), and resolve with the same DNS server as pebble (`dnsServer`).
 //
 // Debian's pebble package ships no certificate for pebble's own HTTPS listener, so each start
 // makes a small CA of its own with `openssl` and hands its root to the client as `caCertPem`.
@@ -23,6 +24,12 @@ export interface Pebble {
   caCertPem: string;
   /** The root that signs the certificates pebble issues (new at every start of pebble). */
   issuerRootPem(): Promise<string>;
+  /** The mock DNS server pebble resolves names with, as "127.0.0.1:<port>" (UDP and TCP). */
+  dnsServer: string;
+  /** Makes the mock DNS answer `addresses` to A queries for `host` (instead of 127.0.0.1). */
+  setDnsA(host: string, addresses: string[]): Promise<void>;
+  /** Stops the CA alone; the mock DNS keeps answering (a CA outage, not a DNS one). */
+  stopCa(): Promise<void>;
   /** Stops both servers and removes their files. */
   stop(): Promise<void>;
 }
@@ -95,7 +102,8 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
       PEBBLE_AUTHZREUSE: "0",
     };
     if (opts.chainLength !== undefined) env.PEBBLE_CHAIN_LENGTH = String(opts.chainLength);
-    children.push(startChild("pebble", ["-config", configFile, "-dnsserver", `127.0.0.1:${dnsPort}`], env, output));
+    const ca = startChild("pebble", ["-config", configFile, "-dnsserver", `127.0.0.1:${dnsPort}`], env, output);
+    children.push(ca);
 
     const directoryUrl = `https://127.0.0.1:${acmePort}/dir`;
     await waitForHttps(directoryUrl, caCertPem, children, output);
@@ -103,6 +111,9 @@ export async function startPebble(opts: PebbleOptions): Promise<Pebble> {
       directoryUrl,
       caCertPem,
       issuerRootPem: () => httpsGet(`https://127.0.0.1:${mgmtPort}/roots/0`, caCertPem),
+      dnsServer: `127.0.0.1:${dnsPort}`,
+      setDnsA: (host, addresses) => httpPost(`http://127.0.0.1:${challMgmtPort}/add-a`, { host, addresses }),
+      stopCa: () => stopChild(ca),
       stop,
     };
   } catch (err) {
@@ -205,6 +216,12 @@ function httpsGet(url: string, ca: string): Promise<string> {
     req.on("error", reject);
     req.end();
   });
+}
+
+/** POST `body` as JSON to the mock DNS server's management API; an error for any status but 200. */
+async function httpPost(url: string, body: unknown): Promise<void> {
+  const res = await fetch(url, { method: "POST", body: JSON.stringify(body) });
+  if (res.status !== 200) throw new Error(`POST ${url}: HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
 }
 
 /** A port free for both TCP and UDP on 127.0.0.1: the mock DNS server listens on both. */

@@ -1,8 +1,9 @@
 // Automatic certificates: every custom domain without an uploaded certificate gets one through
 // ACME (HTTP-01, answered by the router from files written here), renewed when a third of its
 // life is left (at most 30 days before expiry), retried with backoff when issuance fails (the
-// certificate in place keeps serving), each outcome an event. The ACME account key is sealed
-// with the keyring at rest.
+// certificate in place keeps serving), each outcome an event. Nothing is ordered for a domain
+// that does not resolve to the platform: it waits, "pending_dns", and is looked up again at each
+// check. The ACME account key is sealed with the keyring at rest.
 import { mkdir, readFile, rm, writeFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { X509Certificate } from "node:crypto";
@@ -11,6 +12,7 @@ import type { Keyring } from "../variables/keyring.ts";
 import { recordEvent } from "../events/service.ts";
 import { writeFileAtomic } from "../core/files.ts";
 import { issueCertificate } from "./acme.ts";
+import { AddressSet, checkDomainDns, defaultPublicAddresses, dnsResolver, type DnsCheck, type DnsResolver } from "./dns.ts";
 
 export interface IssuerOptions {
   db: Db;
@@ -28,9 +30,22 @@ export interface IssuerOptions {
   log: (line: string) => void;
   /** First retry delay (doubles up to 6 hours). */
   retryMs?: number;
-  /** How often due domains are looked for. */
+  /** How often due domains are looked for (and domains waiting for their DNS looked up again). */
   checkMs?: number;
+  /**
+   * The platform's public addresses, IPs or CIDR networks (`QUAI_PUBLIC_IPS`): a domain is ordered
+   * only when every A/AAAA record it has is one of them. Default: the addresses of this machine's
+   * interfaces, and loopback.
+   */
+  publicAddresses?: string[] | undefined;
+  /** DNS servers domains are resolved with, "ip" or "ip:port" (`QUAI_ACME_DNS_SERVERS`); default: the system's. */
+  dnsServers?: string[] | undefined;
+  /** Resolves domains instead of a resolver on `dnsServers` (tests). */
+  resolver?: DnsResolver | undefined;
 }
+
+/** `tls_status` of a domain with no certificate yet whose DNS does not point at the platform (Scalingo's `letsencrypt_status` word). */
+export const PENDING_DNS = "pending_dns";
 
 /** When a certificate from notBefore to notAfter should be renewed: a third of its life left, at most 30 days. */
 export function renewAt(notBefore: Date, notAfter: Date): Date {
@@ -45,9 +60,17 @@ export class CertificateIssuer {
   /** Failed domains: attempts so far and when the next may run. */
   private readonly backoff = new Map<string, { attempts: number; next: number }>();
   private closed = false;
+  /** A check waiting for its turn in the queue (not started yet). */
+  private queuedCheck: Promise<void> | undefined;
+  private readonly resolver: DnsResolver;
+  /** The configured addresses; undefined: this machine's, read again at each check (they change). */
+  private readonly configured: AddressSet | undefined;
 
+  /** Throws when `publicAddresses` or `dnsServers` holds something that is not an address. */
   constructor(opts: IssuerOptions) {
     this.o = opts;
+    this.configured = opts.publicAddresses && opts.publicAddresses.length > 0 ? new AddressSet(opts.publicAddresses) : undefined;
+    this.resolver = opts.resolver ?? dnsResolver(opts.dnsServers);
   }
 
   /** Starts the periodic check (and runs one now). */
@@ -68,10 +91,17 @@ export class CertificateIssuer {
     void this.serial(() => this.issue(domainId));
   }
 
-  /** Issues or renews what is due; one at a time. */
-  check(now = new Date()): Promise<void> {
-    return this.serial(async () => {
+  /**
+   * Issues or renews what is due; one at a time. A check called while another still waits its turn
+   * joins that one: with slow DNS answers or a slow CA a check can outlast the interval, and
+   * checks must not pile up behind each other.
+   */
+  check(at?: Date): Promise<void> {
+    if (this.queuedCheck) return this.queuedCheck;
+    const queued = this.serial(async () => {
+      this.queuedCheck = undefined;
       if (this.closed) return;
+      const now = at ?? new Date();
       const rows = await this.o.db.selectFrom("domains").select(["id", "tls_source", "tls_status", "tls_cert", "tls_not_after"]).where((eb) => eb.or([eb("tls_source", "is", null), eb("tls_source", "=", "acme")])).execute();
       for (const r of rows) {
         const wait = this.backoff.get(r.id);
@@ -84,6 +114,8 @@ export class CertificateIssuer {
         if (due) await this.issue(r.id);
       }
     });
+    this.queuedCheck = queued;
+    return queued;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -105,11 +137,45 @@ export class CertificateIssuer {
     await writeFileAtomic(this.o.accountFile, JSON.stringify({ keyId: sealed.keyId, data: sealed.data.toString("base64") }) + "\n");
   }
 
+  /**
+   * Leaves a domain that does not point at the platform for the next check: no order, no backoff
+   * (a DNS change is cheap to see and should be seen within a check). The event and the log line
+   * come once per situation, when the reason changes, not at every check.
+   */
+  private async waitForDns(d: { id: string; name: string; tls_status: string; tls_error: string | null; app_id: string; app_name: string }, renewing: boolean, dns: DnsCheck, platform: AddressSet): Promise<void> {
+    this.backoff.delete(d.id);
+    const reason = dns.reason ?? "the domain does not resolve to this platform";
+    // A certificate in place keeps serving while it lasts: only its error is recorded.
+    const status = renewing ? "active" : PENDING_DNS;
+    if (d.tls_error === reason && d.tls_status === status) return;
+    await this.o.db
+      .updateTable("domains")
+      .set({ tls_status: status, tls_error: reason })
+      .where("id", "=", d.id)
+      .where((eb) => eb.or([eb("tls_source", "is", null), eb("tls_source", "=", "acme")]))
+      .execute();
+    if (d.tls_error === reason) return;
+    const recheck = Math.round((this.o.checkMs ?? 60_000) / 1000);
+    await recordEvent(this.o.db, {
+      actor: null,
+      app: { id: d.app_id, name: d.app_name },
+      type: "certificate_failed",
+      data: { domain: d.name, error: reason, dns: { resolves_to: dns.addresses, not_platform: dns.foreign }, expected: platform.entries, recheck_in_s: recheck },
+    });
+    this.o.log(`tls: no certificate ordered for ${d.name} yet: ${reason}; looking again every ${recheck} s (QUAI_PUBLIC_IPS sets the platform's addresses when they are not on this machine's interfaces)`);
+  }
+
   /** One issuance attempt for a domain. */
   private async issue(domainId: string): Promise<void> {
-    const d = await this.o.db.selectFrom("domains as d").innerJoin("apps as a", "a.id", "d.app_id").select(["d.id", "d.name", "d.tls_source", "d.tls_cert", "a.id as app_id", "a.name as app_name"]).where("d.id", "=", domainId).executeTakeFirst();
+    const d = await this.o.db.selectFrom("domains as d").innerJoin("apps as a", "a.id", "d.app_id").select(["d.id", "d.name", "d.tls_source", "d.tls_cert", "d.tls_status", "d.tls_error", "a.id as app_id", "a.name as app_name"]).where("d.id", "=", domainId).executeTakeFirst();
     if (!d || (d.tls_source !== null && d.tls_source !== "acme")) return;
     const renewing = d.tls_cert !== null;
+    const platform = this.configured ?? new AddressSet(defaultPublicAddresses());
+    const dns = await checkDomainDns(d.name, this.resolver, platform);
+    if (!dns.ok) {
+      await this.waitForDns(d, renewing, dns, platform);
+      return;
+    }
     const dir = join(this.o.acmeRoot, ".well-known", "acme-challenge");
     if (!renewing) await this.o.db.updateTable("domains").set({ tls_status: "pending" }).where("id", "=", d.id).execute();
     try {
