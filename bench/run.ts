@@ -1,7 +1,7 @@
 // `npm run bench`: API latency under load (on a durable embedded PostgreSQL holding 1,000 apps),
 // then the deploy pipeline (bench/deploy.ts). Each benchmark prints its figures against a baseline
 // measured in the same run and the target. `node bench/run.ts deploy sandbox` runs only those named
-// (api, deploy, redeploy-load, router, sandbox, addons, addon-backups).
+// (api, deploy, redeploy-load, router, tls, sandbox, addons, addon-backups, review-apps).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -15,6 +15,8 @@ import { createApiToken, ensureUser, exchangeToken } from "../src/auth/service.t
 import { runLoadInWorker, type LoadResult, type Scenario } from "./load.ts";
 import { benchDeployTimes, benchRedeployLoad, benchRouterThroughput, benchSandbox, closeDeployBenches } from "./deploy.ts";
 import { benchAddonProvisioning, benchPostgresBackups } from "./addons.ts";
+import { benchTls } from "./tls.ts";
+import { benchReviewApps } from "./review-apps.ts";
 
 const APPS = 1000;
 const CONCURRENCY = 10;
@@ -158,9 +160,11 @@ const benchmarks: { name: string; run: () => Promise<unknown> }[] = [
   { name: "deploy", run: () => benchDeployTimes() },
   { name: "redeploy-load", run: () => benchRedeployLoad() },
   { name: "router", run: () => benchRouterThroughput() },
+  { name: "tls", run: () => benchTls() },
   { name: "sandbox", run: () => benchSandbox() },
   { name: "addons", run: () => benchAddonProvisioning() },
   { name: "addon-backups", run: () => benchPostgresBackups() },
+  { name: "review-apps", run: () => benchReviewApps() },
 ];
 const chosen = process.argv.slice(2);
 const unknown = chosen.filter((n) => !benchmarks.some((b) => b.name === n));

@@ -16,6 +16,8 @@ import { serversUnder } from "../src/testing/platform.ts";
 import { Addons } from "../src/addons/service.ts";
 import { RedisEngine } from "../src/addons/engines/redis.ts";
 import { LocalBlobStore } from "../src/blobs/store.ts";
+import { Scm } from "../src/scm/service.ts";
+import { FakeForge } from "../src/testing/forge.ts";
 
 const OWNER = "owner@quai.test";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -50,16 +52,20 @@ describe("scalingo npm client against a listening Quai", () => {
   };
 
   let addons: Addons | undefined;
+  let scm: Scm | undefined;
+  const forge = new FakeForge({ token: "forge-token" });
 
   async function serve(keyring: Keyring, bearerTtlSeconds: number): Promise<string> {
     let apiUrl = "";
     // Add-ons with the Redis engine alone: the fastest server to provision.
     const blobs = new LocalBlobStore(join(keyDir, "blobs"));
     addons ??= new Addons({ db: store.db, keyring, blobs, engines: [new RedisEngine({ blobs, log: () => {} })], dir: join(keyDir, "addons"), log: () => {} });
+    scm ??= new Scm({ db: store.db, keyring, log: () => {}, apiUrl: () => apiUrl, forgeBackoffMs: 10 });
     const api = await buildApi({
       db: store.db,
       keyring,
       addons,
+      scm,
       domain: "quai.test",
       bearerTtlSeconds,
       bodyLimitBytes: 4 * 1024 * 1024,
@@ -72,6 +78,7 @@ describe("scalingo npm client against a listening Quai", () => {
   }
 
   before(async () => {
+    await forge.start();
     store = await testDb();
     keyDir = await mkdtemp(join(tmpdir(), "quai-scalingo-keys-"));
     const keyring = await Keyring.open(join(keyDir, "master.json"));
@@ -86,6 +93,8 @@ describe("scalingo npm client against a listening Quai", () => {
   after(async () => {
     for (const api of servers) await api.close();
     await addons?.close();
+    await scm?.close();
+    await forge.close();
     if (keyDir) for (const { pid } of await serversUnder(join(keyDir, "addons"))) process.kill(pid, "SIGKILL");
     await store?.close();
     if (keyDir) await rm(keyDir, { recursive: true, force: true });
@@ -295,6 +304,41 @@ describe("scalingo npm client against a listening Quai", () => {
 
     it("refuses an unknown provider with 422 addon_provider_unknown", async () => {
       await assert.rejects(client.Addons.create(name, { addon_provider_id: "couchdb", plan_id: "x" }), apiError(422, "addon_provider_unknown"));
+    });
+  });
+
+  describe("SCM integrations and repo links", () => {
+    it("adds, lists, finds and deletes an integration, links an app and reads its repository", async () => {
+      const sha = forge.addRepo("github", "acme/shop", { "index.js": "1" });
+      forge.openPull("github", "acme/shop", { number: 3, title: "A change", headRef: "main", headSha: sha });
+      const created = await client.SCMIntegrations.create({ scm_type: "github-enterprise", url: forge.githubUrl, access_token: "forge-token" } as never);
+      const id = (created as unknown as { id: string }).id;
+      assert.equal((created as unknown as { username: string }).username.length > 0, true);
+      assert.equal(JSON.stringify(created).includes("forge-token"), false, "the token is never shown");
+      assert.deepEqual((await client.SCMIntegrations.all()).map((i) => (i as unknown as { id: string }).id), [id]);
+      assert.equal(((await client.SCMIntegrations.find(id)) as unknown as { scm_type: string }).scm_type, "github-enterprise");
+      await assert.rejects(client.SCMIntegrations.create({ scm_type: "github-enterprise", url: forge.githubUrl, access_token: "wrong" } as never), apiError(502, "scm_forge_refused"));
+
+      await client.Apps.create({ name: "linked-app" });
+      const link = await client.SCMRepoLinks.create("linked-app", { source: "https://github.example/acme/shop", branch: "main", auth_integration_uuid: id, auto_deploy_enabled: true } as never);
+      assert.equal((link as unknown as { repo: string }).repo, "shop");
+      assert.equal(forge.hooks.filter((h) => h.repo === "acme/shop" && !h.deleted).length, 1);
+      const found = (await client.SCMRepoLinks.find("linked-app")) as unknown as { owner: string; auto_deploy_enabled: boolean };
+      assert.equal(found.owner, "acme");
+      assert.equal(found.auto_deploy_enabled, true);
+      const updated = (await client.SCMRepoLinks.update("linked-app", { deploy_review_apps_enabled: true, hours_before_delete_on_close: 4 } as never)) as unknown as { deploy_review_apps_enabled: boolean; hours_before_delete_on_close: number };
+      assert.equal(updated.deploy_review_apps_enabled, true);
+      assert.equal(updated.hours_before_delete_on_close, 4);
+      assert.deepEqual(((await client.SCMRepoLinks.branches("linked-app")) as unknown as { name: string }[]).map((b) => b.name), ["main"]);
+      assert.deepEqual(((await client.SCMRepoLinks.pulls("linked-app")) as unknown as { number: number }[]).map((p) => p.number), [3]);
+      assert.deepEqual(await client.SCMRepoLinks.reviewApps("linked-app"), []);
+      await assert.rejects(client.SCMRepoLinks.create("linked-app", { source: "acme/shop", auth_integration_uuid: id } as never), apiError(409, "scm_repo_link_exists"));
+      await assert.rejects(client.SCMIntegrations.destroy(id), apiError(409, "scm_integration_in_use"));
+      await client.SCMRepoLinks.destroy("linked-app");
+      assert.equal(forge.hooks.filter((h) => h.repo === "acme/shop" && !h.deleted).length, 0, "the webhook is removed with the link");
+      await assert.rejects(client.SCMRepoLinks.find("linked-app"), apiError(404, "scm_repo_link_not_found"));
+      await client.SCMIntegrations.destroy(id);
+      assert.deepEqual(await client.SCMIntegrations.all(), []);
     });
   });
 

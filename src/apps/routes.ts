@@ -1,11 +1,10 @@
 // App endpoints in Scalingo's shapes: /v1/apps and /v1/apps/:app (+ rename).
 import type { FastifyPluginAsync } from "fastify";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
 import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
 import type { FastifyReply } from "fastify";
-import { AppListRenderer, createApp, destroyApp, findApp, renameApp, renderApp, updateApp, type AppSettings, type AppUrls } from "./service.ts";
+import { deleteApp } from "./delete.ts";
+import { AppListRenderer, createApp, findApp, renameApp, renderApp, updateApp, type AppSettings, type AppUrls } from "./service.ts";
 
 /** Sends `{"<key>": <json text>}` without parsing the JSON PostgreSQL rendered. */
 function sendJson(reply: FastifyReply, key: string, json: string, status = 200): FastifyReply {
@@ -89,17 +88,7 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
-      const containers = deps.pipeline ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", found.id).execute() : [];
-      const addonTeardown = await deps.addons?.appTeardown(found);
-      await destroyApp(deps.db, req.actor, found, req.query.current_name);
-      await addonTeardown?.();
-      // The app is gone from the store: stop what ran it and take it off the router.
-      if (deps.pipeline) {
-        await Promise.all(containers.map((c) => deps.pipeline?.supervisor.destroy(c.id, 5000)));
-        await deps.pipeline.supervisor.syncRouter();
-        await rm(join(deps.pipeline.cachesDir, found.id), { recursive: true, force: true });
-        if (deps.pipeline.git) await rm(join(deps.pipeline.git.reposDir, `${found.id}.git`), { recursive: true, force: true });
-      }
+      await deleteApp(deps, req.actor, found, req.query.current_name);
       return reply.code(204).send();
     });
   };

@@ -16,8 +16,9 @@ import { keyCommands } from "../keys/cli.ts";
 import { addonCommands } from "../addons/cli.ts";
 import { maintenanceCommands } from "../maintenance/cli.ts";
 import { domainCommands } from "../domains/cli.ts";
+import { scmCommands } from "../scm/cli.ts";
 
-const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...deploymentCommands, ...formationCommands, ...addonCommands, ...domainCommands, ...maintenanceCommands, ...keyCommands, ...serverCommands];
+const all = [...authCommands, ...appCommands, ...variableCommands, ...eventCommands, ...deploymentCommands, ...formationCommands, ...addonCommands, ...domainCommands, ...maintenanceCommands, ...scmCommands, ...keyCommands, ...serverCommands];
 const isAdmin = (c: Command) => c.name.startsWith("admin ");
 
 /** Every command, in the order `quai help` shows them: the host-side `admin` ones last. */

@@ -26,7 +26,7 @@ export interface ServerConfig {
   /** HTTPS port of the router (0: a free one, remembered). */
   routerHttpsPort: number;
   /** Automatic certificates (QUAI_ACME=on): the directory, a contact, a CA file for the ACME server's HTTPS. */
-  acme: { directoryUrl: string; email: string | undefined; caFile: string | undefined; retrySeconds: number; checkSeconds: number } | undefined;
+  acme: { directoryUrl: string; email: string | undefined; caFile: string | undefined; retrySeconds: number; checkSeconds: number; publicIps: string[]; dnsServers: string[] } | undefined;
   /** Address the router listens on. */
   routerHost: string;
   /** Build time limit in seconds (default 900). */
@@ -47,6 +47,8 @@ export interface ServerConfig {
   buildpackDirs: string[];
   /** Address of the git front over SSH; port 0 picks a free one. */
   sshListen: { host: string; port: number };
+  /** GitHub/GitLab integration: how often waiting deploys and review apps are looked at, forge request settings, the review-app size cap. */
+  scm: { tickSeconds: number; forgeTimeoutMs: number; forgeAttempts: number; forgeBackoffMs: number; reviewAppMaxSize: string; retrySeconds: number };
 }
 
 /** Parses `host:port` (IPv4 or bracketed IPv6). */
@@ -89,6 +91,8 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
             caFile: env.QUAI_ACME_CA_FILE || undefined,
             retrySeconds: env.QUAI_ACME_RETRY_SECONDS ? positiveInt("QUAI_ACME_RETRY_SECONDS", env.QUAI_ACME_RETRY_SECONDS, 1) : 60,
             checkSeconds: env.QUAI_ACME_CHECK_SECONDS ? positiveInt("QUAI_ACME_CHECK_SECONDS", env.QUAI_ACME_CHECK_SECONDS, 1) : 60,
+            publicIps: (env.QUAI_PUBLIC_IPS ?? "").split(",").map((v) => v.trim()).filter((v) => v !== ""),
+            dnsServers: (env.QUAI_ACME_DNS_SERVERS ?? "").split(",").map((v) => v.trim()).filter((v) => v !== ""),
           }
         : undefined,
     routerHost: env.QUAI_ROUTER_HOST || "127.0.0.1",
@@ -101,7 +105,21 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     addons: env.QUAI_ADDONS !== "off",
     buildpackDirs: (env.QUAI_BUILDPACK_DIRS ?? "").split(":").filter((d) => d !== "").map((d) => resolve(d)),
     sshListen: env.QUAI_SSH_LISTEN ? parseListen(env.QUAI_SSH_LISTEN) : { host: "127.0.0.1", port: 0 },
+    scm: {
+      tickSeconds: positiveInt("QUAI_SCM_TICK_SECONDS", env.QUAI_SCM_TICK_SECONDS, 15),
+      forgeTimeoutMs: positiveInt("QUAI_SCM_TIMEOUT_MS", env.QUAI_SCM_TIMEOUT_MS, 10_000),
+      forgeAttempts: positiveInt("QUAI_SCM_ATTEMPTS", env.QUAI_SCM_ATTEMPTS, 4),
+      forgeBackoffMs: positiveInt("QUAI_SCM_BACKOFF_MS", env.QUAI_SCM_BACKOFF_MS, 500),
+      reviewAppMaxSize: reviewAppSize(env.QUAI_REVIEW_APP_MAX_SIZE),
+      retrySeconds: positiveInt("QUAI_REVIEW_APP_RETRY_SECONDS", env.QUAI_REVIEW_APP_RETRY_SECONDS, 30),
+    },
   };
+}
+
+function reviewAppSize(raw: string | undefined): string {
+  const size = (raw ?? "M").toUpperCase();
+  if (!["S", "M", "L", "XL", "2XL"].includes(size)) throw new QuaiError("config_invalid", `QUAI_REVIEW_APP_MAX_SIZE must be one of S, M, L, XL, 2XL, got ${JSON.stringify(raw)}`);
+  return size;
 }
 
 /** Where a running server records how to reach its store, for `quai admin` commands. */

@@ -96,6 +96,20 @@ export const catalogue = {
   maintenance_time_invalid: { status: 422, exit: Exit.data, description: "A maintenance time is not `YYYY-MM-DD HH:MM` or `HH:MM` (Europe/Paris, or with an offset or zone), or it is in the past, or the end is not after the start." },
   maintenance_invalid: { status: 422, exit: Exit.data, description: "A maintenance setting is invalid: a message over 2,000 characters, an allowed network that is not an IP address or CIDR, or a page over 256 KiB or not reachable." },
   maintenance_not_found: { status: 404, exit: Exit.noInput, description: "The app is not in maintenance and has no maintenance scheduled." },
+  // SCM integrations, repo links, webhooks, review apps
+  scm_integration_invalid: { status: 422, exit: Exit.data, description: "An SCM integration needs a known `scm_type` (github, gitlab, github-enterprise, gitlab-self-hosted), an http(s) API URL for self-hosted forges, and a token the forge accepts." },
+  scm_integration_not_found: { status: 404, exit: Exit.noInput, description: "No SCM integration with this id or type for this user." },
+  scm_integration_in_use: { status: 409, exit: Exit.cantCreate, description: "Repo links still use this integration: delete them first." },
+  scm_forge_unreachable: { status: 502, exit: Exit.unavailable, description: "The forge (GitHub or GitLab) did not answer, timed out, or answered a server error after retries." },
+  scm_forge_refused: { status: 502, exit: Exit.unavailable, description: "The forge refused the request: the token lacks access to the repository, or the repository, branch or pull request does not exist there." },
+  scm_repo_link_invalid: { status: 422, exit: Exit.data, description: "A repo link setting is invalid: the repository URL is not a GitHub or GitLab repository of the integration's forge, a branch name is not a valid git branch, or a number is out of range." },
+  scm_repo_link_exists: { status: 409, exit: Exit.cantCreate, description: "The app is already linked to a repository: update or delete that link first." },
+  scm_repo_link_not_found: { status: 404, exit: Exit.noInput, description: "The app is not linked to a repository." },
+  scm_webhook_refused: { status: 401, exit: Exit.noPerm, description: "A webhook was refused: no signature, a signature that does not match any link of the repository, a replayed delivery, or a repository no app is linked to. It was recorded and not acted on." },
+  scm_webhook_invalid: { status: 400, exit: Exit.data, description: "A webhook payload is not the JSON the event names." },
+  scm_manifest_invalid: { status: 422, exit: Exit.data, description: "The repository's `scalingo.json` or `app.json` is not valid: unknown keys, an unknown `generator`, a required variable without a value, an add-on plan that does not exist, or a size over the review-app limit." },
+  review_app_not_found: { status: 404, exit: Exit.noInput, description: "No review app for this pull request." },
+  review_app_forbidden: { status: 403, exit: Exit.noPerm, description: "Review apps are not created for this pull request: it comes from a fork and the link does not allow forks, or review apps are disabled on the link." },
   // Events
   event_not_found: { status: 404, exit: Exit.noInput, description: "No event with this id on the app." },
   // Platform

@@ -15,6 +15,20 @@ function describe(e: EventJson): string {
       return (d.names as string[] | undefined)?.join(", ") ?? "";
     case "edit_app":
       return Object.keys((d.changes as Record<string, unknown>) ?? {}).join(", ");
+    case "new_review_app":
+    case "review_app_queued":
+    case "review_app_refused":
+    case "review_app_failed":
+    case "delete_review_app":
+      return [`#${String(d.pr)}`, d.app_name, d.reason ?? d.error].filter((x) => typeof x === "string" && x !== "").join(" ").slice(0, 120);
+    case "scm_deploy_waiting":
+    case "scm_deploy_blocked":
+    case "scm_deploy_timeout":
+    case "scm_deploy_superseded":
+    case "scm_deploy_failed":
+      return [d.branch, typeof d.sha === "string" ? d.sha.slice(0, 7) : undefined, Array.isArray(d.failed) ? `failed: ${d.failed.join(", ")}` : d.reason].filter((x) => typeof x === "string").join(" ").slice(0, 120);
+    case "scm_webhook_refused":
+      return `${String(d.forge)} ${String(d.event)}: ${String(d.reason)}`.slice(0, 120);
     default:
       return "";
   }

@@ -44,7 +44,24 @@ export type EventType =
   | "delete_domain"
   | "certificate_issued"
   | "certificate_renewed"
-  | "certificate_failed";
+  | "certificate_failed"
+  | "new_integration"
+  | "delete_integration"
+  | "link_scm"
+  | "update_scm_link"
+  | "unlink_scm"
+  | "scm_webhook_refused"
+  | "scm_deploy_waiting"
+  | "scm_deploy_superseded"
+  | "scm_deploy_blocked"
+  | "scm_deploy_timeout"
+  | "scm_deploy_failed"
+  | "new_review_app"
+  | "review_app_queued"
+  | "review_app_refused"
+  | "review_app_failed"
+  | "review_app_seeded"
+  | "delete_review_app";
 
 /** What to record. */
 export interface NewEvent {

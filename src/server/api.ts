@@ -40,6 +40,8 @@ import { maintenanceRoutes } from "../maintenance/routes.ts";
 import { domainRoutes } from "../domains/routes.ts";
 import type { Maintenance } from "../maintenance/service.ts";
 import type { CertificateIssuer } from "../tls/issuer.ts";
+import type { Scm } from "../scm/service.ts";
+import { scmRoutes } from "../scm/routes.ts";
 
 export interface ApiDeps {
   db: Db;
@@ -61,6 +63,8 @@ export interface ApiDeps {
   maintenance?: Maintenance;
   /** Automatic certificates (QUAI_ACME=on). */
   certificates?: CertificateIssuer;
+  /** GitHub/GitLab integrations, repo links, review apps. */
+  scm?: Scm;
 }
 
 /** What the deployment, formation, logs and git endpoints use. */
@@ -194,6 +198,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(addonRoutes(deps));
   await app.register(maintenanceRoutes(deps));
   await app.register(domainRoutes(deps));
+  await app.register(scmRoutes(deps));
   if (deps.pipeline?.git) await app.register(gitFront(deps.pipeline.git));
 
   app.get("/v1/openapi.json", { config: { public: true }, schema: { hide: true } }, async () => app.swagger());

@@ -1,7 +1,7 @@
 // `quai server`: starts the store (embedded PostgreSQL unless QUAI_DATABASE_URL), migrates,
 // starts the job workers, creates the first owner, and serves the API until told to stop.
 import { join } from "node:path";
-import { chmod, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, readFile, rm } from "node:fs/promises";
 import type { FastifyInstance } from "fastify";
 import type { PgBoss } from "pg-boss";
 import { storeInfoFile, type ServerConfig } from "../core/config.ts";
@@ -20,6 +20,10 @@ import { Addons } from "../addons/service.ts";
 import { defaultEngines } from "../addons/registry.ts";
 import { LocalBlobStore } from "../blobs/store.ts";
 import { Maintenance } from "../maintenance/service.ts";
+import { Scm } from "../scm/service.ts";
+import { BranchDeploys } from "../scm/deploys.ts";
+import { ReviewApps } from "../scm/review-apps.ts";
+import type { ContainerSize } from "../runtime/types.ts";
 import { CertificateIssuer } from "../tls/issuer.ts";
 
 /** A running server. */
@@ -55,8 +59,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let addons: Addons | undefined;
   let maintenance: Maintenance | undefined;
   let certificates: CertificateIssuer | undefined;
+  let scm: Scm | undefined;
   const stop = async () => {
     await api?.close().catch(() => {});
+    await scm?.close().catch(() => {});
     maintenance?.close();
     certificates?.close();
     await addons?.close().catch(() => {});
@@ -105,6 +111,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
           log,
           retryMs: config.acme.retrySeconds * 1000,
           checkMs: config.acme.checkSeconds * 1000,
+          publicAddresses: config.acme.publicIps,
+          dnsServers: config.acme.dnsServers,
         });
         certificates.start();
         log(`tls: automatic certificates from ${config.acme.directoryUrl}`);
@@ -156,10 +164,39 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     // Applies the router if a window is active (the supervisor's recovery applied it without them).
     await maintenance.tick();
     maintenance.start();
-    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance, certificates });
+    scm = new Scm({
+      db,
+      keyring,
+      log,
+      apiUrl: () => apiUrl,
+      tickMs: config.scm.tickSeconds * 1000,
+      forgeTimeoutMs: config.scm.forgeTimeoutMs,
+      forgeAttempts: config.scm.forgeAttempts,
+      forgeBackoffMs: config.scm.forgeBackoffMs,
+    });
+    if (pipeline && routerUrl) {
+      const routerPort = Number(new URL(routerUrl).port) || 80;
+      const appUrl = (name: string) => `http://${name}.${config.domain}${routerPort === 80 ? "" : `:${routerPort}`}`;
+      scm.deploys = new BranchDeploys(scm, { deployments: pipeline.deployments, appUrl });
+      const workDir = join(config.home, "tmp");
+      await mkdir(workDir, { recursive: true, mode: 0o700 });
+      scm.reviewApps = new ReviewApps(scm, {
+        deleteDeps: { db, addons, pipeline },
+        pipeline,
+        deployments: pipeline.deployments,
+        addons,
+        appUrls: () => ({ domain: config.domain, routerPort, gitBase: apiUrl }),
+        appUrl,
+        maxSize: config.scm.reviewAppMaxSize as ContainerSize,
+        workDir,
+        retryBaseMs: config.scm.retrySeconds * 1000,
+      });
+    }
+    api = await buildApi({ db, keyring, domain: config.domain, bearerTtlSeconds: config.bearerTtlSeconds, bodyLimitBytes: config.bodyLimitBytes, platform, log, pipeline, addons, maintenance, certificates, scm });
     const server = api;
     const address = await bindPort(config.listen.host, config.listen.port, (port) => server.listen({ host: config.listen.host, port }));
     apiUrl = address;
+    scm.start();
     if (routerUrl) log(`router: apps answer at http://<app>.${config.domain}:${new URL(routerUrl).port}`);
     return { apiUrl, db, bootstrapToken: owner?.token, stop };
   } catch (err) {

@@ -14,6 +14,7 @@ import * as m0008 from "./migrations/0008_create_addons_instances_and_backups.ts
 import * as m0009 from "./migrations/0009_create_maintenance_windows.ts";
 import * as m0010 from "./migrations/0010_create_domains.ts";
 import * as m0011 from "./migrations/0011_add_domain_certificates.ts";
+import * as m0012 from "./migrations/0012_create_scm_links_and_review_apps.ts";
 
 /** Typed database handle used by every capability. */
 export type Db = Kysely<Database>;
@@ -31,6 +32,7 @@ export const migrations: Record<string, Migration> = {
   "0009_create_maintenance_windows": m0009,
   "0010_create_domains": m0010,
   "0011_add_domain_certificates": m0011,
+  "0012_create_scm_links_and_review_apps": m0012,
 };
 
 // timestamptz comes back as Date (pg's default); bigint counts as numbers, they stay far below 2^53.

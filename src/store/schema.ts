@@ -106,6 +106,11 @@ export interface Database {
   addon_wal_segments: AddonWalSegmentsTable;
   maintenance_windows: MaintenanceWindowsTable;
   domains: DomainsTable;
+  scm_integrations: ScmIntegrationsTable;
+  scm_repo_links: ScmRepoLinksTable;
+  scm_deliveries: ScmDeliveriesTable;
+  scm_branch_deploys: ScmBranchDeploysTable;
+  review_apps: ReviewAppsTable;
 }
 
 /** A custom domain of an app, stored in ASCII (punycode for internationalised names). */
@@ -307,4 +312,113 @@ export interface ContainersTable {
   last_exit: string | null;
   created_at: CreatedAt;
   updated_at: UpdatedAt;
+}
+
+/** A forge account of a user: the forge's API URL and a token, sealed with the keyring. */
+export interface ScmIntegrationsTable {
+  id: Generated<string>;
+  owner_id: string;
+  /** github, gitlab, github-enterprise, gitlab-self-hosted. */
+  scm_type: string;
+  url: string;
+  token_enc: Buffer;
+  token_key_id: string;
+  uid: string;
+  username: string;
+  email: string | null;
+  avatar_url: string | null;
+  created_at: CreatedAt;
+}
+
+/** An app's link to a repository, in Scalingo's shape plus Quai's CI gate and review-app settings. */
+export interface ScmRepoLinksTable {
+  id: Generated<string>;
+  app_id: string;
+  integration_id: string;
+  linker_id: string;
+  scm_type: string;
+  owner: string;
+  repo: string;
+  branch: string;
+  auto_deploy_enabled: Generated<boolean>;
+  deploy_review_apps_enabled: Generated<boolean>;
+  delete_on_close_enabled: Generated<boolean>;
+  hours_before_delete_on_close: Generated<number>;
+  delete_stale_enabled: Generated<boolean>;
+  hours_before_delete_stale: Generated<number>;
+  automatic_creation_from_forks_allowed: Generated<boolean>;
+  /** Check names that must pass before an auto-deploy; null: every check but Quai's own. */
+  required_checks: string[] | null;
+  ci_timeout_minutes: Generated<number>;
+  review_apps_limit: Generated<number>;
+  /** null, `parent-latest` or `backup:<id>`: what a review app's fresh database starts with. */
+  review_apps_seed: string | null;
+  webhook_secret_enc: Buffer;
+  webhook_secret_key_id: string;
+  hook_id: string | null;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+}
+
+/** A webhook delivery: accepted ones make replays detectable, refused ones are the audit trail. */
+export interface ScmDeliveriesTable {
+  id: Generated<number>;
+  provider: string;
+  delivery_id: string;
+  event: string;
+  repo: string | null;
+  link_id: string | null;
+  /** accepted, refused, ignored. */
+  outcome: string;
+  reason: string | null;
+  received_at: CreatedAt;
+}
+
+/** A push to a linked branch on its way to a deployment: waiting for CI, then deployed or not. */
+export interface ScmBranchDeploysTable {
+  id: Generated<string>;
+  link_id: string;
+  app_id: string;
+  branch: string;
+  sha: string;
+  manual: Generated<boolean>;
+  /** waiting, deploying, success, failed, blocked, superseded, timeout, error. */
+  status: string;
+  reason: string | null;
+  deployment_id: string | null;
+  forge_deployment_id: string | null;
+  deadline: Date;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+}
+
+/** A review app of a pull request, from creation to deletion (the row stays as history). */
+export interface ReviewAppsTable {
+  id: Generated<string>;
+  parent_app_id: string;
+  link_id: string;
+  app_id: string | null;
+  app_name: string;
+  pr_number: number;
+  pr_title: string;
+  pr_url: string;
+  head_ref: string;
+  head_sha: string;
+  /** queued, creating, deploying, deployed, failed, closed, deleting, deleted. */
+  status: string;
+  error: string | null;
+  attempts: Generated<number>;
+  retry_at: Date | null;
+  deployment_id: string | null;
+  deployed_sha: string | null;
+  comment_id: string | null;
+  forge_deployment_id: string | null;
+  first_deploy_done: Generated<boolean>;
+  /** The manifest's scripts as of the last deploy (postdeploy, pr-predestroy). */
+  scripts: Generated<{ firstDeploy?: string; postdeploy?: string; prPredestroy?: string }>;
+  delete_after: Date | null;
+  last_activity_at: Generated<Date>;
+  created_at: CreatedAt;
+  updated_at: Generated<Date>;
+  deleted_at: Date | null;
 }
