@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { addonServers, pythonWebApp, startPlatform, stopAddonServers, until, type TestPlatform } from "../src/testing/platform.ts";
 import { FakeForge } from "../src/testing/forge.ts";
 import { request } from "node:http";
+import { existsSync } from "node:fs";
 import { githubPayload, gitlabPayload, sendGithubWebhook, sendGitlabWebhook, signGithub } from "../src/testing/webhooks.ts";
 
 const TOKEN = "ghp_fake_token_for_tests";
@@ -220,6 +221,7 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.equal((await pull("opened", 7, sha, { title, branch })).status, 202);
     const ra = await reviewApp(7, "deployed");
     assert.equal(ra.app_name, "staging-pr7");
+    assert.equal(existsSync("/tmp/pwned"), false, "a branch name is data, never run");
     assert.equal(ra.pr.title, title);
     assert.equal((await p.get("staging-pr7")).body, "review v1");
     const env = Object.fromEntries((await p.get("staging-pr7", "/env")).body.split("\n").map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]));
@@ -285,6 +287,16 @@ describe("GitHub and GitLab integration, end to end", () => {
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(forge.commentsOn("github", REPO, 8).length, 1, "no second comment");
     assert.doesNotMatch((await p.quai(["apps"])).stdout, /staging-pr8/);
+    // Asked by hand, the answer is the same, with its reason and exit code.
+    const manual = await p.quai(["--app", "staging", "integration-link-manual-review-app", "8"]);
+    assert.equal(manual.code, 77, manual.stderr);
+    assert.match(manual.stderr, /fork/);
+    const closed = forge.pushCommit("github", REPO, "closed-pr", appFiles("closed"));
+    forge.openPull("github", REPO, { number: 12, title: "Closed", headRef: "closed-pr", headSha: closed });
+    forge.closePull("github", REPO, 12);
+    const late = await p.quai(["--app", "staging", "integration-link-manual-review-app", "12"]);
+    assert.notEqual(late.code, 0);
+    assert.match(late.stderr, /closed/);
   });
 
   it("refuses a manifest it does not understand, on the pull request and in events, creating nothing", async () => {
@@ -360,6 +372,11 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.equal((await sendGithubWebhook(hookUrl, "push", "{not json", secret)).status, 400);
     const events = await p.quai(["--app", "staging", "events"]);
     assert.match(events.stdout, /scm_webhook_refused/);
+    assert.match(events.stdout, /replay/);
+    // Link settings are validated too: a branch is a git branch name, nothing a shell would read.
+    const bad = await p.quai(["--app", "staging", "integration-link-update", "--branch", "main;rm -rf /"]);
+    assert.equal(bad.code, 65);
+    assert.match(bad.stderr, /not a valid git branch/);
   });
 
   it("deploys a GitLab project's pushes through its own webhook token", async () => {

@@ -125,7 +125,12 @@ export class ReviewApps {
   async onPull(linkId: string, action: string, label: string | null, pr: PullRequest): Promise<void> {
     const link = await this.db.selectFrom("scm_repo_links").selectAll().where("id", "=", linkId).executeTakeFirst();
     if (!link) return;
-    const existing = await this.live(link.app_id, pr.number);
+    let existing = await this.live(link.app_id, pr.number);
+    // Refused as a fork, and forks are allowed now: the refusal is history.
+    if (existing?.status === "refused" && link.automatic_creation_from_forks_allowed) {
+      await this.set(existing.id, { status: "deleted", deleted_at: new Date() });
+      existing = undefined;
+    }
     if (existing) await this.set(existing.id, { last_activity_at: new Date(), pr_title: pr.title.slice(0, 500) });
     switch (action) {
       case "opened":
@@ -506,8 +511,9 @@ export class ReviewApps {
     const { link } = await this.scm.findLink(actor, appRef);
     const pr = await (await this.scm.forgeOf(link)).pull(this.scm.repoOf(link), prNumber);
     if (pr.state !== "open") throw new QuaiError("review_app_forbidden", `pull request #${prNumber} is closed`);
-    const existing = await this.live(link.app_id, prNumber);
-    if (existing?.status === "refused") await this.set(existing.id, { status: "deleted", deleted_at: new Date() });
+    if (pr.fromFork && !link.automatic_creation_from_forks_allowed) throw new QuaiError("review_app_forbidden", `pull request #${prNumber} comes from a fork (${pr.headRepo}) and the link does not allow review apps for forks: their code would see the parent app's variables`);
+    const refused = await this.live(link.app_id, prNumber);
+    if (refused?.status === "refused") await this.set(refused.id, { status: "deleted", deleted_at: new Date() });
     const made = await this.scm.serial(link.id, () => this.create(link, pr, true));
     const row = (made as ReviewAppRow | undefined) ?? (await this.live(link.app_id, prNumber));
     if (!row) throw new QuaiError("review_app_not_found", `no review app for #${prNumber}`);

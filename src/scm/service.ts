@@ -299,6 +299,12 @@ export class Scm {
 
   async deleteLink(actor: Actor, appRef: string): Promise<void> {
     const { app, link } = await this.findLink(actor, appRef);
+    // Review apps live by their link (closing, staleness, the comment): they go with it.
+    if (this.reviewApps) {
+      const ra = this.reviewApps;
+      const live = await this.o.db.selectFrom("review_apps").select("id").where("link_id", "=", link.id).where("status", "not in", ["deleted", "refused"]).execute();
+      for (const r of live) await this.serial(link.id, () => ra.destroy(r.id, "the repository link was deleted"));
+    }
     if (link.hook_id) {
       const client = await this.forgeOf(link);
       await client.deleteHook(this.repoOf(link), link.hook_id).catch((err: unknown) => this.o.log(`scm: removing the webhook of ${app.name}'s repository failed: ${String(err)}`));
