@@ -383,7 +383,7 @@ describe("GitHub and GitLab integration, end to end", () => {
     forge.addRepo("gitlab", "collectivites/dialog", pythonWebApp("gitlab v1"));
     assert.equal((await p.quai(["create", "dialog"])).code, 0);
     assert.equal((await p.quai(["integrations-add", "gitlab-self-hosted", "--url", forge.gitlabUrl, "--token", TOKEN])).code, 0);
-    const link = await p.quai(["--app", "dialog", "integration-link-create", "https://gitlab.example/collectivites/dialog", "--integration", "gitlab-self-hosted", "--auto-deploy"]);
+    const link = await p.quai(["--app", "dialog", "integration-link-create", "https://gitlab.example/collectivites/dialog", "--integration", "gitlab-self-hosted", "--auto-deploy", "--deploy-review-apps"]);
     assert.equal(link.code, 0, link.stderr);
     const hook = forge.hooks.find((h) => h.kind === "gitlab" && !h.deleted);
     assert.ok(hook?.secret);
@@ -394,5 +394,20 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.equal((await sendGitlabWebhook(hook.url, "Push Hook", payload, hook.secret)).status, 202);
     await until("dialog serving gitlab v2", async () => ((await p.get("dialog")).body === "gitlab v2" ? true : undefined), 120_000, 500);
     await until("quai/deploy success on GitLab", async () => (forge.statuses.filter((s) => s.sha === sha && s.context === "quai/deploy").at(-1)?.state === "success" ? true : undefined), 30_000, 200);
+
+    // A merge request gets its review app, with a note on it; merging deletes the app.
+    const mrSha = forge.pushCommit("gitlab", "collectivites/dialog", "feature-arretes", pythonWebApp("gitlab review"));
+    forge.openPull("gitlab", "collectivites/dialog", { number: 3, title: "Arrêtés", headRef: "feature-arretes", headSha: mrSha });
+    const open = gitlabPayload("merge_request", { repo: "collectivites/dialog", sha: mrSha, iid: 3, action: "open", state: "opened", branch: "feature-arretes" });
+    assert.equal((await sendGitlabWebhook(hook.url, "Merge Request Hook", open, hook.secret)).status, 202);
+    const listed = async () => JSON.parse((await p.quai(["--app", "dialog", "--json", "review-apps"])).stdout) as ReviewAppJson[];
+    await until("the GitLab review app deployed", async () => (await listed()).find((r) => r.pr.number === 3 && r.status === "deployed"), 180_000, 500);
+    assert.equal((await p.get("dialog-pr3")).body, "gitlab review");
+    assert.equal(forge.commentsOn("gitlab", "collectivites/dialog", 3).length, 1);
+    forge.closePull("gitlab", "collectivites/dialog", 3, { merged: true });
+    const merged = gitlabPayload("merge_request", { repo: "collectivites/dialog", sha: mrSha, iid: 3, action: "merge", state: "merged", branch: "feature-arretes" });
+    assert.equal((await sendGitlabWebhook(hook.url, "Merge Request Hook", merged, hook.secret)).status, 202);
+    await until("the GitLab review app deleted", async () => (await listed()).find((r) => r.pr.number === 3 && r.status === "deleted"), 60_000, 500);
+    assert.equal((await p.get("dialog-pr3")).status, 404);
   });
 });
