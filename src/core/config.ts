@@ -48,7 +48,7 @@ export interface ServerConfig {
   /** Address of the git front over SSH; port 0 picks a free one. */
   sshListen: { host: string; port: number };
   /** GitHub/GitLab integration: how often waiting deploys and review apps are looked at, forge request settings, the review-app size cap. */
-  scm: { tickSeconds: number; forgeTimeoutMs: number; forgeAttempts: number; forgeBackoffMs: number; reviewAppMaxSize: string; retrySeconds: number };
+  scm: { tickSeconds: number; forgeTimeoutMs: number; forgeAttempts: number; forgeBackoffMs: number; reviewAppMaxSize: string; retrySeconds: number; publicApiUrl: string | undefined };
 }
 
 /** Parses `host:port` (IPv4 or bracketed IPv6). */
@@ -112,8 +112,22 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
       forgeBackoffMs: positiveInt("QUAI_SCM_BACKOFF_MS", env.QUAI_SCM_BACKOFF_MS, 500),
       reviewAppMaxSize: reviewAppSize(env.QUAI_REVIEW_APP_MAX_SIZE),
       retrySeconds: positiveInt("QUAI_REVIEW_APP_RETRY_SECONDS", env.QUAI_REVIEW_APP_RETRY_SECONDS, 30),
+      publicApiUrl: publicUrl(env.QUAI_PUBLIC_API_URL),
     },
   };
+}
+
+/** The API's address as forges reach it (webhooks, links in statuses), without a trailing slash. */
+function publicUrl(raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new QuaiError("config_invalid", `QUAI_PUBLIC_API_URL ${JSON.stringify(raw)} is not a URL`);
+  }
+  if ((u.protocol !== "https:" && u.protocol !== "http:") || u.search || u.hash || u.username) throw new QuaiError("config_invalid", "QUAI_PUBLIC_API_URL must be an http(s) URL without query, fragment or credentials");
+  return u.toString().replace(/\/+$/, "");
 }
 
 function reviewAppSize(raw: string | undefined): string {

@@ -106,6 +106,7 @@ export class Scm {
   private readonly pending = new Set<Promise<unknown>>();
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
+  private lastPrune = 0;
   private closed = false;
 
   constructor(opts: ScmOptions) {
@@ -472,6 +473,11 @@ export class Scm {
       try {
         await this.deploys?.tick();
         await this.reviewApps?.tick();
+        // Deliveries are kept a month: long enough to refuse any replay a forge would still send.
+        if (Date.now() - this.lastPrune > 3_600_000) {
+          this.lastPrune = Date.now();
+          await this.o.db.deleteFrom("scm_deliveries").where("received_at", "<", new Date(Date.now() - 30 * 86_400_000)).execute();
+        }
       } catch (err) {
         this.o.log(`scm: tick failed: ${String(err)}`);
       } finally {

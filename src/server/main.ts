@@ -168,7 +168,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       db,
       keyring,
       log,
-      apiUrl: () => apiUrl,
+      apiUrl: () => config.scm.publicApiUrl ?? apiUrl,
       tickMs: config.scm.tickSeconds * 1000,
       forgeTimeoutMs: config.scm.forgeTimeoutMs,
       forgeAttempts: config.scm.forgeAttempts,
