@@ -1,8 +1,9 @@
 // Router benchmark: a small node:http backend measured direct, through Quai's NginxRouter, and
 // through two hand-written nginx configs (same upstream keep-alive and access logging): a bare
 // proxy, and the same proxy setting the request headers the router must set (X-Request-ID,
-// X-Forwarded-For/Proto/Port), in interleaved rounds. The target (≥ 0.95) is Quai ÷ the
-// hand-written config that does the same job; Quai ÷ the bare proxy is printed beside it.
+// X-Forwarded-For/Proto/Port), in interleaved rounds. The target (≥ 0.95) is Quai ÷ the bare
+// proxy, as the issue defines it; Quai ÷ the header-setting one is printed beside it, to show how
+// much of the gap is those required headers (ADR 0022).
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -227,7 +228,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       p99QuaiVsHand: paired("quai-nginx", "hand-nginx-headers", "p99"),
       quaiVsBare: paired("quai-nginx", "hand-nginx", "rps"),
     };
-    const pass = ratios.quaiVsHand >= TARGET;
+    const pass = ratios.quaiVsBare >= TARGET;
     console.log(
       `\nRouter throughput: ${concurrency} keep-alive clients, ${requests} requests per variant and round after ${warmup} warm-up, ${rounds} interleaved rounds` +
         `\n(figures: medians over rounds; ratios: median of the ratios within each round);` +
@@ -240,9 +241,8 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       ),
     );
     console.log(
-      `\nQuai ÷ hand-written nginx setting the same request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99` +
-        ` (target ≥ ${TARGET}x req/s: ${pass ? "PASS" : "MISS"}).` +
-        `\nQuai ÷ bare hand-written proxy (no request id, no X-Forwarded-*): ${ratios.quaiVsBare.toFixed(3)}x req/s.` +
+      `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}).` +
+        `\nQuai ÷ hand-written proxy setting the same required request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99.` +
         `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
     );
     return { rows, ratios, reloadLiveMs, target: TARGET, pass };
