@@ -47,6 +47,7 @@ const manifest = JSON.stringify({
   scripts: {
     "first-deploy": `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c "CREATE TABLE hooks (kind text)" -c "INSERT INTO hooks VALUES ('first-deploy')"`,
     postdeploy: `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c "INSERT INTO hooks VALUES ('postdeploy')"`,
+    "pr-predestroy": `echo "predestroy of $APP: $(psql "$DATABASE_URL" -tAc "SELECT count(*) FROM hooks") hooks ran"`,
   },
 });
 
@@ -272,6 +273,11 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.equal(environments.length, 2);
     for (const d of environments) assert.equal(forge.deploymentStatuses.filter((s) => s.deploymentId === d.id).at(-1)?.state, "inactive");
     assert.equal(forge.commentsOn("github", REPO, 7).length, 1);
+    // pr-predestroy ran in the review app, with its database, before it was deleted.
+    const all = JSON.parse((await p.quai(["--json", "events", "--per-page", "100"])).stdout) as { type: string; app_name: string; type_data: { hook?: string; exit_code?: number; output?: string } }[];
+    const predestroy = all.find((e) => e.type === "run" && e.type_data.hook === "pr-predestroy" && e.app_name === "staging-pr7");
+    assert.equal(predestroy?.type_data.exit_code, 0);
+    assert.match(predestroy?.type_data.output ?? "", /predestroy of staging-pr7: 2 hooks ran/);
   });
 
   it("does not make review apps for forks, and explains it on the pull request", async () => {

@@ -2,6 +2,7 @@
 // manual_deploy, manual_review_app, branches, pulls, review_apps), and the public webhook
 // receivers /v1/scm/github/webhook and /v1/scm/gitlab/webhook (signature-checked, raw body).
 import type { FastifyPluginAsync } from "fastify";
+import type { Readable } from "node:stream";
 import { appParams, envelope } from "../core/http.ts";
 import { QuaiError } from "../core/errors.ts";
 import type { ApiDeps } from "../server/api.ts";
@@ -27,6 +28,26 @@ const linkFields = {
   review_apps_limit: { type: "integer" },
   review_apps_seed: { type: ["string", "null"], maxLength: 100 },
 } as const;
+
+/**
+ * Reads a request body of at most `limit` bytes. A larger one is read on and dropped (up to
+ * `drainLimit`, past which the connection is cut), so the sender gets the answer.
+ */
+export async function readLimited(stream: Readable | undefined, limit: number, drainLimit = 64 * 1024 * 1024): Promise<Buffer | "too large"> {
+  if (!stream || typeof stream.on !== "function") return Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    const b = chunk as Buffer;
+    size += b.length;
+    if (size > drainLimit) {
+      stream.destroy();
+      break;
+    }
+    if (size <= limit) chunks.push(b);
+  }
+  return size > limit ? "too large" : Buffer.concat(chunks, size);
+}
 
 export function scmRoutes(deps: ApiDeps): FastifyPluginAsync {
   return async (app) => {
@@ -125,10 +146,14 @@ export function scmRoutes(deps: ApiDeps): FastifyPluginAsync {
     // ---- webhooks: public, raw body (the signature is over the exact bytes)
     await app.register(async (hooks) => {
       hooks.removeAllContentTypeParsers();
-      hooks.addContentTypeParser("*", { parseAs: "buffer", bodyLimit: WEBHOOK_BODY_LIMIT }, (_req, body, done) => done(null, body));
+      // The body is read here rather than by a parser with a limit: a parser refuses before
+      // reading and closes the connection, and a sender still writing then sees a reset instead
+      // of the 413. An oversized body is read to its end (up to a bound) and dropped.
+      hooks.addContentTypeParser("*", (_req, payload, done) => done(null, payload));
       for (const forge of ["github", "gitlab"] as ForgeKind[]) {
-        hooks.post(`/v1/scm/${forge}/webhook`, { config: { public: true }, bodyLimit: WEBHOOK_BODY_LIMIT, schema: { summary: `Webhook receiver for ${forge} (signed deliveries only)`, tags: ["scm"] } }, async (req, reply) => {
-          const body = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+        hooks.post(`/v1/scm/${forge}/webhook`, { config: { public: true }, schema: { summary: `Webhook receiver for ${forge} (signed deliveries only)`, tags: ["scm"] } }, async (req, reply) => {
+          const body = await readLimited(req.body as Readable | undefined, WEBHOOK_BODY_LIMIT);
+          if (body === "too large") throw new QuaiError("body_too_large", `webhook payloads are limited to ${WEBHOOK_BODY_LIMIT} bytes`);
           const result = await scm.receive(forge, req.headers, body);
           return reply.code(202).send(result);
         });

@@ -127,9 +127,10 @@ export function startLoad(routerPort: number, host: string, clients = 2, path = 
   const agent = new Agent({ keepAlive: true, maxSockets: clients });
   const result: LoadResult = { ok: 0, failures: [], bodies: new Set() };
   let stopping = false;
-  const one = (): Promise<{ status: number; body: string }> =>
+  // The retry goes on a new connection, as browsers do: another pooled socket may be closing too.
+  const one = (fresh = false): Promise<{ status: number; body: string }> =>
     new Promise((resolvePromise, reject) => {
-      const req = request({ host: "127.0.0.1", port: routerPort, path, headers: { host }, agent }, (res) => {
+      const req = request({ host: "127.0.0.1", port: routerPort, path, headers: { host }, agent: fresh ? false : agent }, (res) => {
         let body = "";
         res.on("data", (c: Buffer) => (body += c.toString()));
         res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body }));
@@ -142,7 +143,7 @@ export function startLoad(routerPort: number, host: string, clients = 2, path = 
       try {
         const r = await one().catch((err: unknown) => {
           if (!(err as { reused?: boolean }).reused) throw err;
-          return one();
+          return one(true);
         });
         if (r.status === 200) {
           result.ok++;
