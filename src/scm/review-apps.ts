@@ -169,7 +169,7 @@ export class ReviewApps {
     if (pr.fromFork && !link.automatic_creation_from_forks_allowed) {
       const refused = await this.db.insertInto("review_apps").values({ ...base, status: "refused", error: "pull request from a fork" }).onConflict((oc) => oc.doNothing()).returningAll().executeTakeFirst();
       if (!refused) return undefined;
-      const body = `**Quai review app: not created.** This pull request comes from a fork (\`${escapeMd(pr.headRepo)}\`), and review apps of \`${parent.name}\` are not made for forks: their code would run with the parent app's variables and secrets. A maintainer can allow it on the link (\`automatic_creation_from_forks_allowed\`).\n\n<!-- quai:review-app -->`;
+      const body = `**Quai review app: not created.** This pull request comes from a fork (\`${codeSpan(pr.headRepo)}\`), and review apps of \`${parent.name}\` are not made for forks: their code would run with the parent app's variables and secrets. A maintainer can allow it on the link (\`automatic_creation_from_forks_allowed\`).\n\n<!-- quai:review-app -->`;
       const commentId = await forge.upsertComment(repo, pr.number, undefined, body).catch((err: unknown) => this.scm.o.log(`scm: commenting on #${pr.number} failed: ${String(err)}`));
       if (commentId) await this.set(refused.id, { comment_id: commentId });
       await this.scm.event(null, parent, "review_app_refused", { pr: pr.number, reason: "fork", head_repo: pr.headRepo });
@@ -215,10 +215,12 @@ export class ReviewApps {
       if (!created) {
         const plan = await this.plan(manifest, parent, ra.app_name, ra.pr_number);
         scripts = plan.scripts;
+        // Every step is idempotent: after a failure, the next attempt finds the app by name,
+        // provisions only the add-ons still missing, and the app is recorded once all is done.
         created = await this.makeApp(actor, parent, ra, plan);
+        await this.seed(actor, link, parent, created);
         await this.set(id, { app_id: created.id, scripts });
         await this.scm.event(actor, parent, "new_review_app", { pr: ra.pr_number, app_name: created.name, addons: plan.addons.map((a) => `${a.provider}:${a.plan}`), notes: plan.notes });
-        await this.seed(actor, link, parent, created);
       }
       const postdeploy = ra.first_deploy_done ? scripts.postdeploy : scripts.firstDeploy;
       const deployment = await this.d.deployments.create(actor, created, { source: "archive", gitRef: ra.head_sha, archive: createReadStream(tarball), ...(postdeploy ? { postdeploy } : {}) });
@@ -435,7 +437,8 @@ export class ReviewApps {
     const parent = await this.scm.appOf(ra.parent_app_id);
     await this.set(id, { status: "deleting" });
     const actor = link ? await this.scm.actorOf(link) : null;
-    const app = ra.app_id ? await this.scm.appOf(ra.app_id) : undefined;
+    // An attempt that failed half-way left an app not yet recorded on the row: found by name.
+    const app = ra.app_id ? await this.scm.appOf(ra.app_id) : parent ? await this.db.selectFrom("apps").selectAll().where("name", "=", ra.app_name).where("parent_app_name", "=", parent.name).executeTakeFirst() : undefined;
     if (app && actor) {
       if (ra.scripts.prPredestroy && app.current_release_id) await this.runScript(app, ra.scripts.prPredestroy);
       await deleteApp(this.d.deleteDeps, actor, app, app.name);
@@ -542,6 +545,11 @@ export class ReviewApps {
     const app = await findApp(this.db, actor, appRef);
     return this.list(app.id);
   }
+}
+
+/** Text for inside a code span, where escapes show: only backticks (and line breaks) would break out. */
+function codeSpan(s: string): string {
+  return s.replace(/[`\r\n]/g, "'");
 }
 
 /** Markdown-inert text: a pull request's strings may carry markup. */
