@@ -354,6 +354,24 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.equal((await p.quai(["--app", "staging", "integration-link-update", "--no-destroy-on-stale", "--review-apps-limit", "5"])).code, 0);
   });
 
+  it("makes a review app on the quai:review-app label when they are not automatic", async () => {
+    assert.equal((await p.quai(["--app", "staging", "integration-link-update", "--no-deploy-review-apps"])).code, 0);
+    const sha = forge.pushCommit("github", REPO, "labeled", appFiles("labeled"));
+    forge.openPull("github", REPO, { number: 13, title: "Labeled", headRef: "labeled", headSha: sha });
+    assert.equal((await pull("opened", 13, sha, { branch: "labeled" })).status, 202);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await reviewApps()).find((r) => r.pr.number === 13), undefined, "not automatic: nothing made on open");
+    const labeled = githubPayload("pull_request", "labeled", { repo: REPO, sha, number: 13, branch: "labeled", title: "PR 13" });
+    (labeled.label as Record<string, unknown>).name = "quai:review-app";
+    assert.equal((await sendGithubWebhook(hookUrl, "pull_request", labeled, secret)).status, 202);
+    await reviewApp(13, "deployed");
+    assert.equal((await p.get("staging-pr13")).body, "labeled");
+    forge.closePull("github", REPO, 13);
+    await pull("closed", 13, sha, { branch: "labeled", state: "closed" });
+    await reviewApp(13, "deleted", 60_000);
+    assert.equal((await p.quai(["--app", "staging", "integration-link-update", "--deploy-review-apps"])).code, 0);
+  });
+
   it("refuses unsigned, badly signed, replayed, foreign and oversized deliveries", async () => {
     const sha = forge.repo("github", REPO).branches.get("main") as string;
     const payload = githubPayload("push", undefined, { repo: REPO, sha, branch: "main" });
