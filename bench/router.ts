@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../src/core/net.ts";
 import { NginxRouter } from "../src/router/nginx.ts";
+import { startBenchBackend } from "./backend.ts";
 import { runLoadInWorker, type LoadResult } from "./load.ts";
 
 /** Knobs of `benchRouter`. */
@@ -159,14 +160,8 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
   // nginx workers run as nobody when we are root: they must traverse to their temp directories.
   await chmod(dir, 0o711);
   const body = "hello from the backend\n";
-  const backend = http.createServer((_req, res) => {
-    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-  });
-  backend.keepAliveTimeout = 65_000;
-  backend.listen(0, "127.0.0.1");
-  await once(backend, "listening");
-  const backendPort = (backend.address() as { port: number }).port;
+  const backend = await startBenchBackend(body);
+  const backendPort = backend.port;
   const second = http.createServer((_req, res) => res.end(body));
   second.listen(0, "127.0.0.1");
   await once(second, "listening");
@@ -254,9 +249,8 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
         await once(h.child, "exit");
       }
     }
-    backend.closeAllConnections();
-    second.closeAllConnections();
     backend.close();
+    second.closeAllConnections();
     second.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -7,7 +7,6 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import http from "node:http";
 import https from "node:https";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +16,7 @@ import { Worker, isMainThread, parentPort, workerData } from "node:worker_thread
 import { freePort } from "../src/core/net.ts";
 import { runChecked } from "../src/core/run.ts";
 import { NginxRouter } from "../src/router/nginx.ts";
+import { startBenchBackend } from "./backend.ts";
 
 /** Knobs of `benchTls`. */
 export interface TlsBenchOptions {
@@ -366,14 +366,8 @@ export async function benchTls(opts: TlsBenchOptions = {}): Promise<TlsBenchResu
   // nginx workers run as nobody when we are root: they must traverse to their temp directories.
   await chmod(dir, 0o711);
   const body = "hello from the backend\n";
-  const backend = http.createServer((_req, res) => {
-    res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
-    res.end(body);
-  });
-  backend.keepAliveTimeout = 65_000;
-  backend.listen(0, "127.0.0.1");
-  await once(backend, "listening");
-  const backendPort = (backend.address() as { port: number }).port;
+  const backend = await startBenchBackend(body);
+  const backendPort = backend.port;
 
   const router = new NginxRouter({ prefix: join(dir, "quai"), workers: WORKERS, log });
   let hand: { port: number; child: ChildProcess } | undefined;
@@ -481,7 +475,6 @@ export async function benchTls(opts: TlsBenchOptions = {}): Promise<TlsBenchResu
       await once(hand.child, "exit");
     }
     process.removeListener("exit", killOnExit);
-    backend.closeAllConnections();
     backend.close();
     await rm(dir, { recursive: true, force: true });
   }

@@ -222,9 +222,7 @@ export class ReviewApps {
         await this.set(id, { app_id: created.id, scripts });
         await this.scm.event(actor, parent, "new_review_app", { pr: ra.pr_number, app_name: created.name, addons: plan.addons.map((a) => `${a.provider}:${a.plan}`), notes: plan.notes });
       }
-      const postdeploy = ra.first_deploy_done ? scripts.postdeploy : scripts.firstDeploy;
-      const deployment = await this.d.deployments.create(actor, created, { source: "archive", gitRef: ra.head_sha, archive: createReadStream(tarball), ...(postdeploy ? { postdeploy } : {}) });
-      await this.startedDeploy(link, id, created, deployment.id, ra.head_sha);
+      await this.deploy(actor, link, ra, created, tarball, ra.head_sha, scripts);
     } catch (err) {
       await this.failed(link, id, err);
     } finally {
@@ -344,6 +342,13 @@ export class ReviewApps {
     await this.scm.event(actor, parent, "review_app_seeded", { app_name: app.name, seeded: true, backup_id: backupId });
   }
 
+  /** Queues the deployment of `tarball`: first-deploy as its hook the first time, postdeploy after. */
+  private async deploy(actor: Actor, link: LinkRow, ra: ReviewAppRow, app: AppRecord, tarball: string, sha: string, scripts: ReviewAppRow["scripts"]): Promise<void> {
+    const postdeploy = ra.first_deploy_done ? scripts.postdeploy : scripts.firstDeploy;
+    const deployment = await this.d.deployments.create(actor, app, { source: "archive", gitRef: sha, archive: createReadStream(tarball), ...(postdeploy ? { postdeploy } : {}) });
+    await this.startedDeploy(link, ra.id, app, deployment.id, sha);
+  }
+
   private async startedDeploy(link: LinkRow, id: string, app: AppRecord, deploymentId: string, sha: string): Promise<void> {
     const forge = await this.scm.forgeOf(link);
     const repo = this.scm.repoOf(link);
@@ -418,10 +423,8 @@ export class ReviewApps {
       // Scripts follow the manifest of the commit deployed; variables and add-ons stay as made.
       const manifest = await this.readManifest(tarball, join(work, "x"));
       const scripts = manifest ? manifest.scripts : ra.scripts;
-      const postdeploy = ra.first_deploy_done ? scripts.postdeploy : scripts.firstDeploy;
       await this.set(id, { scripts });
-      const deployment = await this.d.deployments.create(actor, app, { source: "archive", gitRef: pr.headSha, archive: createReadStream(tarball), ...(postdeploy ? { postdeploy } : {}) });
-      await this.startedDeploy(link, id, app, deployment.id, pr.headSha);
+      await this.deploy(actor, link, ra, app, tarball, pr.headSha, scripts);
     } catch (err) {
       await this.failed(link, id, err);
     } finally {

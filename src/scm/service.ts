@@ -4,7 +4,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import type { Selectable } from "kysely";
 import { QuaiError } from "../core/errors.ts";
-import { isUuid } from "../core/ids.ts";
 import type { Actor } from "../auth/service.ts";
 import { findApp, type AppRecord } from "../apps/service.ts";
 import { recordEvent, type EventType } from "../events/service.ts";
@@ -494,9 +493,4 @@ export class Scm {
     if (this.timer) clearInterval(this.timer);
     await this.settle();
   }
-}
-
-/** A uuid-shaped id or undefined (route helpers). */
-export function uuidOrUndefined(id: string): string | undefined {
-  return isUuid(id) ? id : undefined;
 }
