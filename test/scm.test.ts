@@ -378,13 +378,17 @@ describe("GitHub and GitLab integration, end to end", () => {
     const unsigned = await sendGithubWebhook(hookUrl, "push", payload, undefined);
     assert.equal(unsigned.status, 401);
     assert.match(JSON.stringify(unsigned.body), /X-Hub-Signature-256/);
-    assert.equal((await sendGithubWebhook(hookUrl, "push", payload, "not-the-secret")).status, 401);
+    const badSignature = await sendGithubWebhook(hookUrl, "push", payload, "not-the-secret");
+    assert.equal(badSignature.status, 401);
     const id = "5b4e0a36-1111-4222-8333-444455556666";
     assert.equal((await sendGithubWebhook(hookUrl, "ping", { zen: "hi", repository: { full_name: REPO } }, secret, id)).status, 202);
     const replay = await sendGithubWebhook(hookUrl, "ping", { zen: "hi", repository: { full_name: REPO } }, secret, id);
     assert.equal(replay.status, 401);
     assert.match(JSON.stringify(replay.body), /replay/);
-    assert.equal((await sendGithubWebhook(hookUrl, "push", githubPayload("push", undefined, { repo: "someone/else", sha, branch: "main" }), secret)).status, 401);
+    const foreign = await sendGithubWebhook(hookUrl, "push", githubPayload("push", undefined, { repo: "someone/else", sha, branch: "main" }), secret);
+    assert.equal(foreign.status, 401);
+    // The same answer as a bad signature: nobody can probe which repositories are linked.
+    assert.equal((JSON.parse(foreign.body) as { message: string }).message, (JSON.parse(badSignature.body) as { message: string }).message);
     // A second app linked to another repository: its secret does not open this repository.
     forge.addRepo("github", "acme/other", pythonWebApp("other"));
     assert.equal((await p.quai(["create", "other"])).code, 0);

@@ -354,11 +354,12 @@ export class Scm {
     }
   }
 
-  private async refuse(forge: ForgeKind, deliveryId: string | null, event: string, repo: string | null, reason: string, app?: { id: string; name: string }): Promise<never> {
+  /** Records a refusal with its precise reason; the sender is told `answer` (default: the reason). */
+  private async refuse(forge: ForgeKind, deliveryId: string | null, event: string, repo: string | null, reason: string, app?: { id: string; name: string }, answer = reason): Promise<never> {
     await this.recordDelivery(forge, deliveryId, event, repo, null, "refused", reason);
     this.o.log(`scm: refused a ${forge} ${event || "?"} webhook${repo ? ` for ${repo}` : ""}: ${reason}`);
     if (app) await this.event(null, app, "scm_webhook_refused", { forge, event, delivery_id: deliveryId, reason });
-    throw new QuaiError("scm_webhook_refused", `webhook refused: ${reason}`);
+    throw new QuaiError("scm_webhook_refused", `webhook refused: ${answer}`);
   }
 
   /**
@@ -384,6 +385,7 @@ export class Scm {
       throw new QuaiError("scm_webhook_invalid", "the webhook payload is not a JSON object");
     }
     const repo = payloadRepo(forge, payload);
+    if (!signature) return this.refuse(forge, deliveryId, event, repo, forge === "github" ? "no X-Hub-Signature-256 header" : "no X-Gitlab-Token header");
     if (!repo) return this.refuse(forge, deliveryId, event, null, "the payload names no repository");
     const slash = repo.lastIndexOf("/");
     const links = await this.o.db
@@ -393,13 +395,15 @@ export class Scm {
       .where((eb) => eb(eb.fn("lower", ["owner"]), "=", repo.slice(0, slash).toLowerCase()))
       .where((eb) => eb(eb.fn("lower", ["repo"]), "=", repo.slice(slash + 1).toLowerCase()))
       .execute();
-    if (links.length === 0) return this.refuse(forge, deliveryId, event, repo, `no app is linked to ${repo}`);
-    if (!signature) return this.refuse(forge, deliveryId, event, repo, forge === "github" ? "no X-Hub-Signature-256 header" : "no X-Gitlab-Token header");
+    // An unknown repository and a wrong signature get the same answer: a stranger cannot probe
+    // which repositories are linked. The record says which it was.
+    const noMatch = "the signature matches no link of this repository";
+    if (links.length === 0) return this.refuse(forge, deliveryId, event, repo, `no app is linked to ${repo}`, undefined, noMatch);
     // Every link's secret is tried, in constant time each: the one that matches is the sender.
     const matching = links.filter((l) => signatureMatches(forge, body, signature, this.o.keyring.open({ keyId: l.webhook_secret_key_id, data: l.webhook_secret_enc }, `scm-webhook:${l.id}`)));
     if (matching.length === 0) {
       const first = links[0] as LinkRow;
-      return this.refuse(forge, deliveryId, event, repo, "the signature matches no link of this repository", await this.appOf(first.app_id));
+      return this.refuse(forge, deliveryId, event, repo, noMatch, await this.appOf(first.app_id));
     }
     if (!deliveryId) return this.refuse(forge, null, event, repo, "no delivery id header");
     const fact = readFact(forge, event, payload);
