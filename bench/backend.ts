@@ -1,7 +1,12 @@
-// The backend the router benchmarks proxy to: a node:http server answering a small fixed body,
-// with keep-alive longer than nginx's, on 127.0.0.1 and a port chosen at run time.
+// What the router benchmarks share: the backend they proxy to (a node:http server answering a
+// small fixed body, keep-alive longer than nginx's, on 127.0.0.1 and a port chosen at run time),
+// and the start of a hand-written nginx to compare with.
+import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { mkdir, writeFile } from "node:fs/promises";
 import http from "node:http";
+import { join } from "node:path";
+import { freePort } from "../src/core/net.ts";
 
 /** Starts the backend; `close` ends its connections and stops it. */
 export async function startBenchBackend(body: string): Promise<{ server: http.Server; port: number; close(): void }> {
@@ -20,4 +25,35 @@ export async function startBenchBackend(body: string): Promise<{ server: http.Se
       server.close();
     },
   };
+}
+
+/**
+ * Starts nginx on `conf(port)` (a free port) in `dir`, until `answers(port)` says it serves.
+ * Detached like Quai's master: a new session is a new scheduler autogroup, which changes how CPU
+ * is shared with the load generator and the backend; both nginx must be on the same footing.
+ */
+export async function startHandWrittenNginx(nginx: string, dir: string, conf: (port: number) => string, answers: (port: number) => Promise<boolean>): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const file = join(dir, "nginx.conf");
+  await mkdir(dir, { recursive: true });
+  await writeFile(file, conf(port));
+  const child = spawn(nginx, ["-p", `${dir}/`, "-c", file, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"], detached: true });
+  for (let i = 0; i < 200; i++) {
+    if (await answers(port)) return { port, child };
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  child.kill("SIGKILL");
+  throw new Error("hand-written nginx did not start");
+}
+
+/** True when a GET / through `get` (http.get or https.get with its options) answers 200. */
+export function answers200(get: (cb: (res: http.IncomingMessage) => void) => http.ClientRequest): Promise<boolean> {
+  return new Promise((r) => {
+    const req = get((res) => {
+      res.resume();
+      res.on("end", () => r(res.statusCode === 200));
+    });
+    req.on("error", () => r(false));
+  });
 }

@@ -4,16 +4,15 @@
 // X-Forwarded-For/Proto/Port), in interleaved rounds. The target (≥ 0.95) is Quai ÷ the bare
 // proxy, as the issue defines it; Quai ÷ the header-setting one is printed beside it, to show how
 // much of the gap is those required headers (ADR 0022).
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../src/core/net.ts";
 import { NginxRouter } from "../src/router/nginx.ts";
-import { startBenchBackend } from "./backend.ts";
+import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 import { runLoadInWorker, type LoadResult } from "./load.ts";
 
 /** Knobs of `benchRouter`. */
@@ -117,28 +116,8 @@ http {
 `;
 }
 
-async function startHandWritten(nginx: string, dir: string, backendPort: number, headers: boolean): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const conf = join(dir, "nginx.conf");
-  await mkdir(dir, { recursive: true });
-  await writeFile(conf, handWrittenConf(dir, port, backendPort, headers));
-  // Detached like Quai's master: a new session is a new scheduler autogroup, which changes how CPU
-  // is shared with the load generator and the backend; both nginx must be on the same footing.
-  const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"], detached: true });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const req = http.get({ host: "127.0.0.1", port, path: "/", agent: false }, (res) => {
-        res.resume();
-        res.on("end", () => r(res.statusCode === 200));
-      });
-      req.on("error", () => r(false));
-    });
-    if (up) return { port, child };
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  child.kill("SIGKILL");
-  throw new Error("hand-written nginx did not start");
+function startHandWritten(nginx: string, dir: string, backendPort: number, headers: boolean): Promise<{ port: number; child: ChildProcess }> {
+  return startHandWrittenNginx(nginx, dir, (port) => handWrittenConf(dir, port, backendPort, headers), (port) => answers200((cb) => http.get({ host: "127.0.0.1", port, path: "/", agent: false }, cb)));
 }
 
 function table(head: string[], rows: string[][]): string {

@@ -3,20 +3,19 @@
 // keep-alive, access logging and required request headers), in interleaved rounds. Two figures: new TLS handshakes per second
 // (each a fresh connection with no session to resume, plus one small GET) and HTTPS requests per
 // second over keep-alive connections. The one that matters is Quai ÷ hand-written (target ≥ 0.95).
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import https from "node:https";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
-import { freePort } from "../src/core/net.ts";
 import { runChecked } from "../src/core/run.ts";
 import { NginxRouter } from "../src/router/nginx.ts";
-import { startBenchBackend } from "./backend.ts";
+import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 
 /** Knobs of `benchTls`. */
 export interface TlsBenchOptions {
@@ -324,28 +323,10 @@ function checkCertificate(port: number, certPem: string): Promise<void> {
   });
 }
 
-async function startHandWritten(nginx: string, dir: string, backendPort: number, cert: string, key: string): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const conf = join(dir, "nginx.conf");
-  await mkdir(dir, { recursive: true });
-  await writeFile(conf, handWrittenConf(dir, port, backendPort, cert, key));
-  // Detached like Quai's master: a new session is a new scheduler autogroup, which changes how CPU
-  // is shared with the load generator and the backend; both nginx must be on the same footing.
-  const child = spawn(nginx, ["-p", `${dir}/`, "-c", conf, "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"], detached: true });
-  for (let i = 0; i < 200; i++) {
-    const up = await new Promise<boolean>((r) => {
-      const req = https.get({ host: "127.0.0.1", port, path: "/", servername: HOST, headers: { host: HOST }, rejectUnauthorized: false, agent: false }, (res) => {
-        res.resume();
-        res.on("end", () => r(res.statusCode === 200));
-      });
-      req.on("error", () => r(false));
-    });
-    if (up) return { port, child };
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  child.kill("SIGKILL");
-  throw new Error("hand-written nginx did not start");
+function startHandWritten(nginx: string, dir: string, backendPort: number, cert: string, key: string): Promise<{ port: number; child: ChildProcess }> {
+  return startHandWrittenNginx(nginx, dir, (port) => handWrittenConf(dir, port, backendPort, cert, key), (port) =>
+    answers200((cb) => https.get({ host: "127.0.0.1", port, path: "/", servername: HOST, headers: { host: HOST }, rejectUnauthorized: false, agent: false }, cb)),
+  );
 }
 
 function table(head: string[], rows: string[][]): string {

@@ -122,7 +122,11 @@ export class Scm {
 
   /** The client of a link's integration. */
   async forgeOf(link: LinkRow): Promise<ForgeClient> {
-    const i = await this.o.db.selectFrom("scm_integrations").selectAll().where("id", "=", link.integration_id).executeTakeFirstOrThrow();
+    return this.clientOf(await this.o.db.selectFrom("scm_integrations").selectAll().where("id", "=", link.integration_id).executeTakeFirstOrThrow());
+  }
+
+  /** The client of an integration, with its token unsealed. */
+  private clientOf(i: IntegrationRow): ForgeClient {
     return this.makeClient(SCM_TYPES[i.scm_type]?.forge ?? "github", i.url, this.o.keyring.open({ keyId: i.token_key_id, data: i.token_enc }, `scm-token:${i.id}`));
   }
 
@@ -233,7 +237,7 @@ export class Scm {
     this.validateSettings(input);
     const exists = await this.o.db.selectFrom("scm_repo_links").select("id").where("app_id", "=", app.id).executeTakeFirst();
     if (exists) throw new QuaiError("scm_repo_link_exists", `app ${app.name} is already linked to a repository: update it, or delete the link first`);
-    const client = this.makeClient(forge, integration.url, this.o.keyring.open({ keyId: integration.token_key_id, data: integration.token_enc }, `scm-token:${integration.id}`));
+    const client = this.clientOf(integration);
     const branch = input.branch ?? "main";
     // The branch must exist, which also proves the token reaches the repository.
     await client.branch(repo, branch);

@@ -189,6 +189,19 @@ export async function deleteVariables(db: Db, keyring: Keyring, actor: Actor, ap
 }
 
 /**
+ * Every column sealed with the keyring: its table, the sealed data and key id columns, and the
+ * context it was sealed under (from the row's id and the `with` columns). A key rotation
+ * re-seals them all; a new sealed column is added here.
+ */
+const SEALED: { table: string; data: string; key: string; with?: string[]; context: (r: Record<string, string>) => string }[] = [
+  { table: "variables", data: "value_enc", key: "key_id", with: ["app_id", "name"], context: (r) => context(r.app_id as string, r.name as string) },
+  // Releases keep their resolved config sealed the same way.
+  { table: "releases", data: "config_enc", key: "key_id", with: ["app_id"], context: (r) => releaseSealContext(r.app_id as string) },
+  { table: "addon_instances", data: "credentials_enc", key: "key_id", context: (r) => `addon-instance:${r.id}` },
+  { table: "domains", data: "tls_key_enc", key: "tls_key_id", context: (r) => `domain-key:${r.id}` },
+];
+
+/**
  * Re-encrypts every variable with a new master key, then drops the old keys. The new key is
  * saved first; the re-encryption holds every app row lock, so a server writing meanwhile waits,
  * then re-reads the key file and seals with the new key (see `change`).
@@ -198,39 +211,26 @@ export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId
   await keyring.save();
   const reencrypted = await db.transaction().execute(async (trx) => {
     await sql`SELECT id FROM apps ORDER BY id FOR UPDATE`.execute(trx);
-    const rows = await trx.selectFrom("variables").select(["id", "app_id", "name", "value_enc", "key_id"]).where("key_id", "!=", keyId).execute();
-    for (const r of rows) {
-      const ctx = context(r.app_id, r.name);
-      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.value_enc }, ctx), ctx);
-      await trx.updateTable("variables").set({ value_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
+    let n = 0;
+    for (const c of SEALED) {
+      const extra = c.with ? sql`, ${sql.join(c.with.map((col) => sql.ref(col)))}` : sql``;
+      const rows = await sql<{ id: string; data: Buffer; key_id: string } & Record<string, string>>`
+        SELECT id, ${sql.ref(c.data)} AS data, ${sql.ref(c.key)} AS key_id${extra} FROM ${sql.table(c.table)}
+        WHERE ${sql.ref(c.key)} IS NOT NULL AND ${sql.ref(c.key)} <> ${keyId}`.execute(trx);
+      for (const r of rows.rows) {
+        const ctx = c.context(r);
+        const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.data }, ctx), ctx);
+        await sql`UPDATE ${sql.table(c.table)} SET ${sql.ref(c.data)} = ${sealed.data}, ${sql.ref(c.key)} = ${sealed.keyId} WHERE id = ${r.id}`.execute(trx);
+      }
+      n += rows.rows.length;
     }
-    // Releases keep their resolved config sealed the same way (context `release:<app id>`).
-    const releases = await trx.selectFrom("releases").select(["id", "app_id", "config_enc", "key_id"]).where("key_id", "!=", keyId).execute();
-    for (const r of releases) {
-      const ctx = releaseSealContext(r.app_id);
-      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.config_enc }, ctx), ctx);
-      await trx.updateTable("releases").set({ config_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
-    }
-    // Add-on credentials (context `addon-instance:<id>`) and domain keys (`domain-key:<id>`).
-    const instances = await trx.selectFrom("addon_instances").select(["id", "credentials_enc", "key_id"]).where("key_id", "!=", keyId).execute();
-    for (const r of instances) {
-      const ctx = `addon-instance:${r.id}`;
-      const sealed = keyring.seal(keyring.open({ keyId: r.key_id, data: r.credentials_enc }, ctx), ctx);
-      await trx.updateTable("addon_instances").set({ credentials_enc: sealed.data, key_id: sealed.keyId }).where("id", "=", r.id).execute();
-    }
-    const domainKeys = await trx.selectFrom("domains").select(["id", "tls_key_enc", "tls_key_id"]).where("tls_key_id", "is not", null).where("tls_key_id", "!=", keyId).execute();
-    for (const r of domainKeys) {
-      const ctx = `domain-key:${r.id}`;
-      const sealed = keyring.seal(keyring.open({ keyId: r.tls_key_id as string, data: r.tls_key_enc as Buffer }, ctx), ctx);
-      await trx.updateTable("domains").set({ tls_key_enc: sealed.data, tls_key_id: sealed.keyId }).where("id", "=", r.id).execute();
-    }
-    return rows.length + releases.length + instances.length + domainKeys.length;
+    return n;
   });
-  const left =
-    (await db.selectFrom("variables").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
-    (await db.selectFrom("releases").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
-    (await db.selectFrom("addon_instances").select("id").where("key_id", "!=", keyId).limit(1).executeTakeFirst()) ??
-    (await db.selectFrom("domains").select("id").where("tls_key_id", "is not", null).where("tls_key_id", "!=", keyId).limit(1).executeTakeFirst());
+  let left = false;
+  for (const c of SEALED) {
+    const res = await sql`SELECT 1 FROM ${sql.table(c.table)} WHERE ${sql.ref(c.key)} IS NOT NULL AND ${sql.ref(c.key)} <> ${keyId} LIMIT 1`.execute(db);
+    if (res.rows.length > 0) left = true;
+  }
   if (!left) {
     keyring.dropInactive();
     await keyring.save();
