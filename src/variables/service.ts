@@ -199,6 +199,8 @@ const SEALED: { table: string; data: string; key: string; with?: string[]; conte
   { table: "releases", data: "config_enc", key: "key_id", with: ["app_id"], context: (r) => releaseSealContext(r.app_id as string) },
   { table: "addon_instances", data: "credentials_enc", key: "key_id", context: (r) => `addon-instance:${r.id}` },
   { table: "domains", data: "tls_key_enc", key: "tls_key_id", context: (r) => `domain-key:${r.id}` },
+  { table: "scm_integrations", data: "token_enc", key: "token_key_id", context: (r) => `scm-token:${r.id}` },
+  { table: "scm_repo_links", data: "webhook_secret_enc", key: "webhook_secret_key_id", context: (r) => `scm-webhook:${r.id}` },
 ];
 
 /**
