@@ -12,6 +12,7 @@ import { FakeForge } from "../testing/forge.ts";
 import { ensureUser, type Actor } from "../auth/service.ts";
 import { createApp } from "../apps/service.ts";
 import { Keyring } from "../variables/keyring.ts";
+import { rotateMasterKey } from "../variables/service.ts";
 import type { Deployments } from "../deployments/service.ts";
 import { Scm } from "./service.ts";
 import { BranchDeploys } from "./deploys.ts";
@@ -26,6 +27,7 @@ describe("CI gate of a linked branch", () => {
   let scm: Scm;
   let deploys: BranchDeploys;
   let linkId: string;
+  let keyring: Keyring;
 
   before(async () => {
     store = await testDb();
@@ -33,7 +35,7 @@ describe("CI gate of a linked branch", () => {
     forge = await new FakeForge({ token: "t" }).start();
     ({ user: actor } = await ensureUser(store.db, "gate@quai.test", "owner"));
     await createApp(store.db, actor, "gate-app", { domain: "quai.test" });
-    const keyring = await Keyring.open(join(dir, "master.json"));
+    keyring = await Keyring.open(join(dir, "master.json"));
     scm = new Scm({ db: store.db, keyring, log: () => {}, apiUrl: () => "http://127.0.0.1:1", forgeBackoffMs: 5, forgeAttempts: 2, forgeTimeoutMs: 2000 });
     const refuse = { create: async () => Promise.reject(new Error("the gate must not deploy here")) } as unknown as Deployments;
     deploys = new BranchDeploys(scm, { deployments: refuse, appUrl: (n) => `http://${n}.quai.test` });
@@ -76,6 +78,15 @@ describe("CI gate of a linked branch", () => {
     forge.setCheck("github", REPO, sha, "ci/test", "success", "status");
     await deploys.evaluateSha(linkId, sha);
     assert.equal((await row(sha))[0]?.status, "timeout");
+  });
+
+  it("still reaches the forge after a master key rotation (the token and webhook secret are re-sealed)", async () => {
+    const rotated = await rotateMasterKey(store.db, keyring);
+    const link = await store.db.selectFrom("scm_repo_links").selectAll().where("id", "=", linkId).executeTakeFirstOrThrow();
+    assert.equal(link.webhook_secret_key_id, rotated.keyId);
+    assert.match(keyring.open({ keyId: link.webhook_secret_key_id, data: link.webhook_secret_enc }, `scm-webhook:${link.id}`), /^[0-9a-f]{64}$/);
+    const branches = await (await scm.forgeOf(link)).branches({ owner: "acme", name: "gate" });
+    assert.ok(branches.some((b) => b.name === "main"));
   });
 
   it("blocks on a failed check run even with a required list naming another, and says which", async () => {
