@@ -191,6 +191,18 @@ describe("built-in buildpacks through git push", () => {
     assert.equal((await p.get("express")).body, "hello from express v2\n");
   });
 
+  it("builds a second app with the same lockfile from the platform's npm store, with the registry out of reach", async () => {
+    assert.ok(express.dir, "express was deployed");
+    await createApp(p, "express-twin");
+    // Nothing answers there: every package must come from the store the express builds filled.
+    const set = await p.quai(["--app", "express-twin", "env-set", "NPM_CONFIG_REGISTRY=http://127.0.0.1:9/"]);
+    assert.equal(set.code, 0, set.stderr);
+    const { output } = await deploy(p, "express-twin", await workTree("express-twin", { fixture: "express" }));
+    assert.match(output, /(\d+) of the \1 packages package-lock\.json names found in the platform's npm store/);
+    assert.match(output, /Running npm ci/);
+    assert.equal((await p.get("express-twin")).body, "hello from express v1\n");
+  });
+
   it("deploys php-app: Composer path repository, php-fpm behind nginx", async () => {
     await createApp(p, "php-app");
     const { output } = await deploy(p, "php-app", await workTree("php-app", { fixture: "php-app" }));

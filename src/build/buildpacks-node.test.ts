@@ -6,11 +6,11 @@ import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { request, type IncomingHttpHeaders } from "node:http";
 import { existsSync } from "node:fs";
-import { chmod, cp, link, copyFile, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { chmod, cp, link, copyFile, mkdir, mkdtemp, readFile, readlink, realpath, rm, writeFile } from "node:fs/promises";
 import { freePort } from "../core/net.ts";
 import { appPortRange } from "../formation/supervisor.ts";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 const repo = new URL("../..", import.meta.url).pathname;
 const fixtures = join(repo, "test/fixtures/apps");
@@ -20,6 +20,8 @@ const SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin";
 let work = "";
 let runtimes = "";
 let platformNode = "";
+let systemNpm = "";
+let npmVersion = "";
 const children: ChildProcess[] = [];
 
 /** One buildpack run over a fixture: its app (BUILD_DIR) and cache, and what each step said. */
@@ -175,6 +177,10 @@ before(async () => {
   await mkdir(binDir, { recursive: true });
   const nodeBinary = await realpath(process.execPath);
   await link(nodeBinary, join(binDir, "node")).catch(() => copyFile(nodeBinary, join(binDir, "node")));
+  // And the host's npm at /quai/runtimes/npm/<version>, as the control plane offers it.
+  systemNpm = dirname(dirname(await realpath("/usr/bin/npm")));
+  npmVersion = (JSON.parse(await readFile(join(systemNpm, "package.json"), "utf8")) as { version: string }).version;
+  await cp(systemNpm, join(runtimes, "npm", npmVersion), { recursive: true, verbatimSymlinks: true });
 });
 
 after(async () => {
@@ -221,6 +227,17 @@ describe("Node.js buildpack", { timeout: 120_000 }, () => {
     assert.ok(!existsSync(join(first.app, "node_modules/kleur")), "devDependency kleur pruned");
     assert.ok(existsSync(join(first.app, ".heroku/node/bin/node")), "node in the slug");
     assert.ok(existsSync(join(first.app, ".heroku/node/bin/npm")), "npm in the slug");
+    // npm is the platform's, linked (read-only at the same path in every container), not copied.
+    assert.match(out, new RegExp(`^ {7}Using npm ${npmVersion.replace(/\./g, "\\.")} \\(the platform's, linked in`, "m"));
+    assert.equal(await readlink(join(first.app, ".heroku/node/lib/node_modules/npm")), join(runtimes, "npm", npmVersion));
+    // devDependencies pruned from npm's lockfile flags, and npm itself agrees nothing is left to prune.
+    assert.match(out, /^ {7}Removed 1 devDependency packages \(those package-lock\.json marks "dev"\)$/m);
+    const npmEnv = { PATH: `${join(first.app, ".heroku/node/bin")}:${SYSTEM_PATH}`, HOME: first.app, npm_config_cache: join(work, "npm-check-cache") };
+    const dry = await run(join(first.app, ".heroku/node/bin/npm"), ["prune", "--omit=dev", "--dry-run", "--json", "--offline"], { env: npmEnv, cwd: first.app });
+    assert.equal(dry.code, 0, dry.stderr);
+    // Its plan: "remove <name> <version>" lines, then a JSON summary.
+    const plan = JSON.parse(dry.stdout.slice(dry.stdout.indexOf("{"))) as { remove: unknown[]; add: unknown[] };
+    assert.deepEqual([plan.remove, plan.add], [[], []], dry.stdout);
     const info = JSON.parse(await readFile(join(first.app, "build/info.json"), "utf8"));
     assert.equal(info.node, process.version);
     assert.equal(info.nodeEnv, "production");

@@ -45,6 +45,8 @@ export interface ServerConfig {
   addons: boolean;
   /** Host directories apps may take buildpacks from (QUAI_BUILDPACK_DIRS, colon-separated). */
   buildpackDirs: string[];
+  /** Size bound of the npm package store shared by builds, in MiB (QUAI_SHARED_NPM_MB, default 2048; 0 turns it off). */
+  sharedNpmMb: number;
   /** Address of the git front over SSH; port 0 picks a free one. */
   sshListen: { host: string; port: number };
   /** GitHub/GitLab integration: how often waiting deploys and review apps are looked at, forge request settings, the review-app size cap. */
@@ -104,6 +106,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     runtime: env.QUAI_RUNTIME !== "off",
     addons: env.QUAI_ADDONS !== "off",
     buildpackDirs: (env.QUAI_BUILDPACK_DIRS ?? "").split(":").filter((d) => d !== "").map((d) => resolve(d)),
+    sharedNpmMb: env.QUAI_SHARED_NPM_MB === "0" ? 0 : positiveInt("QUAI_SHARED_NPM_MB", env.QUAI_SHARED_NPM_MB, 2048),
     sshListen: env.QUAI_SSH_LISTEN ? parseListen(env.QUAI_SSH_LISTEN) : { host: "127.0.0.1", port: 0 },
     scm: {
       tickSeconds: positiveInt("QUAI_SCM_TICK_SECONDS", env.QUAI_SCM_TICK_SECONDS, 15),

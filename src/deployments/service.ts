@@ -5,6 +5,7 @@ import { recordEvent } from "../events/service.ts";
 import { Readable } from "node:stream";
 import { EventEmitter } from "node:events";
 import { sql } from "kysely";
+import { join } from "node:path";
 import type { Actor } from "../auth/service.ts";
 import type { AppRecord } from "../apps/service.ts";
 import { QuaiError } from "../core/errors.ts";
@@ -13,6 +14,7 @@ import { BlobTooLarge } from "../blobs/store.ts";
 import { listVariables, resolveVariables } from "../variables/service.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
 import { buildSlug, BuildError, cleanUpBuild } from "../pipeline/build.ts";
+import { harvestNpmContent } from "../pipeline/npm-store.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
 import { deployRelease, DeployError } from "../pipeline/deploy.ts";
 import type { Supervisor } from "../formation/supervisor.ts";
@@ -275,6 +277,10 @@ export class Deployments {
         if (!d.source_blob) throw new BuildError("the deployment has no source");
         out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
         const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env }, out, abort.signal);
+        // What this build downloaded from the npm registry, the first build of another app reuses.
+        if (this.ctx.settings.sharedNpmBytes > 0) {
+          void harvestNpmContent(join(this.ctx.paths.caches, app.id), app.uid, this.ctx.paths.sharedNpm, this.ctx.settings.sharedNpmBytes).catch((err: unknown) => this.ctx.log(`deployments: shared npm store: ${String(err)}`));
+        }
         await this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize });
         release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: d.git_ref, slugKey: built.slugKey, slugSize: built.slugSize, processTypes: built.processTypes, config: env, description: `Deploy ${d.git_ref ?? "archive"}`, createdBy: actor });
       }

@@ -1,6 +1,6 @@
 // The git front over smart HTTP: `git http-backend` as a CGI, streamed both ways, behind HTTP
 // Basic auth with an API token as the password. Pushes to main/master deploy through the
-// repository's pre-receive hook (hook.mjs), which calls back the internal endpoint below.
+// repository's pre-receive hook (hook.sh), which calls back the internal endpoint below.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
@@ -31,7 +31,7 @@ export interface GitFrontDeps {
   grants: Map<string, PushGrant>;
 }
 
-const hookScript = fileURLToPath(new URL("./hook.mjs", import.meta.url));
+const hookScript = fileURLToPath(new URL("./hook.sh", import.meta.url));
 
 /** Creates the app's bare repository (once) with Quai's pre-receive hook. */
 export async function ensureRepo(reposDir: string, appId: string): Promise<string> {
@@ -44,7 +44,7 @@ export async function ensureRepo(reposDir: string, appId: string): Promise<strin
     await run("git", ["-C", dir, "config", "receive.denyNonFastForwards", "false"]);
   }
   const hook = join(dir, "hooks", "pre-receive");
-  await writeFile(hook, `#!/bin/sh\n# Quai: deploys pushes to main or master (see src/git/hook.mjs).\nexec "$QUAI_HOOK_NODE" "$QUAI_HOOK_SCRIPT"\n`);
+  await writeFile(hook, `#!/bin/sh\n# Quai: deploys pushes to main or master (see src/git/hook.sh).\nexec /bin/bash "$QUAI_HOOK_SCRIPT"\n`);
   await chmod(hook, 0o755);
   return dir;
 }
@@ -64,7 +64,6 @@ export function grantPush(deps: GitFrontDeps, who: PushGrant): { token: string; 
     env: {
       QUAI_HOOK_URL: `${deps.apiUrl()}/internal/git/deploy`,
       QUAI_HOOK_TOKEN: token,
-      QUAI_HOOK_NODE: process.execPath,
       QUAI_HOOK_SCRIPT: hookScript,
     },
   };

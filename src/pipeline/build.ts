@@ -124,6 +124,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         { source: envDir, target: "/env", writable: false },
         { source: buildpackDir, target: "/buildpack", writable: false },
         { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
+        ...(ctx.settings.sharedNpmBytes > 0 ? [{ source: ctx.paths.sharedNpm, target: "/quai/shared/npm", writable: false }] : []),
       ],
       command,
       env: {
@@ -221,6 +222,9 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
   }
 }
 
+/** Build trees being deleted in the background. */
+export const TRASH_PREFIX = ".trash-";
+
 /**
  * Removes what a build leaves (work directory, half-unpacked slug) and gives the app its build
  * cache back: after every build, and at start-up for builds a stopped control plane cut short.
@@ -230,7 +234,14 @@ export async function cleanUpBuild(ctx: PipelineContext, deploymentId: string, a
   const boxCache = join(work, "box", "cache");
   await rm(join(ctx.paths.slugs, `.tmp-${deploymentId}`), { recursive: true, force: true }).catch(() => {});
   if (existsSync(boxCache) && !existsSync(join(ctx.paths.caches, appId))) await rename(boxCache, join(ctx.paths.caches, appId)).catch(() => {});
-  await rm(work, { recursive: true, force: true }).catch(() => {});
+  // The build tree (a whole app with its node_modules) is removed after the deployment goes on:
+  // renamed aside at once, deleted in the background (and at start-up if the server stopped).
+  const trash = join(ctx.paths.builds, `${TRASH_PREFIX}${deploymentId}`);
+  if (await rename(work, trash).then(() => true, () => false)) {
+    void rm(trash, { recursive: true, force: true }).catch((err: unknown) => ctx.log(`build: removing ${trash}: ${String(err)}`));
+  } else {
+    await rm(work, { recursive: true, force: true }).catch(() => {});
+  }
 }
 
 async function runOk(cmd: string, args: string[]): Promise<void> {

@@ -27,6 +27,8 @@ export interface RuntimePaths {
   runtimes: string;
   /** Scripts mounted at /quai/bin (the container launcher). */
   bin: string;
+  /** The shared npm package store (npm-store.ts), read-only to builds at /quai/shared/npm. */
+  sharedNpm: string;
   /** Container log spools and per-app log streams. */
   logs: string;
 }
@@ -42,6 +44,7 @@ export function runtimePaths(root: string): RuntimePaths {
     buildpacks: join(root, "buildpacks"),
     runtimes: join(root, "runtimes"),
     bin: join(root, "bin"),
+    sharedNpm: join(root, "shared", "npm"),
     logs: join(root, "logs"),
   };
 }
@@ -57,6 +60,8 @@ export interface PipelineSettings {
   sourceLimitBytes: number;
   /** Host directories buildpacks may be taken from (paths and file:// URLs); others are refused. */
   buildpackDirs: string[];
+  /** Size bound of the shared npm package store, in bytes (0: no store). */
+  sharedNpmBytes: number;
 }
 
 /** Everything a pipeline step may use. */

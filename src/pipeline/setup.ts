@@ -1,12 +1,13 @@
 // Prepares the runtime root at server start: directory modes every app uid can traverse, the
-// built-in buildpacks, the container launcher, and the Node.js runtime Quai offers to builds.
+// built-in buildpacks, the container launcher, and the Node.js and npm runtimes Quai offers to builds.
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readdir, realpath, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { chmod, mkdir, readdir, readFile, realpath, rm, writeFile } from "node:fs/promises";
+import { delimiter, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run } from "../core/run.ts";
 import { QuaiError } from "../core/errors.ts";
 import type { RuntimePaths } from "./context.ts";
+import { TRASH_PREFIX } from "./build.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -45,6 +46,13 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
     await chmod(d, 0o711);
   }
   await mkdir(join(paths.logs, "router"), { recursive: true, mode: 0o700 });
+  // Build trees a stopped server was still deleting.
+  for (const name of await readdir(paths.builds)) {
+    if (name.startsWith(TRASH_PREFIX)) await rm(join(paths.builds, name), { recursive: true, force: true });
+  }
+  await mkdir(join(paths.sharedNpm, "content-v2"), { recursive: true, mode: 0o755 });
+  await chmod(join(paths.sharedNpm, ".."), 0o755);
+  await chmod(paths.sharedNpm, 0o755);
   // Built-in buildpacks: a fresh copy each start, readable by every app uid.
   await rm(paths.buildpacks, { recursive: true, force: true });
   await mkdir(paths.buildpacks, { mode: 0o755 });
@@ -72,4 +80,44 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
     await run("chmod", ["-R", "a+rX", tmp]);
     await run("mv", ["--", tmp, dest]);
   }
+  await offerSystemNpm(paths);
+}
+
+/** The host's npm: the `npm` on PATH (resolved to its package directory), else Debian's place. */
+async function systemNpmRoot(): Promise<string | undefined> {
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    if (!dir) continue;
+    try {
+      const cli = await realpath(join(dir, "npm"));
+      if (cli.endsWith(join("bin", "npm-cli.js"))) return dirname(dirname(cli));
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return existsSync("/usr/lib/node_modules/npm/package.json") ? "/usr/lib/node_modules/npm" : undefined;
+}
+
+/**
+ * npm: the host's, offered to builds at /quai/runtimes/npm/<version> so that a slug links to it
+ * (as it links to Node.js) instead of carrying its 2,000 files. Versions are never removed.
+ */
+async function offerSystemNpm(paths: RuntimePaths): Promise<void> {
+  const root = await systemNpmRoot();
+  if (!root) return;
+  let version: unknown;
+  try {
+    version = (JSON.parse(await readFile(join(root, "package.json"), "utf8")) as { version?: unknown }).version;
+  } catch {
+    return;
+  }
+  if (typeof version !== "string" || !/^\d+\.\d+\.\d+$/.test(version)) return;
+  const dest = join(paths.runtimes, "npm", version);
+  if (existsSync(join(dest, "package.json"))) return;
+  const tmp = `${dest}.tmp`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(dirname(dest), { recursive: true, mode: 0o755 });
+  const res = await run("cp", ["-R", "--", root, tmp]);
+  if (res.code !== 0) throw new Error(`offering npm ${version} to builds: ${res.stderr}`);
+  await run("chmod", ["-R", "a+rX,go-w", tmp]);
+  await run("mv", ["--", tmp, dest]);
 }

@@ -101,11 +101,40 @@ function stringField(pkg, dotted) {
   return v.trim();
 }
 
+/** The start script when `node <file> [args]` can run it without npm (see direct-start), else "". */
+function directStart(scripts) {
+  const start = typeof scripts.start === "string" ? scripts.start.trim() : "";
+  return /^node( [A-Za-z0-9_./=:@%+-]+)+$/.test(start) && !scripts.prestart && !scripts.poststart ? start : "";
+}
+
+/** The newest platform Node.js version in RANGE ("" = any): rc 0 with it, 1 if none, 2 if RANGE is not a range. */
+function nodeChoice(range, versions) {
+  const s = semver();
+  if (range && s.validRange(range) === null) return { rc: 2 };
+  const valid = versions.filter((v) => s.valid(v));
+  const best = range ? s.maxSatisfying(valid, range) : s.rsort(valid)[0];
+  return best ? { rc: 0, version: best } : { rc: 1 };
+}
+
+/** "system VERSION" when the system npm suits this Node.js (and engines.npm, a valid range or ""), else "fetch SPEC". */
+function npmChoice(nodeVersion, npmRoot, enginesNpm) {
+  const s = semver();
+  const npmPkg = readJson(npmRoot + "/package.json", "npm's package.json");
+  const runsOnNode = !npmPkg.engines || !npmPkg.engines.node || s.satisfies(nodeVersion, npmPkg.engines.node);
+  if (runsOnNode && (!enginesNpm || s.satisfies(npmPkg.version, enginesNpm))) return `system ${npmPkg.version}`;
+  if (enginesNpm) return `fetch ${enginesNpm}`;
+  const spec = s.gte(nodeVersion, "18.17.0") ? "10" : s.gte(nodeVersion, "14.17.0") ? "9" : s.gte(nodeVersion, "12.13.0") ? "8" : "6";
+  return `fetch ${spec}`;
+}
+
 switch (cmd) {
-  // facts FILE: everything the build needs to know about package.json, in one process start
-  // (a Node.js start costs ~0.1 s: asking field by field made a redeploy a second slower).
+  // facts FILE [SYSTEM_NPM_ROOT VERSION...]: everything the build needs to know about
+  // package.json, in one process start (a Node.js start costs ~0.1 s: asking field by field made
+  // a redeploy a second slower). Given the system npm and the platform's Node.js versions, also
+  // what node-choice and npm-choice would answer (node_choice_rc 0, 1 or 2, as node-choice exits).
   case "facts": {
     const pkg = readPackage(args[0]);
+    const [npmRoot, ...platformVersions] = args.slice(1);
     const pm = get(pkg, "packageManager");
     let packageManager = "";
     if (pm !== undefined && pm !== null) {
@@ -119,9 +148,22 @@ switch (cmd) {
       "bundleDependencies", "bundledDependencies", "overrides", "resolutions", "workspaces", "pnpm"];
     const picked = {};
     for (const k of keys) if (pkg[k] !== undefined) picked[k] = pkg[k];
+    const enginesNode = stringField(pkg, "engines.node");
+    const enginesNpm = stringField(pkg, "engines.npm");
+    const choices = {};
+    if (npmRoot) {
+      const node = nodeChoice(enginesNode, platformVersions);
+      choices.node_choice = node.version || "";
+      choices.node_choice_rc = node.rc;
+      // npm-choice itself reports a bad engines.npm, in its turn.
+      choices.npm_choice = node.version && (!enginesNpm || semver().validRange(enginesNpm) !== null) ? npmChoice(node.version, npmRoot, enginesNpm) : "";
+    }
     process.stdout.write(facts({
-      engines_node: stringField(pkg, "engines.node"),
-      engines_npm: stringField(pkg, "engines.npm"),
+      ...choices,
+      // The default web process as far as package.json decides it (bin/release's rules).
+      web_process: directStart(scripts) || (get(pkg, "scripts.start") !== undefined && get(pkg, "scripts.start") !== null ? "npm start" : ""),
+      engines_node: enginesNode,
+      engines_npm: enginesNpm,
       package_manager: packageManager,
       workspaces: pkg.workspaces ? 1 : 0,
       scripts: wanted.filter((n) => typeof scripts[n] === "string").join(" "),
@@ -132,31 +174,18 @@ switch (cmd) {
   // node-choice RANGE VERSION...: the newest platform VERSION in RANGE ("" = any; exit 1 if
   // none), and whether RANGE is valid at all (exit 2 if not).
   case "node-choice": {
-    const s = semver();
     const [range, ...versions] = args;
-    if (range && s.validRange(range) === null) process.exit(2);
-    const valid = versions.filter((v) => s.valid(v));
-    const best = range ? s.maxSatisfying(valid, range) : s.rsort(valid)[0];
-    if (!best) process.exit(1);
-    process.stdout.write(best);
+    const { rc, version } = nodeChoice(range, versions);
+    if (rc !== 0) process.exit(rc);
+    process.stdout.write(version);
     break;
   }
   // npm-choice NODE_VERSION SYSTEM_NPM_ROOT ENGINES_NPM: "system VERSION" when the system npm
   // suits this Node.js (and engines.npm), else "fetch SPEC" for the npm to download.
   case "npm-choice": {
-    const s = semver();
     const [nodeVersion, npmRoot, enginesNpm] = args;
-    const npmPkg = readJson(npmRoot + "/package.json", "npm's package.json");
-    const runsOnNode = !npmPkg.engines || !npmPkg.engines.node || s.satisfies(nodeVersion, npmPkg.engines.node);
-    if (enginesNpm && s.validRange(enginesNpm) === null) fail(`engines.npm "${enginesNpm}" in package.json is not a semver range.`);
-    if (runsOnNode && (!enginesNpm || s.satisfies(npmPkg.version, enginesNpm))) {
-      process.stdout.write(`system ${npmPkg.version}`);
-    } else if (enginesNpm) {
-      process.stdout.write(`fetch ${enginesNpm}`);
-    } else {
-      const spec = s.gte(nodeVersion, "18.17.0") ? "10" : s.gte(nodeVersion, "14.17.0") ? "9" : s.gte(nodeVersion, "12.13.0") ? "8" : "6";
-      process.stdout.write(`fetch ${spec}`);
-    }
+    if (enginesNpm && semver().validRange(enginesNpm) === null) fail(`engines.npm "${enginesNpm}" in package.json is not a semver range.`);
+    process.stdout.write(npmChoice(nodeVersion, npmRoot, enginesNpm));
     break;
   }
   // pruned FULL_LOCK PRUNED_LOCK: the package paths (node_modules/...) that `npm prune` removed,
@@ -168,13 +197,70 @@ switch (cmd) {
     process.stdout.write(removed.map((k) => k + "\n").join(""));
     break;
   }
+  // seed-npm LOCKFILE STORE CACHE: copies from the platform's shared npm store (STORE/content-v2)
+  // into the app's npm cache (CACHE/_cacache/content-v2) the tarballs the lockfile names by a
+  // sha512 integrity and the cache lacks; prints how many. npm checks each against the lockfile.
+  case "seed-npm": {
+    const [lockFile, store, cache] = args;
+    const lock = readJson(lockFile, lockFile.replace(/^.*\//, ""));
+    const seen = new Set();
+    const collect = (deps) => {
+      if (!deps || typeof deps !== "object") return;
+      for (const meta of Object.values(deps)) {
+        if (!meta || typeof meta !== "object") continue;
+        if (typeof meta.integrity === "string") {
+          for (const part of meta.integrity.split(/\s+/)) {
+            const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
+            if (m) seen.add(Buffer.from(m[1], "base64").toString("hex"));
+          }
+        }
+        collect(meta.dependencies); // lockfileVersion 1 nests them
+      }
+    };
+    collect(lock && lock.packages);
+    if (!(lock && lock.packages)) collect(lock && lock.dependencies);
+    const path = require("path");
+    let copied = 0;
+    for (const hex of seen) {
+      if (hex.length !== 128) continue;
+      const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
+      const from = path.join(store, rel);
+      const to = path.join(cache, "_cacache", rel);
+      if (fs.existsSync(to) || !fs.existsSync(from)) continue;
+      try {
+        fs.mkdirSync(path.dirname(to), { recursive: true });
+        fs.copyFileSync(from, to);
+        copied++;
+      } catch {
+        // A file npm will then download.
+      }
+    }
+    process.stdout.write(`${copied} ${seen.size}`);
+    break;
+  }
+  // prune-dev HIDDEN_LOCK OUT: what `npm prune --omit=dev` does, read from npm's own flags: the
+  // package paths the hidden lockfile (node_modules/.package-lock.json) marks "dev": true are
+  // printed, and the hidden lockfile without them is written to OUT. Exit 1 when the lockfile is
+  // too old to carry the flags (lockfileVersion 1): npm prune must do it then.
+  case "prune-dev": {
+    const lock = readJson(args[0], "node_modules/.package-lock.json");
+    if (!lock || typeof lock !== "object" || !(lock.lockfileVersion >= 2) || !lock.packages || typeof lock.packages !== "object") process.exit(1);
+    const removed = [];
+    for (const [path, meta] of Object.entries(lock.packages)) {
+      if (!path.startsWith("node_modules/") || path.split("/").includes("..")) continue;
+      if (meta && meta.dev === true) removed.push(path);
+    }
+    for (const path of removed) delete lock.packages[path];
+    fs.writeFileSync(args[1], JSON.stringify(lock, null, 2) + "\n");
+    process.stdout.write(removed.map((k) => k + "\n").join(""));
+    break;
+  }
   // direct-start FILE: prints the start script when it is a plain `node <file> [args]` with no
   // prestart/poststart hook and nothing for a shell to interpret, so the web process can run it
   // without npm (a second faster, and SIGTERM reaches node itself); exit 1 otherwise.
   case "direct-start": {
-    const scripts = readPackage(args[0]).scripts || {};
-    const start = typeof scripts.start === "string" ? scripts.start.trim() : "";
-    if (!/^node( [A-Za-z0-9_./=:@%+-]+)+$/.test(start) || scripts.prestart || scripts.poststart) process.exit(1);
+    const start = directStart(readPackage(args[0]).scripts || {});
+    if (!start) process.exit(1);
     process.stdout.write(start);
     break;
   }
@@ -214,5 +300,5 @@ switch (cmd) {
     break;
   }
   default:
-    fail("usage: pkg.cjs facts|node-choice|npm-choice|pick|majors|pruned|has ...");
+    fail("usage: pkg.cjs facts|node-choice|npm-choice|pick|majors|pruned|prune-dev|seed-npm|direct-start|has ...");
 }

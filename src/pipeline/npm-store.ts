@@ -1,0 +1,125 @@
+// The shared npm package store: what one app's build downloaded, the first build of another app
+// reuses, as a warm npm cache would. npm reads a tarball whose integrity the lockfile gives
+// straight from its cache's content store (`_cacache/content-v2/sha512/<hex>`), with no index
+// entry, and checks it against that integrity. So the platform keeps those files alone: after a
+// successful build, root copies the new ones out of the app's npm cache, each kept only if its
+// SHA-512 is its name; builds see the store read-only at /quai/shared/npm, and the Node.js
+// buildpack copies what the app's lockfile names into the app's own cache before `npm ci`.
+// Nothing an app writes reaches another app unverified, and the store is bounded in size.
+import { createHash, randomBytes } from "node:crypto";
+import { constants, createWriteStream } from "node:fs";
+import { lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { Transform } from "node:stream";
+
+/** Where a content file lives under a `content-v2` directory, by its hex SHA-512. */
+const HEX = /^[0-9a-f]{128}$/;
+
+/** Directories of a content store: content-v2/sha512/<2 hex>/<2 hex>/<124 hex>. */
+function contentPath(root: string, hex: string): string {
+  return join(root, "content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
+}
+
+/** A directory's entries, [] when it is missing or not a real directory (never follows a symlink). */
+async function realDirEntries(dir: string): Promise<string[]> {
+  const st = await lstat(dir).catch(() => undefined);
+  if (!st?.isDirectory()) return [];
+  return readdir(dir).catch(() => []);
+}
+
+/** What a harvest did. */
+export interface HarvestResult {
+  added: number;
+  rejected: number;
+  removed: number;
+}
+
+/**
+ * Copies into `store` the npm content files of an app's build cache (`cacheDir`, owned by `uid`)
+ * that it lacks. A file is read without following symlinks, must be a regular file of the app's
+ * uid, and is kept only if the SHA-512 of what was read is its name. Then the oldest files go
+ * until the store is within `maxBytes`.
+ */
+export async function harvestNpmContent(cacheDir: string, uid: number, store: string, maxBytes: number): Promise<HarvestResult> {
+  const result: HarvestResult = { added: 0, rejected: 0, removed: 0 };
+  const base = join(cacheDir, "npm", "_cacache", "content-v2", "sha512");
+  for (const a of await realDirEntries(base)) {
+    if (!/^[0-9a-f]{2}$/.test(a)) continue;
+    for (const b of await realDirEntries(join(base, a))) {
+      if (!/^[0-9a-f]{2}$/.test(b)) continue;
+      for (const rest of await realDirEntries(join(base, a, b))) {
+        const hex = a + b + rest;
+        if (!HEX.test(hex)) continue;
+        const dest = contentPath(store, hex);
+        if (await stat(dest).then(() => true, () => false)) continue;
+        if (await copyVerified(join(base, a, b, rest), uid, hex, dest)) result.added++;
+        else result.rejected++;
+      }
+    }
+  }
+  if (result.added > 0) result.removed = await trim(store, maxBytes);
+  return result;
+}
+
+/** Copies `src` to `dest` through a temporary file if it is the app's regular file whose SHA-512 is `hex`. */
+async function copyVerified(src: string, uid: number, hex: string, dest: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return false;
+  }
+  const dir = join(dest, "..");
+  const tmp = join(dir, `.tmp-${randomBytes(6).toString("hex")}`);
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.uid !== uid) return false;
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const hash = createHash("sha512");
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    await pipeline(fh.createReadStream({ autoClose: false }), meter, createWriteStream(tmp, { mode: 0o644 }));
+    if (hash.digest("hex") !== hex) {
+      await rm(tmp, { force: true });
+      return false;
+    }
+    await rename(tmp, dest);
+    return true;
+  } catch {
+    await rm(tmp, { force: true });
+    return false;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Removes the oldest content files until the store holds at most `maxBytes`; returns how many went. */
+async function trim(store: string, maxBytes: number): Promise<number> {
+  const files: { path: string; size: number; mtimeMs: number }[] = [];
+  const base = join(store, "content-v2", "sha512");
+  for (const a of await realDirEntries(base)) {
+    for (const b of await realDirEntries(join(base, a))) {
+      for (const rest of await realDirEntries(join(base, a, b))) {
+        if (rest.startsWith(".tmp-")) continue;
+        const path = join(base, a, b, rest);
+        const st = await stat(path).catch(() => undefined);
+        if (st?.isFile()) files.push({ path, size: st.size, mtimeMs: st.mtimeMs });
+      }
+    }
+  }
+  let total = files.reduce((s, f) => s + f.size, 0);
+  let removed = 0;
+  files.sort((x, y) => x.mtimeMs - y.mtimeMs);
+  for (const f of files) {
+    if (total <= maxBytes) break;
+    await rm(f.path, { force: true });
+    total -= f.size;
+    removed++;
+  }
+  return removed;
+}
