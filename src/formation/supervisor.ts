@@ -220,7 +220,8 @@ export class Supervisor {
         lastHealth = status ? `answered ${status} on ${healthPath}` : `did not answer on ${healthPath}`;
       }
       if (Date.now() > deadline) return { ok: false, reason: "timeout", detail: lastHealth ? `${lastHealth} within ${Math.round(timeoutMs / 1000)} s` : `did not accept connections on $PORT within ${Math.round(timeoutMs / 1000)} s` };
-      await sleep(50);
+      // Most apps listen within a second: look often then (a deploy waits on this), calmly after.
+      await sleep(Date.now() < deadline - timeoutMs + 3000 ? 10 : 50);
     }
   }
 
