@@ -49,6 +49,7 @@ export const catalogue = {
   variable_name_invalid: { status: 422, exit: Exit.data, description: "Variable names match [A-Za-z_][A-Za-z0-9_]* and are at most 255 characters." },
   variable_value_too_large: { status: 422, exit: Exit.data, description: "Variable values are at most 64 KiB (65,536 bytes of UTF-8)." },
   variable_duplicate: { status: 422, exit: Exit.data, description: "The same variable name appears twice in one request." },
+  variables_busy: { status: 409, exit: Exit.tempFail, description: "The app's variables kept changing while this change was applied (many concurrent edits); nothing was written: try again." },
   variable_reference_cycle: { status: 422, exit: Exit.data, description: "Variables refer to each other in a cycle ($A → $B → $A)." },
   variable_reference_missing: { status: 422, exit: Exit.data, description: "A variable refers to another variable that does not exist." },
   // Deployments

@@ -15,6 +15,7 @@ import * as m0009 from "./migrations/0009_create_maintenance_windows.ts";
 import * as m0010 from "./migrations/0010_create_domains.ts";
 import * as m0011 from "./migrations/0011_add_domain_certificates.ts";
 import * as m0012 from "./migrations/0012_create_scm_links_and_review_apps.ts";
+import * as m0013 from "./migrations/0013_count_variable_changes_per_app.ts";
 
 /** Typed database handle used by every capability. */
 export type Db = Kysely<Database>;
@@ -33,6 +34,7 @@ export const migrations: Record<string, Migration> = {
   "0010_create_domains": m0010,
   "0011_add_domain_certificates": m0011,
   "0012_create_scm_links_and_review_apps": m0012,
+  "0013_count_variable_changes_per_app": m0013,
 };
 
 // timestamptz comes back as Date (pg's default); bigint counts as numbers, they stay far below 2^53.

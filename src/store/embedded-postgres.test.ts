@@ -55,8 +55,13 @@ describe("embedded PostgreSQL", () => {
 
   it("initialises a cluster with a password, private files and a `quai` database", async () => {
     const url = await pgServer.start();
-    assert.match(url, /^postgres:\/\/quai:[0-9a-f]{48}@127\.0\.0\.1:\d+\/quai$/);
-    assert.deepEqual(await query(url, "SELECT current_database() AS db"), [{ db: "quai" }]);
+    // Over its Unix socket, in a private directory of the cluster's.
+    assert.equal(url.replace(/:[0-9a-f]{48}@/, ":PW@"), `postgres://quai:PW@${encodeURIComponent(join(dir, "run"))}:${new URL(url.replace(/@[^:]+:/, "@h:")).port}/quai`);
+    assert.equal((await stat(join(dir, "run"))).mode & 0o777, 0o700);
+    assert.deepEqual(await query(url, "SELECT current_database() AS db, inet_server_addr() AS addr"), [{ db: "quai", addr: null }]);
+    // TCP on 127.0.0.1 answers too, with the same password.
+    const tcp = url.replace(/@[^:]+:/, "@127.0.0.1:");
+    assert.deepEqual(await query(tcp, "SELECT inet_server_addr()::text AS addr"), [{ addr: "127.0.0.1/32" }]);
     assert.equal((await stat(join(dir, "password"))).mode & 0o777, 0o600);
     assert.equal((await stat(dir)).mode & 0o777, 0o700);
     const wrong = url.replace(/:[0-9a-f]{48}@/, ":wrong@");

@@ -89,7 +89,18 @@ export class EmbeddedPostgres {
 
   /** Connection URL of another database on the same cluster. */
   urlFor(database: string): string {
-    return `postgres://${USER}:${this.password}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
+    // The Unix socket when there is one: each query costs less CPU than over loopback TCP.
+    const host = this.socketDir ? encodeURIComponent(this.socketDir) : "127.0.0.1";
+    return `postgres://${USER}:${this.password}@${host}:${this.port}/${encodeURIComponent(database)}`;
+  }
+
+  /**
+   * Where the server's Unix socket is, unless its path would be too long for one (108 bytes) or
+   * hold characters the setting's list syntax gives a meaning to.
+   */
+  private get socketDir(): string | undefined {
+    const dir = join(this.dir, "run");
+    return Buffer.byteLength(join(dir, ".s.PGSQL.65535")) < 108 && /^[A-Za-z0-9_./@+-]+$/.test(dir) ? dir : undefined;
   }
 
   /** PID of the running postmaster, if any. */
@@ -104,6 +115,7 @@ export class EmbeddedPostgres {
     await this.initIfNeeded();
     this.password = (await readFile(join(this.dir, "password"), "utf8")).trim();
     await this.stopOrphan();
+    if (this.socketDir) await ensurePrivateDir(this.socketDir);
     for (let attempt = 1; ; attempt++) {
       this.port = await freePort();
       try {
@@ -174,7 +186,8 @@ export class EmbeddedPostgres {
       "-D", this.dataDir,
       "-c", "listen_addresses=127.0.0.1",
       "-p", String(this.port),
-      "-c", "unix_socket_directories=",
+      "-c", `unix_socket_directories=${this.socketDir ?? ""}`,
+      "-c", "unix_socket_permissions=0700",
       "-c", "max_connections=200",
       "-c", "shared_buffers=64MB",
       "-c", "log_min_messages=warning",

@@ -66,6 +66,12 @@ export interface VariablesTable {
   updated_at: UpdatedAt;
 }
 
+/** The version of an app's set of variables (absent: 0), bumped by each change of it. */
+export interface VariableVersionsTable {
+  app_id: string;
+  version: number;
+}
+
 export interface EventsTable {
   id: Generated<string>;
   created_at: CreatedAt;
@@ -92,6 +98,7 @@ export interface Database {
   sessions: SessionsTable;
   apps: AppsTable;
   variables: VariablesTable;
+  variable_versions: VariableVersionsTable;
   events: EventsTable;
   change_counters: ChangeCountersTable;
   deployments: DeploymentsTable;

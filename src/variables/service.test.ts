@@ -51,6 +51,40 @@ describe("variables service", () => {
     assert.ok(fresh.filter((v) => v.name.startsWith("W")).every((v) => v.value.startsWith("during-")));
   });
 
+  it("concurrent edits of one app all apply, one after the other, each with its event", async () => {
+    const keyring = await Keyring.open(join(dir, "master.json"));
+    await createApp(store.db, actor, "busy-vars", { domain: "quai.test" });
+    const app = await findApp(store.db, actor, "busy-vars");
+    // 20 writers at once, on a pool of 10 connections: reads interleave with writes.
+    await Promise.all(Array.from({ length: 20 }, (_, i) => bulkSetVariables(store.db, keyring, actor, app.name, [{ name: `C${i}`, value: `v${i}` }, { name: "SHARED", value: `from-${i}` }])));
+    const vars = await listVariables(store.db, keyring, app);
+    assert.deepEqual(vars.filter((v) => v.name.startsWith("C")).map((v) => v.value).sort(), Array.from({ length: 20 }, (_, i) => `v${i}`).sort());
+    assert.match(vars.find((v) => v.name === "SHARED")?.value ?? "", /^from-\d+$/);
+    const events = await store.db.selectFrom("events").select("type_data").where("app_id", "=", app.id).where("type", "=", "edit_variables").execute();
+    assert.equal(events.length, 20, "one event per change, none for a retried attempt");
+    // Each C<i> was created by exactly one change: none saw another's write as its own creation.
+    const created = events.flatMap((e) => (e.type_data as { created: string[] }).created).filter((n) => n.startsWith("C")).sort();
+    assert.deepEqual(created, Array.from({ length: 20 }, (_, i) => `C${i}`).sort());
+    assert.equal(events.filter((e) => (e.type_data as { created: string[] }).created.includes("SHARED")).length, 1, "SHARED was created once, then updated");
+  });
+
+  it("two concurrent edits that together would make a reference cycle: one applies, the other is refused", async () => {
+    const keyring = await Keyring.open(join(dir, "master.json"));
+    await createApp(store.db, actor, "cycle-vars", { domain: "quai.test" });
+    const app = await findApp(store.db, actor, "cycle-vars");
+    for (let round = 0; round < 5; round++) {
+      await store.db.deleteFrom("variables").where("app_id", "=", app.id).execute();
+      const results = await Promise.allSettled([
+        bulkSetVariables(store.db, keyring, actor, app.name, [{ name: "A", value: "$B" }]),
+        bulkSetVariables(store.db, keyring, actor, app.name, [{ name: "B", value: "$A" }]),
+      ]);
+      assert.deepEqual(results.map((r) => r.status).sort(), ["fulfilled", "rejected"], `round ${round}`);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      assert.match(String(refused.reason), /cycle/i);
+      assert.equal((await listVariables(store.db, keyring, app)).length, 1);
+    }
+  });
+
   it("key rotation re-encrypts release configs too, so old releases stay deployable (regression)", async () => {
     // The same key file as the test above: every value in the database is sealed under it.
     const file = join(dir, "master.json");

@@ -1,10 +1,9 @@
 // Environment variables of an app: validated, encrypted at rest, checked for reference cycles,
 // changed atomically with the event that records the change (names only, never values).
-import { sql, type Kysely } from "kysely";
+import { sql } from "kysely";
 import { QuaiError } from "../core/errors.ts";
 import { isUuid } from "../core/ids.ts";
 import type { Db } from "../store/db.ts";
-import type { Database } from "../store/schema.ts";
 import type { Actor } from "../auth/service.ts";
 import { releaseSealContext } from "../pipeline/release.ts";
 import { visibleTo, type AppRecord } from "../apps/service.ts";
@@ -47,8 +46,6 @@ export function assertVariableValue(name: string, value: string): void {
 
 const context = (appId: string, name: string) => `${appId}:${name}`;
 
-type Trx = Kysely<Database>;
-
 /** A stored variable row. */
 interface StoredVariable {
   id: string;
@@ -80,27 +77,36 @@ interface Edit {
   patch?: { key: string; value: string };
 }
 
-/**
- * Locks the app row `actor` may write (by name or id), then loads its variables. Two statements on
- * purpose: under READ COMMITTED a statement that waited for the lock still reads other tables as
- * they were when it started, so a load joined to the lock could see values a key rotation had
- * just re-encrypted, under a key it had already dropped.
- */
-async function lockApp(trx: Trx, actor: Actor, appRef: string): Promise<{ app: { id: string; name: string }; rows: StoredVariable[] }> {
-  const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
-  const locked = await sql<{ id: string; name: string }>`SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)} FOR UPDATE`.execute(trx);
-  const app = locked.rows[0];
-  if (!app) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
-  const rows = await trx.selectFrom("variables").select(["id", "name", "value_enc", "key_id"]).where("app_id", "=", app.id).execute();
-  return { app, rows };
+/** What a change reads: the app `actor` may write, the version of its variables, and their rows. */
+interface Snapshot {
+  app: { id: string; name: string };
+  version: number;
+  rows: StoredVariable[];
 }
 
+/** Reads the app (by name or id) and its variables in one statement, hence one snapshot. */
+async function readForChange(db: Db, actor: Actor, appRef: string): Promise<Snapshot> {
+  const byRef = isUuid(appRef) ? sql`id = ${appRef}` : sql`name = ${appRef}`;
+  const res = await sql<{ app_id: string; app_name: string; version: number; id: string | null; name: string | null; value_enc: Buffer | null; key_id: string | null }>`
+    WITH a AS (SELECT id, name FROM apps WHERE ${byRef} AND ${visibleTo(actor)})
+    SELECT a.id AS app_id, a.name AS app_name, coalesce(vv.version, 0) AS version, v.id, v.name, v.value_enc, v.key_id
+    FROM a LEFT JOIN variable_versions vv ON vv.app_id = a.id LEFT JOIN variables v ON v.app_id = a.id`.execute(db);
+  const first = res.rows[0];
+  if (!first) throw new QuaiError("app_not_found", `app ${JSON.stringify(appRef)} not found`);
+  const rows = res.rows.filter((r) => r.id !== null).map((r) => ({ id: r.id as string, name: r.name as string, value_enc: r.value_enc as Buffer, key_id: r.key_id as string }));
+  return { app: { id: first.app_id, name: first.app_name }, version: Number(first.version), rows };
+}
+
+/** How often a change is tried again when another one committed between its read and its write. */
+const MAX_ATTEMPTS = 50;
+
 /**
- * Applies an edit in one transaction. The first statement checks that `actor` may write the app
- * and locks its row, so concurrent edits of one app serialise and the cycle check sees the
- * final set. Values are sealed only after the lock is held: a key rotation locks every app row,
- * so it either waits for this change (and re-encrypts it) or this change waits for it (and then
- * seals with the new key).
+ * Applies an edit with optimistic concurrency: one statement reads the app's variables and their
+ * version; the new values are checked (cycles see the final set) and sealed; one statement then
+ * writes them, with the event that records the change, only if the version is still the one read
+ * (and bumps it). Otherwise another change, or a master key rotation (which bumps every version
+ * while it re-encrypts), came first: read again and redo. So concurrent edits of one app apply
+ * one after the other, and no value is ever written under a key a rotation has already dropped.
  */
 async function change(
   db: Db,
@@ -117,8 +123,8 @@ async function change(
     if (seen.has(v.name)) throw new QuaiError("variable_duplicate", `variable ${v.name} appears twice in the request`, { name: v.name });
     seen.add(v.name);
   }
-  return db.transaction().execute(async (trx) => {
-    const { app, rows } = await lockApp(trx, actor, appRef);
+  for (let attempt = 1; ; attempt++) {
+    const { app, version, rows } = await readForChange(db, actor, appRef);
     keyring.refresh();
     const current = rows.map((r) => decrypt(keyring, app.id, r));
     const byName = new Map(current.map((v) => [v.name, v]));
@@ -134,7 +140,6 @@ async function change(
     for (const v of upserts) final.set(v.name, v.value);
     assertNoCycle(final);
 
-    if (deleted.length > 0) await trx.deleteFrom("variables").where("app_id", "=", app.id).where("name", "in", deleted).execute();
     const created = upserts.filter((v) => !byName.has(v.name)).map((v) => v.name);
     const names = upserts.map((v) => v.name);
     const type = typeof eventType === "function" ? eventType(created) : eventType;
@@ -144,27 +149,49 @@ async function change(
       type,
       data: type === "delete_variable" ? { names: deleted } : { names, created, updated: names.filter((n) => !created.includes(n)), deleted },
     });
-    let changed: Variable[] = [];
-    if (upserts.length > 0) {
-      const sealedRows = upserts.map((v) => {
-        const sealed = keyring.seal(v.value, context(app.id, v.name));
-        return { app_id: app.id, name: v.name, value_enc: sealed.data, key_id: sealed.keyId };
-      });
-      // The event is written by the same statement (a data-modifying CTE): one round trip less.
-      const ids = await trx
-        .with("recorded", (qc) => qc.insertInto("events").values(event).returning("id"))
-        .insertInto("variables")
-        .values(sealedRows)
-        .onConflict((oc) => oc.columns(["app_id", "name"]).doUpdateSet((eb) => ({ value_enc: eb.ref("excluded.value_enc"), key_id: eb.ref("excluded.key_id"), updated_at: new Date() })))
-        .returning(["id", "name"])
-        .execute();
-      const idOf = new Map(ids.map((r) => [r.name, r.id]));
-      changed = upserts.map((v) => ({ id: idOf.get(v.name) as string, name: v.name, value: v.value }));
-    } else {
-      await trx.insertInto("events").values(event).execute();
+    const sealed = upserts.map((v) => ({ name: v.name, ...keyring.seal(v.value, context(app.id, v.name)) }));
+    const ids = await writeChange(db, app, version, event, sealed, deleted);
+    if (ids) {
+      const changed = upserts.map((v) => ({ id: ids.get(v.name) as string, name: v.name, value: v.value }));
+      return { changed, created, deleted };
     }
-    return { changed, created, deleted };
-  });
+    if (attempt >= MAX_ATTEMPTS) throw new QuaiError("variables_busy", `the variables of app ${app.name} kept changing while this change was applied: try again`);
+  }
+}
+
+/**
+ * One statement: bumps the app's variables version if it is still `version`, and only then
+ * deletes, upserts and records the event. Resolves to the ids of the upserted variables by name,
+ * or undefined when the version had moved on (nothing written).
+ */
+async function writeChange(db: Db, app: { id: string; name: string }, version: number, event: ReturnType<typeof eventRow>, sealed: { name: string; data: Buffer; keyId: string }[], deleted: string[]): Promise<Map<string, string> | undefined> {
+  const values = sealed.length > 0 ? sql.join(sealed.map((v) => sql`(${v.name}::text, ${v.data}::bytea, ${v.keyId}::text)`)) : sql`(NULL::text, NULL::bytea, NULL::text)`;
+  try {
+    const res = await sql<{ bumped: number; put: { id: string; name: string }[] }>`
+      WITH bump AS (
+        INSERT INTO variable_versions AS vv (app_id, version) VALUES (${app.id}, 1)
+        ON CONFLICT (app_id) DO UPDATE SET version = vv.version + 1 WHERE vv.version = ${version}
+        RETURNING app_id
+      ), gone AS (
+        DELETE FROM variables WHERE app_id IN (SELECT app_id FROM bump) AND name = ANY(${deleted}::text[])
+      ), recorded AS (
+        INSERT INTO events (user_id, user_email, user_username, app_id, app_name, type, type_data)
+        SELECT ${event.user_id ?? null}::uuid, ${event.user_email ?? null}::text, ${event.user_username ?? null}::text, bump.app_id, ${app.name}::text, ${event.type}::text, ${event.type_data}::jsonb FROM bump
+      ), put AS (
+        INSERT INTO variables (app_id, name, value_enc, key_id)
+        SELECT bump.app_id, v.name, v.value_enc, v.key_id FROM bump, (VALUES ${values}) AS v (name, value_enc, key_id) WHERE v.name IS NOT NULL
+        ON CONFLICT (app_id, name) DO UPDATE SET value_enc = excluded.value_enc, key_id = excluded.key_id, updated_at = now()
+        RETURNING id, name
+      )
+      SELECT (SELECT count(*) FROM bump)::int AS bumped, (SELECT coalesce(json_agg(json_build_object('id', id, 'name', name)), '[]'::json) FROM put) AS put`.execute(db);
+    const row = res.rows[0];
+    if (!row || row.bumped !== 1) return undefined;
+    return new Map(row.put.map((r) => [r.name, r.id]));
+  } catch (err) {
+    // The app was deleted between the read and the write.
+    if ((err as { code?: string }).code === "23503") throw new QuaiError("app_not_found", `app ${JSON.stringify(app.name)} not found`);
+    throw err;
+  }
 }
 
 /** Sets one variable on the app named (or with id) `appRef`, creating or replacing it; says whether it was created. */
@@ -212,6 +239,10 @@ export async function rotateMasterKey(db: Db, keyring: Keyring): Promise<{ keyId
   const keyId = keyring.addKey();
   await keyring.save();
   const reencrypted = await db.transaction().execute(async (trx) => {
+    // A variables change that read before this commits must not write what it sealed under the
+    // old key: every app's version moves, so its write finds it changed and it redoes the work.
+    // Before the app rows are locked, as a change's write takes these two locks in that order.
+    await sql`INSERT INTO variable_versions AS vv (app_id, version) SELECT id, 1 FROM apps ORDER BY id ON CONFLICT (app_id) DO UPDATE SET version = vv.version + 1`.execute(trx);
     await sql`SELECT id FROM apps ORDER BY id FOR UPDATE`.execute(trx);
     let n = 0;
     for (const c of SEALED) {
