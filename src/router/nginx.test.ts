@@ -63,7 +63,13 @@ describe("nginx router", () => {
     routers.push(router);
     await router.start();
     const master = router.masterPid as number;
-    const uids = workerUids(master);
+    // A worker is forked as root and drops to nobody as it initialises: start() returns once one
+    // worker answers, the other may still be a moment behind.
+    let uids = workerUids(master);
+    for (let i = 0; i < 100 && !(uids.length === 2 && uids.every((u) => u === 65534)); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      uids = workerUids(master);
+    }
     assert.equal(uids.length, 2);
     assert.ok(uids.every((u) => u === 65534), `worker uids ${uids.join(",")}`);
     assert.equal(statSync(join(dir, "router", "temp", "client_body")).uid, 65534);
