@@ -3,7 +3,7 @@
 // is detached so it outlives the control plane; a restarted control plane re-attaches to it.
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
-import { chmod, lstat, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
@@ -604,10 +604,19 @@ export class NginxRouter implements RouterDriver {
     return stat(this.errorLog).then((s) => s.size, () => 0);
   }
 
+  /** What nginx logged after `offset` (only that part is read: the log grows over months). */
   private async errorLogSince(offset: number): Promise<string> {
-    if (!existsSync(this.errorLog)) return "";
-    const all = await readFile(this.errorLog);
-    return all.subarray(Math.min(offset, all.length)).toString("utf8");
+    const fh = await open(this.errorLog, "r").catch(() => undefined);
+    if (!fh) return "";
+    try {
+      const size = (await fh.stat()).size;
+      if (size <= offset) return "";
+      const buf = Buffer.alloc(Math.min(size - offset, 1024 * 1024));
+      const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
+      return buf.subarray(0, bytesRead).toString("utf8");
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Stops a master quickly (open requests get 5 s): used on one we cannot drive. */
