@@ -104,8 +104,12 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     }
     const envDir = join(work, "env");
     await mkdir(envDir, { mode: 0o700 });
-    for (const [name, value] of Object.entries(job.env)) await writeFile(join(envDir, name), value, { mode: 0o400 });
-    await runOk("chown", ["-R", `${uid}:${uid}`, envDir]);
+    // Created here, by us, so chowned one by one without a process (or a symlink to follow).
+    for (const [name, value] of Object.entries(job.env)) {
+      await writeFile(join(envDir, name), value, { mode: 0o400, flag: "wx" });
+      await chown(join(envDir, name), uid, uid);
+    }
+    await chown(envDir, uid, uid);
     await chmod(envDir, 0o500);
 
     const sandbox = (buildpackDir: string, command: string[], id: string): ContainerSpec => ({
