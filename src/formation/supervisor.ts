@@ -141,11 +141,12 @@ export class Supervisor {
     if (!existsSync(slugDir)) await unpackSlug(this.ctx, release.slugKey, slugDir);
     const appDir = join(dir, "app");
     await rm(appDir, { recursive: true, force: true });
-    const cp = await run("cp", ["-al", "--", slugDir, appDir]);
-    if (cp.code !== 0) throw new Error(`copying the slug failed: ${cp.stderr.trim()}`);
-    // Directories become the app's (it may add files); files stay root's (shared with the slug).
-    const chownDirs = await run("find", [appDir, "-type", "d", "-exec", "chown", `${app.uid}:${app.uid}`, "{}", "+"]);
-    if (chownDirs.code !== 0) throw new Error(`preparing /app failed: ${chownDirs.stderr.trim()}`);
+    // A hard-linked copy whose directories become the app's (it may add files) while files stay
+    // root's (shared with the slug); one shell for both steps, as a process start costs
+    // milliseconds on the path of every deploy. Paths and owner are arguments, never script text.
+    const script = 'cp -al -- "$1" "$2" && find "$2" -type d -exec chown "$3" {} +';
+    const prep = await run("/bin/sh", ["-c", script, "sh", slugDir, appDir, `${app.uid}:${app.uid}`]);
+    if (prep.code !== 0) throw new Error(`preparing /app from the slug failed: ${prep.stderr.trim()}`);
     return appDir;
   }
 
