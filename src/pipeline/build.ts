@@ -1,8 +1,8 @@
 // Build: a source archive becomes a slug. The source is unpacked as the app's uid, buildpacks
 // are chosen (.buildpacks, BUILDPACK_URL, else detection over the built-ins) and run with the
 // Heroku buildpack API inside the sandbox, and the result is packed into a content-addressed slug.
-import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { constants, existsSync } from "node:fs";
+import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createGzip } from "node:zlib";
@@ -112,7 +112,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     await chown(envDir, uid, uid);
     await chmod(envDir, 0o500);
 
-    const sandbox = (buildpackDir: string, command: string[], id: string): ContainerSpec => ({
+    const sandbox = (buildpacks: { source: string; target: string }, command: string[], id: string): ContainerSpec => ({
       id: `build-${job.deploymentId.slice(0, 8)}-${id}`,
       app: job.app.name,
       uid,
@@ -126,7 +126,8 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       appWritable: true,
       binds: [
         { source: envDir, target: "/env", writable: false },
-        { source: buildpackDir, target: "/buildpack", writable: false },
+        { ...buildpacks, writable: false },
+        { source: ctx.paths.bin, target: "/quai/bin", writable: false },
         { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
         ...(ctx.settings.sharedNpmBytes > 0 ? [{ source: ctx.paths.sharedNpm, target: "/quai/shared/npm", writable: false }] : []),
       ],
@@ -147,46 +148,51 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       network: "host",
       logFile: "/dev/null",
     });
-    const exec = async (bp: Buildpack, step: string, args: string[], onOut: (t: string) => void) => {
+    /** Runs `command` in the build sandbox; `what` names the step for a timeout or out-of-memory message. */
+    const run = async (mount: { source: string; target: string }, command: string[], id: string, onOut: (t: string) => void, what: () => Promise<string>) => {
       const left = deadline - Date.now();
       if (left <= 0) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s`);
-      const res = await ctx.runtime.exec(sandbox(bp.dir, [`/buildpack/bin/${step}`, ...args], step), {
+      const res = await ctx.runtime.exec(sandbox(mount, command, id), {
         onStdout: (b) => onOut(b.toString("utf8")),
         onStderr: (b) => onOut(b.toString("utf8")),
         signal,
         timeoutMs: left,
       });
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error("aborted");
-      if (Date.now() >= deadline) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s (${bp.label} ${step} was stopped)`);
-      if (res.oomKilled) throw new BuildError(`${bp.label} ${step} ran out of memory (build limit ${ctx.settings.buildSize}) and was killed`);
+      if (Date.now() >= deadline) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s (${await what()} was stopped)`);
+      if (res.oomKilled) throw new BuildError(`${await what()} ran out of memory (build limit ${ctx.settings.buildSize}) and was killed`);
       return res.exitCode;
     };
+    const exec = (bp: Buildpack, step: string, args: string[], onOut: (t: string) => void) =>
+      run({ source: bp.dir, target: "/buildpack" }, [`/buildpack/bin/${step}`, ...args], step, onOut, async () => `${bp.label} ${step}`);
 
     const chosen = await chooseBuildpacks(ctx, appDir, job.env, work, uid, out);
-    let buildpacks: Buildpack[];
-    if (chosen) {
-      buildpacks = chosen;
-    } else {
-      buildpacks = [];
-      for (const b of builtinBuildpacks) {
-        const bp = { label: b.title, dir: join(ctx.paths.buildpacks, b.name) };
-        let said = "";
-        const code = await exec(bp, "detect", ["/app"], (t) => (said += t));
-        if (code === 0) {
-          out(`-----> ${said.trim() || b.title} app detected\n`);
-          buildpacks = [bp];
-          break;
-        }
-      }
-      if (buildpacks.length === 0) {
+    let types: ProcessTypes = {};
+    if (!chosen) {
+      // Detection over the built-ins, then the chosen one's compile and release, in one sandbox
+      // (the build runner): a sandbox start costs tens of milliseconds, three made a redeploy slower.
+      const stepFile = join(box, ".quai-step");
+      const releaseFile = join(box, ".quai-release.yml");
+      const step = async () => {
+        const [verb = "", name = ""] = ((await readAppFile(stepFile, uid)) ?? "").trim().split(" ");
+        const b = builtinBuildpacks.find((x) => x.name === name);
+        return { verb, label: b?.title ?? "The build" };
+      };
+      const code = await run({ source: ctx.paths.buildpacks, target: "/buildpacks" }, ["/quai/bin/build", ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)], "build", out, async () => {
+        const s = await step();
+        return `${s.label} ${s.verb}`;
+      });
+      const last = await step();
+      if (code === NO_BUILDPACK) {
         const tried = builtinBuildpacks.map((b) => `       ${b.title}: looks for ${b.looksFor}`).join("\n");
         throw new BuildError(`No buildpack could build this app. Tried, in order:\n${tried}\n       Add a Procfile, a .buildpacks file or a BUILDPACK_URL variable.`);
       }
+      if (code !== 0 || last.verb !== "done") throw new BuildError(`${last.label} failed (bin/${last.verb || "compile"} exited with ${code ?? "a signal"})`);
+      types = parseReleaseYaml((await readAppFile(releaseFile, uid)) ?? "");
     }
 
-    let types: ProcessTypes = {};
-    for (const bp of buildpacks) {
-      if (buildpacks.length > 1) out(`-----> Running buildpack ${bp.label}\n`);
+    for (const bp of chosen ?? []) {
+      if (chosen && chosen.length > 1) out(`-----> Running buildpack ${bp.label}\n`);
       const code = await exec(bp, "compile", ["/app", "/cache", "/env"], out);
       if (code !== 0) throw new BuildError(`${bp.label} failed (bin/compile exited with ${code ?? "a signal"})`);
       if (existsSync(join(bp.dir, "bin", "release"))) {
@@ -223,6 +229,32 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
     await cleanUpBuild(ctx, job.deploymentId, job.app.id);
+  }
+}
+
+/** Exit code of the build runner when no built-in buildpack accepts the app. */
+const NO_BUILDPACK = 100;
+
+/**
+ * Reads a file the build left in its box (the app's): opened without following a symlink, and
+ * only if it is a regular file of the app's uid, at most 1 MiB; undefined otherwise. Root must not
+ * be led to read, and show, a file of the host.
+ */
+export async function readAppFile(path: string, uid: number): Promise<string | undefined> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() || st.uid !== uid) return undefined;
+    const buf = Buffer.alloc(Math.min(st.size, 1024 * 1024));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return buf.subarray(0, bytesRead).toString("utf8");
+  } finally {
+    await fh.close();
   }
 }
 

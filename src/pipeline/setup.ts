@@ -28,6 +28,38 @@ fi
 exec "$@"
 `;
 
+/**
+ * The build runner (mounted read-only at /quai/bin/build in builds, the built-in buildpacks at
+ * /buildpacks): bin/detect of each built-in named (`name:Title`), in order; the first that accepts
+ * the app runs bin/compile, then bin/release, all in one sandbox. The step under way is in
+ * /quai/build/.quai-step ("detect|compile|release|done NAME"), the release's YAML goes to
+ * /quai/build/.quai-release.yml (both outside /app, so not in the slug). Exit 100: no buildpack
+ * accepted the app; otherwise the failing step's own exit code.
+ */
+const buildRunner = `#!/bin/bash
+# Quai's build runner (see src/pipeline/setup.ts).
+set -u
+step=/quai/build/.quai-step
+for spec in "$@"; do
+  name="\${spec%%:*}" title="\${spec#*:}"
+  bp="/buildpacks/$name"
+  printf 'detect %s\n' "$name" >"$step"
+  if said="$("$bp/bin/detect" /app 2>/dev/null)"; then
+    said="\${said%%$'\n'*}"
+    printf -- '-----> %s app detected\n' "\${said:-$title}"
+    printf 'compile %s\n' "$name" >"$step"
+    "$bp/bin/compile" /app /cache /env || exit $?
+    if [ -x "$bp/bin/release" ]; then
+      printf 'release %s\n' "$name" >"$step"
+      "$bp/bin/release" /app >/quai/build/.quai-release.yml || exit $?
+    fi
+    printf 'done %s\n' "$name" >"$step"
+    exit 0
+  fi
+done
+exit 100
+`;
+
 /** Checks that an unprivileged uid can reach `dir` (every parent must be searchable by others). */
 export async function assertTraversable(dir: string): Promise<void> {
   const res = await run("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "test", "-x", dir]);
@@ -62,6 +94,7 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
   }
   await run("chmod", ["-R", "a+rX", paths.buildpacks]);
   await writeFile(join(paths.bin, "launch"), launcher, { mode: 0o755 });
+  await writeFile(join(paths.bin, "build"), buildRunner, { mode: 0o755 });
   await chmod(paths.bin, 0o755);
   await chmod(paths.runtimes, 0o755);
   // Node.js: the same build Quai runs on (the pinned `node` package), offered to builds at
