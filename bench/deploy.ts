@@ -337,7 +337,7 @@ export interface DeployTimesResult {
  * by-hand floor in interleaved rounds.
  */
 export async function benchDeployTimes(opts: { rounds?: number } = {}): Promise<DeployTimesResult> {
-  const rounds = opts.rounds ?? 3;
+  const rounds = opts.rounds ?? 5;
   const started = performance.now();
   const load0 = loadavg()[0] ?? NaN;
   const { p, close } = await platform();
