@@ -197,13 +197,17 @@ switch (cmd) {
     process.stdout.write(removed.map((k) => k + "\n").join(""));
     break;
   }
-  // seed-npm LOCKFILE STORE CACHE: copies from the platform's shared npm store (STORE/content-v2)
-  // into the app's npm cache (CACHE/_cacache/content-v2) the tarballs the lockfile names by a
-  // sha512 integrity and the cache lacks; prints how many. npm checks each against the lockfile.
-  case "seed-npm": {
-    const [lockFile, store, cache] = args;
+  // lock-plan LOCKFILE STORE CACHE DEV_PATHS: what the build needs from an npm lockfile, in one
+  // process start. Copies from the platform's shared npm store (STORE/content-v2, when there is
+  // one) into the app's npm cache (CACHE/_cacache/content-v2) the tarballs the lockfile names by
+  // a sha512 integrity and the cache lacks, printing "COPIED NAMED" (npm checks each against the
+  // lockfile). And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
+  // `npm prune --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
+  case "lock-plan": {
+    const [lockFile, store, cache, devPathsFile] = args;
     const lock = readJson(lockFile, lockFile.replace(/^.*\//, ""));
-    const seen = new Set();
+    const path = require("path");
+    const digests = new Set();
     const collect = (deps) => {
       if (!deps || typeof deps !== "object") return;
       for (const meta of Object.values(deps)) {
@@ -211,31 +215,37 @@ switch (cmd) {
         if (typeof meta.integrity === "string") {
           for (const part of meta.integrity.split(/\s+/)) {
             const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
-            if (m) seen.add(Buffer.from(m[1], "base64").toString("hex"));
+            if (m) digests.add(Buffer.from(m[1], "base64").toString("hex"));
           }
         }
         collect(meta.dependencies); // lockfileVersion 1 nests them
       }
     };
-    collect(lock && lock.packages);
-    if (!(lock && lock.packages)) collect(lock && lock.dependencies);
-    const path = require("path");
+    const packages = lock && lock.lockfileVersion >= 2 && lock.packages && typeof lock.packages === "object" ? lock.packages : undefined;
+    if (packages) collect(packages);
+    else collect(lock && lock.dependencies);
     let copied = 0;
-    for (const hex of seen) {
-      if (hex.length !== 128) continue;
-      const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
-      const from = path.join(store, rel);
-      const to = path.join(cache, "_cacache", rel);
-      if (fs.existsSync(to) || !fs.existsSync(from)) continue;
-      try {
-        fs.mkdirSync(path.dirname(to), { recursive: true });
-        fs.copyFileSync(from, to);
-        copied++;
-      } catch {
-        // A file npm will then download.
+    if (fs.existsSync(path.join(store, "content-v2"))) {
+      for (const hex of digests) {
+        if (hex.length !== 128) continue;
+        const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
+        const from = path.join(store, rel);
+        const to = path.join(cache, "_cacache", rel);
+        if (fs.existsSync(to) || !fs.existsSync(from)) continue;
+        try {
+          fs.mkdirSync(path.dirname(to), { recursive: true });
+          fs.copyFileSync(from, to);
+          copied++;
+        } catch {
+          // A file npm will then download.
+        }
       }
     }
-    process.stdout.write(`${copied} ${seen.size}`);
+    if (packages) {
+      const dev = Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
+      fs.writeFileSync(devPathsFile, dev.map((k) => k + "\n").join(""));
+    }
+    process.stdout.write(`${copied} ${digests.size}`);
     break;
   }
   // prune-dev HIDDEN_LOCK OUT: what `npm prune --omit=dev` does, read from npm's own flags: the
@@ -300,5 +310,5 @@ switch (cmd) {
     break;
   }
   default:
-    fail("usage: pkg.cjs facts|node-choice|npm-choice|pick|majors|pruned|prune-dev|seed-npm|direct-start|has ...");
+    fail("usage: pkg.cjs facts|node-choice|npm-choice|pick|majors|pruned|prune-dev|lock-plan|direct-start|has ...");
 }
