@@ -101,6 +101,63 @@ function stringField(pkg, dotted) {
   return v.trim();
 }
 
+/**
+ * What the build needs from an npm lockfile. Copies from the platform's shared npm store
+ * (STORE/content-v2, when there is one) into the app's npm cache (CACHE/_cacache/content-v2) the
+ * tarballs the lockfile names by a sha512 integrity and the cache lacks (npm checks each against
+ * the lockfile). And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
+ * `npm prune --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
+ */
+function lockPlan(lockFile, store, cache, devPathsFile) {
+  let lock;
+  try {
+    lock = JSON.parse(fs.readFileSync(lockFile, "utf8").replace(/^\uFEFF/, ""));
+  } catch {
+    // Unreadable: npm itself will say what is wrong with it.
+    return { copied: 0, named: 0 };
+  }
+  const path = require("path");
+  const digests = new Set();
+  const collect = (deps) => {
+    if (!deps || typeof deps !== "object") return;
+    for (const meta of Object.values(deps)) {
+      if (!meta || typeof meta !== "object") continue;
+      if (typeof meta.integrity === "string") {
+        for (const part of meta.integrity.split(/\s+/)) {
+          const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
+          if (m) digests.add(Buffer.from(m[1], "base64").toString("hex"));
+        }
+      }
+      collect(meta.dependencies); // lockfileVersion 1 nests them
+    }
+  };
+  const packages = lock && lock.lockfileVersion >= 2 && lock.packages && typeof lock.packages === "object" ? lock.packages : undefined;
+  if (packages) collect(packages);
+  else collect(lock && lock.dependencies);
+  let copied = 0;
+  if (fs.existsSync(path.join(store, "content-v2"))) {
+    for (const hex of digests) {
+      if (hex.length !== 128) continue;
+      const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
+      const from = path.join(store, rel);
+      const to = path.join(cache, "_cacache", rel);
+      if (fs.existsSync(to) || !fs.existsSync(from)) continue;
+      try {
+        fs.mkdirSync(path.dirname(to), { recursive: true });
+        fs.copyFileSync(from, to);
+        copied++;
+      } catch {
+        // A file npm will then download.
+      }
+    }
+  }
+  if (packages) {
+    const dev = Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
+    fs.writeFileSync(devPathsFile, dev.map((k) => k + "\n").join(""));
+  }
+  return { copied, named: digests.size };
+}
+
 /** The start script when `node <file> [args]` can run it without npm (see direct-start), else "". */
 function directStart(scripts) {
   const start = typeof scripts.start === "string" ? scripts.start.trim() : "";
@@ -158,7 +215,19 @@ switch (cmd) {
       // npm-choice itself reports a bad engines.npm, in its turn.
       choices.npm_choice = node.version && (!enginesNpm || semver().validRange(enginesNpm) !== null) ? npmChoice(node.version, npmRoot, enginesNpm) : "";
     }
+    // Asked for (LOCK_PLAN_OUT set): the npm lockfile's plan too, saving the build a Node.js start.
+    const plan = {};
+    if (process.env.LOCK_PLAN_OUT) {
+      const dir = require("path").dirname(args[0]);
+      const lockName = ["package-lock.json", "npm-shrinkwrap.json"].find((f) => fs.existsSync(dir + "/" + f));
+      if (lockName) {
+        const { copied, named } = lockPlan(dir + "/" + lockName, process.env.LOCK_PLAN_STORE || "", process.env.LOCK_PLAN_CACHE || "", process.env.LOCK_PLAN_OUT);
+        plan.lock_plan_lockfile = lockName;
+        plan.lock_plan = `${copied} ${named}`;
+      }
+    }
     process.stdout.write(facts({
+      ...plan,
       ...choices,
       // The default web process as far as package.json decides it (bin/release's rules).
       web_process: directStart(scripts) || (get(pkg, "scripts.start") !== undefined && get(pkg, "scripts.start") !== null ? "npm start" : ""),
@@ -197,55 +266,10 @@ switch (cmd) {
     process.stdout.write(removed.map((k) => k + "\n").join(""));
     break;
   }
-  // lock-plan LOCKFILE STORE CACHE DEV_PATHS: what the build needs from an npm lockfile, in one
-  // process start. Copies from the platform's shared npm store (STORE/content-v2, when there is
-  // one) into the app's npm cache (CACHE/_cacache/content-v2) the tarballs the lockfile names by
-  // a sha512 integrity and the cache lacks, printing "COPIED NAMED" (npm checks each against the
-  // lockfile). And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
-  // `npm prune --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
+  // lock-plan LOCKFILE STORE CACHE DEV_PATHS: see lockPlan; prints "COPIED NAMED".
   case "lock-plan": {
-    const [lockFile, store, cache, devPathsFile] = args;
-    const lock = readJson(lockFile, lockFile.replace(/^.*\//, ""));
-    const path = require("path");
-    const digests = new Set();
-    const collect = (deps) => {
-      if (!deps || typeof deps !== "object") return;
-      for (const meta of Object.values(deps)) {
-        if (!meta || typeof meta !== "object") continue;
-        if (typeof meta.integrity === "string") {
-          for (const part of meta.integrity.split(/\s+/)) {
-            const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
-            if (m) digests.add(Buffer.from(m[1], "base64").toString("hex"));
-          }
-        }
-        collect(meta.dependencies); // lockfileVersion 1 nests them
-      }
-    };
-    const packages = lock && lock.lockfileVersion >= 2 && lock.packages && typeof lock.packages === "object" ? lock.packages : undefined;
-    if (packages) collect(packages);
-    else collect(lock && lock.dependencies);
-    let copied = 0;
-    if (fs.existsSync(path.join(store, "content-v2"))) {
-      for (const hex of digests) {
-        if (hex.length !== 128) continue;
-        const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
-        const from = path.join(store, rel);
-        const to = path.join(cache, "_cacache", rel);
-        if (fs.existsSync(to) || !fs.existsSync(from)) continue;
-        try {
-          fs.mkdirSync(path.dirname(to), { recursive: true });
-          fs.copyFileSync(from, to);
-          copied++;
-        } catch {
-          // A file npm will then download.
-        }
-      }
-    }
-    if (packages) {
-      const dev = Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
-      fs.writeFileSync(devPathsFile, dev.map((k) => k + "\n").join(""));
-    }
-    process.stdout.write(`${copied} ${digests.size}`);
+    const { copied, named } = lockPlan(args[0], args[1], args[2], args[3]);
+    process.stdout.write(`${copied} ${named}`);
     break;
   }
   // prune-dev HIDDEN_LOCK OUT: what `npm prune --omit=dev` does, read from npm's own flags: the
