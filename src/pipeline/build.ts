@@ -149,7 +149,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       logFile: "/dev/null",
     });
     /** Runs `command` in the build sandbox; `what` names the step for a timeout or out-of-memory message. */
-    const run = async (mount: { source: string; target: string }, command: string[], id: string, onOut: (t: string) => void, what: () => Promise<string>) => {
+    const inSandbox = async (mount: { source: string; target: string }, command: string[], id: string, onOut: (t: string) => void, what: () => Promise<string>) => {
       const left = deadline - Date.now();
       if (left <= 0) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s`);
       const res = await ctx.runtime.exec(sandbox(mount, command, id), {
@@ -164,7 +164,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       return res.exitCode;
     };
     const exec = (bp: Buildpack, step: string, args: string[], onOut: (t: string) => void) =>
-      run({ source: bp.dir, target: "/buildpack" }, [`/buildpack/bin/${step}`, ...args], step, onOut, async () => `${bp.label} ${step}`);
+      inSandbox({ source: bp.dir, target: "/buildpack" }, [`/buildpack/bin/${step}`, ...args], step, onOut, async () => `${bp.label} ${step}`);
 
     const chosen = await chooseBuildpacks(ctx, appDir, job.env, work, uid, out);
     let types: ProcessTypes = {};
@@ -178,7 +178,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         const b = builtinBuildpacks.find((x) => x.name === name);
         return { verb, label: b?.title ?? "The build" };
       };
-      const code = await run({ source: ctx.paths.buildpacks, target: "/buildpacks" }, ["/quai/bin/build", ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)], "build", out, async () => {
+      const code = await inSandbox({ source: ctx.paths.buildpacks, target: "/buildpacks" }, ["/quai/bin/build", ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)], "build", out, async () => {
         const s = await step();
         return `${s.label} ${s.verb}`;
       });
