@@ -112,18 +112,6 @@ function stillAccepting(pid: number): boolean {
   }
 }
 
-/** Whether `pid` is an accepting worker of the master `master`: its child, retitled "worker process" (which a worker does once its listening sockets are registered), not shutting down. */
-function acceptingWorkerOf(pid: number, master: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) !== master) return false;
-    const title = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return title.includes("worker process") && !title.includes("shutting down");
-  } catch {
-    return false;
-  }
-}
-
 /** uid or gid of `name` in an /etc/passwd-style file. */
 function lookupId(file: string, name: string): number | undefined {
   try {
@@ -599,41 +587,20 @@ export class NginxRouter implements RouterDriver {
   private async waitForGeneration(pid: number, generation: number, logOffset: number, timeoutMs: number, oldWorkers: number[] = []): Promise<number> {
     const deadline = performance.now() + timeoutMs;
     let servedAt = 0;
-    let retired = oldWorkers.length === 0;
     for (;;) {
-      if (!retired) retired = this.retireEarly(pid, oldWorkers);
       if (!servedAt && Number((await probe(this.statusPort, GENERATION_PATH, 500).catch(() => "")).trim()) === generation) servedAt = performance.now();
       if (servedAt && !oldWorkers.some(stillAccepting)) return servedAt;
       const emerg = (await this.errorLogSince(logOffset)).split("\n").filter((l) => l.includes("[emerg]"));
       if (emerg.length > 0) {
         throw new RouterError("reload-failed", `nginx did not load the new configuration, the previous one keeps serving: ${emerg.map((l) => l.replace(/^.*?\[emerg\] \d+#\d+: /, "")).join("; ")}`);
       }
-      if (!alive(pid)) throw new RouterError("not-running", `nginx (pid ${pid}) exited`);
+      if (!alive(pid)) {
+        const said = (await this.errorLogSince(logOffset)).trim().split("\n").slice(-5).join(" | ");
+        throw new RouterError("not-running", `nginx (pid ${pid}) exited${said ? `; its error log: ${said}` : ""}`);
+      }
       if (performance.now() > deadline) throw new RouterError("reload-failed", `nginx did not serve configuration generation ${generation} within ${timeoutMs / 1000} s`);
       await sleep(5);
     }
-  }
-
-  /**
-   * Once every worker of the new generation runs (and so has registered the listening sockets),
-   * tells the previous generation's workers to stop accepting and finish what they serve (SIGQUIT,
-   * a graceful shutdown). The master does the same itself, but only 100 ms after it started the
-   * new workers; meanwhile the old ones, first in the sockets' wait queues, take nearly every new
-   * connection, and a deploy's switch waits for them. Connections arriving in between wait in the
-   * listening socket's backlog (the master keeps it open): none is refused. Returns whether done.
-   */
-  private retireEarly(master: number, oldWorkers: number[]): boolean {
-    const fresh = childrenOf(master).filter((c) => !oldWorkers.includes(c) && acceptingWorkerOf(c, master));
-    if (fresh.length < this.workers) return false;
-    for (const w of oldWorkers) {
-      if (!acceptingWorkerOf(w, master)) continue;
-      try {
-        process.kill(w, "SIGQUIT");
-      } catch {
-        // It left meanwhile.
-      }
-    }
-    return true;
   }
 
   private async errorLogSize(): Promise<number> {
