@@ -4,7 +4,7 @@
 // the sandbox's start cost and memory per idle container.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, existsSync, openSync, realpathSync, statSync, watch } from "node:fs";
+import { closeSync, existsSync, openSync, statSync, watch } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -16,6 +16,7 @@ import { run } from "../src/core/run.ts";
 import { freePort } from "../src/core/net.ts";
 import { LocalRuntime } from "../src/runtime/local.ts";
 import { encodeArgs, probeHost, sandboxCommand } from "../src/runtime/sandbox.ts";
+import { systemNpmRoot } from "../src/pipeline/setup.ts";
 import type { ContainerSpec } from "../src/runtime/types.ts";
 import { commitAll, gitApp, httpGet, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
 
@@ -263,13 +264,11 @@ interface FloorTiming {
 const floorBuilt = (f: FloorTiming) => f.push + f.checkout + f.install + f.build + f.pack;
 const floorLive = (f: FloorTiming) => f.push + f.checkout + f.install + f.build + f.startTo200;
 
-/** The npm the buildpack uses (the system's), run by this Node.js. */
-function systemNpm(): string {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    const candidate = join(dir, "npm");
-    if (dir && existsSync(candidate)) return realpathSync(candidate);
-  }
-  return "/usr/lib/node_modules/npm/bin/npm-cli.js";
+/** The npm the buildpack uses (the system's, as the control plane finds it), run by this Node.js. */
+async function systemNpm(): Promise<string> {
+  const root = await systemNpmRoot();
+  if (!root) throw new Error("floor: no npm on this host");
+  return join(root, "bin", "npm-cli.js");
 }
 
 async function timed(what: string, cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<number> {
@@ -286,7 +285,7 @@ async function timed(what: string, cmd: string, args: string[], opts: { cwd?: st
  * its first 200 with `want`.
  */
 async function floorDeploy(o: { work: string; bare: string; dir: string; npmCache: string; modulesFrom?: string; want: string }): Promise<FloorTiming> {
-  const npm = systemNpm();
+  const npm = await systemNpm();
   const env = {
     ...process.env,
     PATH: `${dirname(process.execPath)}${delimiter}${process.env.PATH ?? ""}`,

@@ -1,8 +1,9 @@
 // Build: a source archive becomes a slug. The source is unpacked as the app's uid, buildpacks
 // are chosen (.buildpacks, BUILDPACK_URL, else detection over the built-ins) and run with the
 // Heroku buildpack API inside the sandbox, and the result is packed into a content-addressed slug.
-import { constants, existsSync } from "node:fs";
-import { chmod, chown, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { createGzip } from "node:zlib";
@@ -241,16 +242,10 @@ const NO_BUILDPACK = 100;
  * be led to read, and show, a file of the host.
  */
 export async function readAppFile(path: string, uid: number): Promise<string | undefined> {
-  let fh;
+  const fh = await openAppOwnedFile(path, uid);
+  if (!fh) return undefined;
   try {
-    fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return undefined;
-  }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.uid !== uid) return undefined;
-    const buf = Buffer.alloc(Math.min(st.size, 1024 * 1024));
+    const buf = Buffer.alloc(Math.min((await fh.stat()).size, 1024 * 1024));
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     return buf.subarray(0, bytesRead).toString("utf8");
   } finally {

@@ -7,8 +7,9 @@
 // buildpack copies what the app's lockfile names into the app's own cache before `npm ci`.
 // Nothing an app writes reaches another app unverified, and the store is bounded in size.
 import { createHash, randomBytes } from "node:crypto";
-import { constants, createWriteStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { createWriteStream } from "node:fs";
+import { lstat, mkdir, readdir, rename, rm, stat } from "node:fs/promises";
+import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform } from "node:stream";
@@ -43,38 +44,38 @@ export interface HarvestResult {
  */
 export async function harvestNpmContent(cacheDir: string, uid: number, store: string, maxBytes: number): Promise<HarvestResult> {
   const result: HarvestResult = { added: 0, rejected: 0, removed: 0 };
-  const base = join(cacheDir, "npm", "_cacache", "content-v2", "sha512");
+  for await (const { hex, path } of contentFiles(join(cacheDir, "npm", "_cacache"))) {
+    const dest = contentPath(store, hex);
+    if (await stat(dest).then(() => true, () => false)) continue;
+    if (await copyVerified(path, uid, hex, dest)) result.added++;
+    else result.rejected++;
+  }
+  if (result.added > 0) result.removed = await trim(store, maxBytes);
+  return result;
+}
+
+/** The files of a content store `root` (content-v2/sha512/<2>/<2>/<124 hex>), with the hex SHA-512 their path spells. */
+async function* contentFiles(root: string): AsyncGenerator<{ hex: string; path: string }> {
+  const base = join(root, "content-v2", "sha512");
   for (const a of await realDirEntries(base)) {
     if (!/^[0-9a-f]{2}$/.test(a)) continue;
     for (const b of await realDirEntries(join(base, a))) {
       if (!/^[0-9a-f]{2}$/.test(b)) continue;
       for (const rest of await realDirEntries(join(base, a, b))) {
         const hex = a + b + rest;
-        if (!HEX.test(hex)) continue;
-        const dest = contentPath(store, hex);
-        if (await stat(dest).then(() => true, () => false)) continue;
-        if (await copyVerified(join(base, a, b, rest), uid, hex, dest)) result.added++;
-        else result.rejected++;
+        if (HEX.test(hex)) yield { hex, path: join(base, a, b, rest) };
       }
     }
   }
-  if (result.added > 0) result.removed = await trim(store, maxBytes);
-  return result;
 }
 
 /** Copies `src` to `dest` through a temporary file if it is the app's regular file whose SHA-512 is `hex`. */
 async function copyVerified(src: string, uid: number, hex: string, dest: string): Promise<boolean> {
-  let fh;
-  try {
-    fh = await open(src, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    return false;
-  }
+  const fh = await openAppOwnedFile(src, uid);
+  if (!fh) return false;
   const dir = join(dest, "..");
   const tmp = join(dir, `.tmp-${randomBytes(6).toString("hex")}`);
   try {
-    const st = await fh.stat();
-    if (!st.isFile() || st.uid !== uid) return false;
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const hash = createHash("sha512");
     const meter = new Transform({
@@ -101,16 +102,9 @@ async function copyVerified(src: string, uid: number, hex: string, dest: string)
 /** Removes the oldest content files until the store holds at most `maxBytes`; returns how many went. */
 async function trim(store: string, maxBytes: number): Promise<number> {
   const files: { path: string; size: number; mtimeMs: number }[] = [];
-  const base = join(store, "content-v2", "sha512");
-  for (const a of await realDirEntries(base)) {
-    for (const b of await realDirEntries(join(base, a))) {
-      for (const rest of await realDirEntries(join(base, a, b))) {
-        if (rest.startsWith(".tmp-")) continue;
-        const path = join(base, a, b, rest);
-        const st = await stat(path).catch(() => undefined);
-        if (st?.isFile()) files.push({ path, size: st.size, mtimeMs: st.mtimeMs });
-      }
-    }
+  for await (const { path } of contentFiles(store)) {
+    const st = await stat(path).catch(() => undefined);
+    if (st?.isFile()) files.push({ path, size: st.size, mtimeMs: st.mtimeMs });
   }
   let total = files.reduce((s, f) => s + f.size, 0);
   let removed = 0;

@@ -117,7 +117,7 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
 }
 
 /** The host's npm: the `npm` on PATH (resolved to its package directory), else Debian's place. */
-async function systemNpmRoot(): Promise<string | undefined> {
+export async function systemNpmRoot(): Promise<string | undefined> {
   for (const dir of (process.env.PATH ?? "").split(delimiter)) {
     if (!dir) continue;
     try {

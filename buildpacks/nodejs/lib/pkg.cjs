@@ -101,6 +101,11 @@ function stringField(pkg, dotted) {
   return v.trim();
 }
 
+/** The package paths (node_modules/...) a lockfile's `packages` marks "dev": true: what `npm prune --omit=dev` removes. */
+function devPaths(packages) {
+  return Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
+}
+
 /**
  * What the build needs from an npm lockfile. Copies from the platform's shared npm store
  * (STORE/content-v2, when there is one) into the app's npm cache (CACHE/_cacache/content-v2) the
@@ -152,8 +157,7 @@ function lockPlan(lockFile, store, cache, devPathsFile) {
     }
   }
   if (packages) {
-    const dev = Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
-    fs.writeFileSync(devPathsFile, dev.map((k) => k + "\n").join(""));
+    fs.writeFileSync(devPathsFile, devPaths(packages).map((k) => k + "\n").join(""));
   }
   return { copied, named: digests.size };
 }
@@ -230,7 +234,7 @@ switch (cmd) {
       ...plan,
       ...choices,
       // The default web process as far as package.json decides it (bin/release's rules).
-      web_process: directStart(scripts) || (get(pkg, "scripts.start") !== undefined && get(pkg, "scripts.start") !== null ? "npm start" : ""),
+      web_process: directStart(scripts) || (scripts.start !== undefined && scripts.start !== null ? "npm start" : ""),
       engines_node: enginesNode,
       engines_npm: enginesNpm,
       package_manager: packageManager,
@@ -279,11 +283,7 @@ switch (cmd) {
   case "prune-dev": {
     const lock = readJson(args[0], "node_modules/.package-lock.json");
     if (!lock || typeof lock !== "object" || !(lock.lockfileVersion >= 2) || !lock.packages || typeof lock.packages !== "object") process.exit(1);
-    const removed = [];
-    for (const [path, meta] of Object.entries(lock.packages)) {
-      if (!path.startsWith("node_modules/") || path.split("/").includes("..")) continue;
-      if (meta && meta.dev === true) removed.push(path);
-    }
+    const removed = devPaths(lock.packages);
     for (const path of removed) delete lock.packages[path];
     fs.writeFileSync(args[1], JSON.stringify(lock, null, 2) + "\n");
     process.stdout.write(removed.map((k) => k + "\n").join(""));
