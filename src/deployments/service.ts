@@ -14,6 +14,7 @@ import { BlobTooLarge } from "../blobs/store.ts";
 import { listVariables, resolveVariables } from "../variables/service.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
 import { buildSlug, BuildError, cleanUpBuild } from "../pipeline/build.ts";
+import { startCacheDetach } from "../pipeline/slug.ts";
 import { harvestNpmContent } from "../pipeline/npm-store.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
 import { deployRelease, DeployError } from "../pipeline/deploy.ts";
@@ -300,6 +301,7 @@ export class Deployments {
       await this.setStatus(d.id, outcome, { error: message, finished_at: new Date() }).catch(() => {});
     } finally {
       this.running.delete(d.id);
+      if (app) startCacheDetach(this.ctx, app.id);
     }
   }
 }

@@ -2,7 +2,6 @@
 // (restart with backoff, crash visible on the app), tells the router which web containers serve,
 // ships container output to the app's log stream, and re-adopts everything after a restart.
 import { recordEvent } from "../events/service.ts";
-import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { portIsFree } from "../core/net.ts";
@@ -15,7 +14,7 @@ import type { ContainerSize, ContainerSpec, ContainerState } from "../runtime/ty
 import type { RouteMaintenance, RouterDriver, RouterState } from "../router/types.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
 import { loadRelease, type Release } from "../pipeline/release.ts";
-import { unpackSlug } from "../pipeline/build.ts";
+import { slugDirFor } from "../pipeline/slug.ts";
 import { AppLogs, SpoolReader, type LogLine } from "../logs/store.ts";
 import type { Selectable } from "kysely";
 import type { ContainersTable } from "../store/schema.ts";
@@ -59,6 +58,8 @@ export class Supervisor {
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private shipTimer: NodeJS.Timeout | undefined;
   private routerChain: Promise<void> = Promise.resolve();
+  /** Web ports of deployments whose containers are booting, routed ahead (`routeIncoming`), by app id. */
+  private readonly incoming = new Map<string, number[]>();
   /** Apps in maintenance now, by app id (set by the maintenance capability). */
   maintenanceRoutes: (() => Promise<Map<string, RouteMaintenance>>) | undefined;
   private closed = false;
@@ -135,26 +136,41 @@ export class Supervisor {
     };
   }
 
-  /** Prepares /app for a container: a hard-linked copy of the slug whose directories it owns. */
-  async prepareAppDir(app: AppRef, release: Release, dir: string): Promise<string> {
-    const slugDir = join(this.ctx.paths.slugs, release.slugKey);
-    if (!existsSync(slugDir)) await unpackSlug(this.ctx, release.slugKey, slugDir);
+  /**
+   * Prepares /app for a container: an overlay of the release's unpacked slug (never written)
+   * under a layer of the container's own, so nothing is copied per container. The app may add
+   * and change files anywhere in /app, as before: a slug its own build left is its tree already;
+   * under a slug unpacked from the blob (root's), the layer starts with the slug's directories,
+   * made the app's (only directories are made: copying files cost tens of milliseconds per
+   * container).
+   */
+  async prepareAppDir(app: AppRef, release: Release, dir: string): Promise<{ appDir: string; appLayers: NonNullable<ContainerSpec["appLayers"]> }> {
+    const slug = await slugDirFor(this.ctx, release.slugKey, app.uid);
     const appDir = join(dir, "app");
-    await rm(appDir, { recursive: true, force: true });
-    // A hard-linked copy whose directories become the app's (it may add files) while files stay
-    // root's (shared with the slug); one shell for both steps, as a process start costs
-    // milliseconds on the path of every deploy. Paths and owner are arguments, never script text.
-    const script = 'cp -al -- "$1" "$2" && find "$2" -type d -exec chown "$3" {} +';
-    const prep = await run("/bin/sh", ["-c", script, "sh", slugDir, appDir, `${app.uid}:${app.uid}`]);
+    const upper = join(dir, "layer");
+    const work = join(dir, "layer-work");
+    await Promise.all([appDir, upper, work].map((d) => rm(d, { recursive: true, force: true })));
+    if (slug.appOwned) {
+      await Promise.all([mkdir(appDir, { mode: 0o755 }), mkdir(upper, { mode: 0o755 }).then(() => chown(upper, app.uid, app.uid)), mkdir(work, { mode: 0o700 })]);
+      return { appDir, appLayers: { lower: slug.dir, upper, work } };
+    }
+    // One shell for every step (a process start costs milliseconds); paths and owner are
+    // arguments, never script text. tar carries the directories' modes over.
+    const script = [
+      'set -e; mkdir -m 0755 -- "$2"; mkdir -m 0700 -- "$4"; mkdir -m 0755 -- "$3"',
+      'cd -- "$1"; find . -mindepth 1 -type d -print0 | tar -c --null --no-recursion -T - -f - | tar -x -C "$3" -f -',
+      'chown -R -- "$5" "$3"',
+    ].join("\n");
+    const prep = await run("/bin/sh", ["-c", script, "sh", slug.dir, appDir, upper, work, `${app.uid}:${app.uid}`]);
     if (prep.code !== 0) throw new Error(`preparing /app from the slug failed: ${prep.stderr.trim()}`);
-    return appDir;
+    return { appDir, appLayers: { lower: slug.dir, upper, work } };
   }
 
   /** A spec for a container or one-off of `release`. */
   async specFor(app: AppRef, release: Release, id: string, name: string, size: ContainerSize, command: string[], port: number | null, extraEnv: Record<string, string> = {}): Promise<ContainerSpec> {
     const dir = this.dir(id);
     await mkdir(dir, { recursive: true, mode: 0o711 });
-    const appDir = await this.prepareAppDir(app, release, dir);
+    const { appDir, appLayers } = await this.prepareAppDir(app, release, dir);
     const tmp = join(dir, "tmp");
     await mkdir(tmp, { mode: 0o700 }).catch(() => {});
     await chown(tmp, app.uid, app.uid);
@@ -164,6 +180,7 @@ export class Supervisor {
       uid: app.uid,
       gid: app.uid,
       appDir,
+      appLayers,
       appWritable: true,
       binds: [
         { source: this.ctx.paths.bin, target: "/quai/bin", writable: false },
@@ -333,6 +350,22 @@ export class Supervisor {
     }));
   }
 
+  /**
+   * Routes `ports` (web containers of a deployment, still booting) ahead of the switch: the router
+   * tries them first and falls back to the app's serving containers while they refuse connections,
+   * so traffic moves the moment they listen. Resolves once that table is live. Only for
+   * deployments whose readiness is "accepts connections" (no postdeploy hook, no health check).
+   */
+  routeIncoming(appId: string, ports: number[]): Promise<void> {
+    this.incoming.set(appId, ports);
+    return this.syncRouter();
+  }
+
+  /** Ends `routeIncoming` (the switch happened or the deployment failed); call `syncRouter` after. */
+  forgetIncoming(appId: string): void {
+    this.incoming.delete(appId);
+  }
+
   /** Renders the routing table from the store and applies it (serialised, last state wins). */
   syncRouter(): Promise<void> {
     const router = this.router;
@@ -351,6 +384,14 @@ export class Supervisor {
           if (r.canonical_domain) canonical.set(r.id, r.canonical_domain);
         }
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
+      }
+      for (const [appId, ports] of this.incoming) {
+        const a = apps.get(appId);
+        if (!a) continue;
+        a.backends = [
+          ...[...ports].sort((x, y) => x - y).map((port) => ({ host: "127.0.0.1", port, role: "incoming" as const })),
+          ...a.backends.map((b) => ({ ...b, role: "backup" as const })),
+        ];
       }
       // Custom domains, their certificates, and the canonical one the others redirect to.
       const domains = await this.ctx.db.selectFrom("domains").select(["id", "app_id", "name", "tls_cert", "tls_key_enc", "tls_key_id"]).orderBy("name").execute();

@@ -6,10 +6,10 @@ import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "n
 import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
-import { createGzip } from "node:zlib";
 import { run } from "../core/run.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
 import type { PipelineContext } from "./context.ts";
+import { builtSlugDir, copySlug, scheduleCacheDetach, settleCache, storeSlug } from "./slug.ts";
 import { parseProcfile, parseReleaseYaml, runnableTypes, type ProcessTypes } from "./procfile.ts";
 
 /** A build failure: the deployment ends `build-error` with this message. */
@@ -98,6 +98,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     await rename(await singleTopFolder(src), appDir);
     await rm(src, { recursive: true, force: true });
 
+    await settleCache(ctx, job.app.id, uid);
     if (existsSync(cacheDir)) await rename(cacheDir, boxCache);
     else {
       await mkdir(boxCache, { mode: 0o700 });
@@ -217,16 +218,24 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     out(`-----> Discovering process types\n       Procfile declares types -> ${runnableTypes(types).join(", ")}${types.postdeploy ? " (and a postdeploy hook)" : ""}\n`);
 
     out("-----> Compressing the slug\n");
-    // The unpacked slug belongs to root: containers get a copy whose files they cannot alter. It is
-    // unpacked from the same tar stream that is compressed, not chowned in place: the build dir
-    // shares inodes (hard links) with the app's build cache, which must stay the app's.
+    // The build tree becomes the unpacked slug as it is, renamed (see slug.ts): containers mount
+    // it read-only under a layer of their own, so nothing is copied between built and running.
     await mkdir(ctx.paths.slugs, { recursive: true, mode: 0o711 });
     const unpacked = join(ctx.paths.slugs, `.tmp-${job.deploymentId}`);
-    const { key, size } = await packSlug(ctx, appDir, unpacked);
+    const renamed = await rename(appDir, unpacked).then(() => true, (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EXDEV") throw err;
+      return false;
+    });
+    const { key, size } = renamed ? await storeSlug(ctx, unpacked) : await copySlug(ctx, appDir, unpacked);
     out(`       Done: ${(size / 1024 / 1024).toFixed(1)} MB\n`);
-    const slugDir = join(ctx.paths.slugs, key);
-    if (!existsSync(slugDir)) await rename(unpacked, slugDir);
-    else await rm(unpacked, { recursive: true, force: true });
+    const slugDir = renamed ? builtSlugDir(ctx, key, uid) : join(ctx.paths.slugs, key);
+    if (existsSync(slugDir)) {
+      // The same slug as an earlier build's: that tree stays; this one is removed with the build's.
+      await rename(unpacked, join(work, "unused-slug")).catch(() => rm(unpacked, { recursive: true, force: true }));
+    } else {
+      await rename(unpacked, slugDir);
+      if (renamed) await scheduleCacheDetach(ctx, job.app.id, uid, slugDir, BACKGROUND_DELAY_MS);
+    }
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
     await cleanUpBuild(ctx, job.deploymentId, job.app.id);
@@ -255,6 +264,13 @@ export async function readAppFile(path: string, uid: number): Promise<string | u
 
 /** Build trees being deleted in the background. */
 export const TRASH_PREFIX = ".trash-";
+/** How long background clean-up waits after a build: the new release's containers boot meanwhile. */
+const BACKGROUND_DELAY_MS = 5000;
+
+/** Runs `task` in the background after `BACKGROUND_DELAY_MS` (not keeping the process alive). */
+function later(task: () => Promise<unknown>, onError: (err: unknown) => void): void {
+  setTimeout(() => void task().catch(onError), BACKGROUND_DELAY_MS).unref();
+}
 
 /**
  * Removes what a build leaves (work directory, half-unpacked slug) and gives the app its build
@@ -266,11 +282,11 @@ export async function cleanUpBuild(ctx: PipelineContext, deploymentId: string, a
   await rm(join(ctx.paths.slugs, `.tmp-${deploymentId}`), { recursive: true, force: true }).catch(() => {});
   if (existsSync(boxCache) && !existsSync(join(ctx.paths.caches, appId))) await rename(boxCache, join(ctx.paths.caches, appId)).catch(() => {});
   // The build tree (a whole app with its node_modules) is removed after the deployment goes on:
-  // renamed aside at once, deleted in the background (and at start-up if the server stopped).
+  // renamed aside at once, deleted a little later in the background, once the new containers
+  // booted (thousands of unlinks would compete with them), and at start-up if the server stopped.
   const trash = join(ctx.paths.builds, `${TRASH_PREFIX}${deploymentId}`);
-  if (await rename(work, trash).then(() => true, () => false)) {
-    void rm(trash, { recursive: true, force: true }).catch((err: unknown) => ctx.log(`build: removing ${trash}: ${String(err)}`));
-  } else {
+  if (await rename(work, trash).then(() => true, () => false)) later(() => rm(trash, { recursive: true, force: true }), (err) => ctx.log(`build: removing ${trash}: ${String(err)}`));
+  else {
     await rm(work, { recursive: true, force: true }).catch(() => {});
   }
 }
@@ -355,37 +371,4 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
 }
 
 /** Packs `dir` reproducibly (sorted, fixed times and owners) and stores it; identical builds share a key. */
-async function packSlug(ctx: PipelineContext, dir: string, unpackTo: string): Promise<{ key: string; size: number }> {
-  await rm(unpackTo, { recursive: true, force: true });
-  await mkdir(unpackTo, { mode: 0o755 });
-  const tar = spawn("tar", ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
-  const untar = spawn("tar", ["-x", "--same-owner", "--same-permissions", "-C", unpackTo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
-  let err = "";
-  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  untar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  const closed = Promise.all([new Promise<number | null>((r) => tar.on("close", r)), new Promise<number | null>((r) => untar.on("close", r))]);
-  tar.stdout.pipe(untar.stdin);
-  untar.stdin.on("error", () => {});
-  const info = await ctx.blobs.put(tar.stdout.pipe(createGzip({ level: 1 })));
-  const [a, b] = await closed;
-  if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
-  await chmod(unpackTo, 0o755);
-  return info;
-}
-
-/** Unpacks a slug blob into `dir` (after a restart, or on another host). */
-export async function unpackSlug(ctx: PipelineContext, key: string, dir: string): Promise<void> {
-  const tmp = `${dir}.tmp-${process.pid}`;
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true, mode: 0o755 });
-  const path = ctx.blobs.localPath?.(key);
-  const args = ["-xz", "--same-owner", "-C", tmp, "-f", path ?? "-"];
-  const child = spawn("tar", args, { stdio: [path ? "ignore" : "pipe", "ignore", "pipe"] });
-  if (!path) (await ctx.blobs.get(key)).pipe(child.stdin as NodeJS.WritableStream);
-  let err = "";
-  child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
-  const code = await new Promise<number | null>((r) => child.on("close", r));
-  if (code !== 0) throw new Error(`unpacking slug ${key} failed: ${err.trim()}`);
-  await rename(tmp, dir);
-}
 

@@ -38,16 +38,40 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   const formation = await formationFor(ctx, app.id, release);
   const old = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute();
   const started: ContainerRow[] = [];
-  const fail = async (err: DeployError) => {
+  const hook = opts.postdeploy ?? release.processTypes.postdeploy;
+  const settings = await ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst();
+  const healthPath = settings?.health_check_path ?? null;
+  /** Whether the router tries the new web containers ahead of the switch (see `routeIncoming`). */
+  let routedAhead: Promise<boolean> | undefined;
+  /** Stops what was started of the new release; the router goes back to the old one first. */
+  const discard = async () => {
+    if (routedAhead) {
+      sup.forgetIncoming(app.id);
+      await sup.syncRouter().catch((err: unknown) => ctx.log(`deploy: routing ${app.name} back to its previous release: ${String(err)}`));
+    }
     await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
+  };
+  const fail = async (err: DeployError) => {
+    await discard();
     throw err;
   };
   out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
   for (const f of formation) {
     for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
   }
-  const settings = await ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst();
-  const healthPath = settings?.health_check_path ?? null;
+  const webPorts = started.filter((c) => c.type === "web" && c.port !== null).map((c) => c.port as number);
+  if (!hook && !healthPath && webPorts.length > 0) {
+    // Ready means "accepts connections", which the router can test itself on every request: it
+    // gets the new containers now, as first choice with the serving ones behind, and traffic
+    // moves the moment they listen, without waiting for a reload then (nginx: about 0.13 s).
+    routedAhead = sup.routeIncoming(app.id, webPorts).then(
+      () => true,
+      (err: unknown) => {
+        ctx.log(`deploy: routing ${app.name}'s new containers ahead of the switch: ${String(err)}`);
+        return false;
+      },
+    );
+  }
   if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
   const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
   for (const { c, r } of ready) {
@@ -61,12 +85,11 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   if (started.length > 0) out(`       ${started.length} container${started.length > 1 ? "s" : ""} up\n`);
   const cancelled = async () => {
     if (!opts.signal?.aborted) return;
-    await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
+    await discard();
     throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error("aborted");
   };
   await cancelled();
 
-  const hook = opts.postdeploy ?? release.processTypes.postdeploy;
   if (hook) {
     out(`-----> Running the postdeploy hook: ${hook}\n`);
     const id = `${app.name}-postdeploy-${release.version}-${Math.random().toString(36).slice(2, 6)}`;
@@ -96,11 +119,22 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   // The switch: the new release becomes current, its web containers get the traffic.
   await sup.markRunning(started.map((c) => c.id));
   await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
-  await sup.syncRouter();
+  const ahead = (await routedAhead) === true;
+  sup.forgetIncoming(app.id);
+  // Routed ahead: every new web container listens and is every request's first choice, so the
+  // traffic has moved; the table without the old containers follows in the background.
+  const routed = sup.syncRouter();
+  if (!ahead) await routed;
   out(`-----> Switched traffic to v${release.version}\n`);
   if (old.length > 0) {
-    // Retire in the background of the deployment's success: requests in flight finish first.
-    void sup.retire(old).catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
+    // Retire in the background of the deployment's success, once no router worker may still
+    // pick them: requests in flight finish first.
+    void routed
+      .catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`))
+      .then(() => sup.retire(old))
+      .catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
+  } else if (ahead) {
+    void routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
   }
 }
 

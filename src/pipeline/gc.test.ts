@@ -42,19 +42,26 @@ describe("pipeline garbage collection", () => {
     const orphan = await ctx.blobs.put(Readable.from(["a source archive nobody needs"]));
     for (const [app, slug] of [[kept, slugA], [gone, slugB]] as const) {
       await createRelease(store.db, ctx.keyring, { appId: app.id, deploymentId: null, gitRef: null, slugKey: slug.key, slugSize: slug.size, processTypes: { web: "x" }, config: {}, description: "test", createdBy: null });
+      // Unpacked from the blob, and as the app's own build left it.
       await mkdir(join(ctx.paths.slugs, slug.key));
+      await mkdir(join(ctx.paths.slugs, `${slug.key}-60001`));
     }
+    // A build's slug on its way in: not a slug directory yet, never collected here.
+    await mkdir(join(ctx.paths.slugs, ".tmp-deployment"));
     // Fresh blobs are never collected: a build may be between storing its slug and its release.
     assert.deepEqual(await collectGarbage(ctx), { blobs: 0, bytes: 0, slugDirs: 0 });
 
     await destroyApp(store.db, actor, gone, "gc-gone");
     const res = await collectGarbage(ctx, 0);
     assert.equal(res.blobs, 2);
-    assert.equal(res.slugDirs, 1);
+    assert.equal(res.slugDirs, 2);
     assert.ok(await ctx.blobs.has(slugA.key));
     assert.ok(!(await ctx.blobs.has(slugB.key)));
     assert.ok(!(await ctx.blobs.has(orphan.key)));
     assert.ok(existsSync(join(ctx.paths.slugs, slugA.key)));
+    assert.ok(existsSync(join(ctx.paths.slugs, `${slugA.key}-60001`)));
     assert.ok(!existsSync(join(ctx.paths.slugs, slugB.key)));
+    assert.ok(!existsSync(join(ctx.paths.slugs, `${slugB.key}-60001`)));
+    assert.ok(existsSync(join(ctx.paths.slugs, ".tmp-deployment")));
   });
 });

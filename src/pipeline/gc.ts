@@ -6,6 +6,7 @@ import { readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { sql } from "kysely";
 import type { PipelineContext } from "./context.ts";
+import { SLUG_DIR } from "./slug.ts";
 
 /** What one collection removed. */
 export interface GcResult {
@@ -36,7 +37,8 @@ export async function collectGarbage(ctx: PipelineContext, minAgeMs = 60 * 60_00
   }
   const slugs = new Set((await sql<{ key: string }>`SELECT DISTINCT slug_blob AS key FROM releases`.execute(ctx.db)).rows.map((r) => r.key));
   for (const dir of await readdir(ctx.paths.slugs).catch(() => [] as string[])) {
-    if (slugs.has(dir) || !/^[0-9a-f]{64}$/.test(dir)) continue;
+    const key = SLUG_DIR.exec(dir)?.[1];
+    if (key === undefined || slugs.has(key)) continue;
     const st = await stat(join(ctx.paths.slugs, dir)).catch(() => undefined);
     if (!st || now - st.mtimeMs < minAgeMs) continue;
     await rm(join(ctx.paths.slugs, dir), { recursive: true, force: true });

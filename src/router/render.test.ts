@@ -42,6 +42,16 @@ describe("renderNginxConf", () => {
   const refuses = (fn: () => unknown, pattern: RegExp) =>
     assert.throws(fn, (err: unknown) => err instanceof RouterError && err.reason === "invalid-state" && pattern.test(err.message));
 
+  it("lists incoming backends first-choice and never failed, the serving ones as backups", () => {
+    const conf = render([app({ backends: [{ host: "127.0.0.1", port: 3001, role: "incoming" }, { host: "127.0.0.1", port: 3002, role: "incoming" }, { host: "127.0.0.1", port: 3000, role: "backup" }, { host: "127.0.0.1", port: 2999, role: "backup" }] })]);
+    assert.match(conf, /server 127\.0\.0\.1:3001 max_fails=0;\n\s+server 127\.0\.0\.1:3002 max_fails=0;\n\s+server 127\.0\.0\.1:3000 backup;\n\s+server 127\.0\.0\.1:2999 backup;/);
+    // Two incoming may refuse before a backup answers: room for every backend.
+    assert.match(conf, /proxy_next_upstream_tries 4;\n\s+proxy_pass http:\/\/quai_app_web;/);
+    assert.doesNotMatch(render([app({})]), /max_fails|backup;|proxy_next_upstream_tries 4/);
+    refuses(() => render([app({ backends: [{ host: "127.0.0.1", port: 3000, role: "backup" }] })]), /backup backends need a backend to back up/);
+    refuses(() => render([app({ backends: [{ host: "127.0.0.1", port: 3000, role: "primary; include /etc/passwd" as never }] })]), /backend role/);
+  });
+
   it("does not depend on the order apps come in", () => {
     const apps = base.state.apps;
     assert.equal(render([...apps].reverse(), {}, base.state.domain), render(apps, {}, base.state.domain));

@@ -111,7 +111,9 @@ function checkState(state: RouterState): CheckedApp[] {
     for (const b of app.backends) {
       checkAddress(`app ${name}: backend host`, b?.host);
       checkPort(`app ${name}: backend port`, b.port);
+      if (b.role !== undefined && b.role !== "incoming" && b.role !== "backup") invalid(`app ${name}: backend role ${JSON.stringify(b.role)} is not "incoming" or "backup"`);
     }
+    if (app.backends.length > 0 && app.backends.every((b) => b.role === "backup")) invalid(`app ${name}: backup backends need a backend to back up`);
     if (app.maintenance !== undefined) {
       const m = app.maintenance;
       if (typeof m.bypassToken !== "string" || !TOKEN.test(m.bypassToken)) invalid(`app ${name}: maintenance bypass token must be 32 to 128 hex digits`);
@@ -226,6 +228,8 @@ function appServerBody(s: RenderSettings, app: RouteApp, live: boolean): string[
     `    location / {`,
     ...(app.canonical !== undefined ? [`      if ($host != "${app.canonical}") {`, `        return 301 $scheme://${app.canonical}$quai_host_port$request_uri;`, `      }`] : []),
     ...(m ? [`      if ($quai_maintenance) {`, `        return 503;`, `      }`] : []),
+    // Every incoming backend may refuse before a backup answers: each may be tried once.
+    ...(app.backends.some((b) => b.role === "incoming") ? [`      proxy_next_upstream_tries ${Math.max(3, app.backends.length)};`] : []),
     live ? `      proxy_pass http://quai_app_${app.name};` : `      return 503;`,
     `    }`,
     ...(live ? [`    error_page 502 504 @quai_502;`, ...errorPageLocation(s, 502)] : []),
@@ -355,7 +359,9 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
     L.push(
       ``,
       `  upstream quai_app_${app.name} {`,
-      ...app.backends.map((b) => `    server ${b.host}:${b.port};`),
+      // Incoming (booting) backends refuse connections until they listen: never marked failed
+      // for that, so each request tries them first and the switch is immediate.
+      ...app.backends.map((b) => `    server ${b.host}:${b.port}${b.role === "incoming" ? " max_fails=0" : b.role === "backup" ? " backup" : ""};`),
       `    keepalive 16;`,
       // Shorter than the idle timeout of common app servers (Node.js and uvicorn 5 s), so nginx
       // drops an idle connection before the app does and never reuses a half-closed one.

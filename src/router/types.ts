@@ -8,7 +8,7 @@ export interface RouteApp {
   /** Extra hostnames (custom domains), exact names. */
   hostnames: string[];
   /** Web backends ready to receive traffic: 127.0.0.1 and a port. Empty → 503 page. */
-  backends: { host: string; port: number }[];
+  backends: RouteBackend[];
   /** File the app's access log lines are appended to. */
   accessLog: string;
   /** Certificates of some of `hostnames` (PEM); the others get the platform's over HTTPS. */
@@ -19,6 +19,19 @@ export interface RouteApp {
   canonical?: string;
   /** Set while the app is in maintenance: every request gets the page, with 503. */
   maintenance?: RouteMaintenance;
+}
+
+/**
+ * One web backend. While a deployment's containers boot, the router may already list them as
+ * `incoming`, with the serving ones as `backup`: a request tries an incoming backend first and,
+ * while it does not accept connections yet (refused at once), goes on to a backup. Traffic thus
+ * moves to the new release the moment it listens, without a reload at that moment.
+ */
+export interface RouteBackend {
+  host: string;
+  port: number;
+  /** Absent: serving. "incoming": tried first, never marked failed. "backup": used when no other answers. */
+  role?: "incoming" | "backup";
 }
 
 /** Maintenance of one app at the router. */

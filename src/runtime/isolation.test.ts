@@ -101,6 +101,43 @@ describe("local sandbox isolation", () => {
     assert.equal((await stat(join(s.appDir, "x"))).uid, UID, "files written in /app belong to the app's uid on the host");
   });
 
+  it("layers a writable /app over a slug it cannot change, with the mount in the container's namespace only", async () => {
+    // A slug as the pipeline leaves it (root's), and a container layer holding its directories, the app's.
+    const slug = join(base, "slug-layered");
+    await mkdir(join(slug, "var"), { recursive: true, mode: 0o755 });
+    await writeFile(join(slug, "server.js"), "release code\n", { mode: 0o644 });
+    const upper = join(base, "layer-layered");
+    const work = join(base, "layer-work-layered");
+    await mkdir(join(upper, "var"), { recursive: true });
+    await mkdir(work);
+    for (const d of [upper, join(upper, "var")]) await chown(d, UID, UID);
+    const code = [
+      "res = {'read': open('/app/server.js').read()}",
+      "for name, fn in [('append', lambda: open('/app/server.js', 'a').write('x')), ('add', lambda: open('/app/var/cache.txt', 'w').write('c')), ('remove', lambda: os.remove('/app/server.js'))]:",
+      "    try:",
+      "        fn(); res[name] = 'ok'",
+      "    except OSError as e:",
+      "        res[name] = e.errno",
+      "res['listing'] = sorted(os.listdir('/app'))",
+      "print(json.dumps(res))",
+    ].join("\n");
+    const s = await spec("layered", [PY, "-c", `import json, os\n${code}`], { appWritable: true, appLayers: { lower: slug, upper, work } });
+    const out: Buffer[] = [];
+    const res = await rt.exec(s, { onStdout: (b) => out.push(b), onStderr: (b) => out.push(b) });
+    assert.equal(res.exitCode, 0, Buffer.concat(out).toString());
+    const got = JSON.parse(Buffer.concat(out).toString().trim().split("\n").at(-1) as string) as Record<string, unknown>;
+    assert.equal(got.read, "release code\n");
+    assert.equal(got.append, 13, "the slug's files are root's: not writable in place (EACCES)");
+    assert.equal(got.add, "ok");
+    assert.equal(got.remove, "ok", "its directories are the app's: it may replace or remove a file");
+    assert.deepEqual(got.listing, ["var"]);
+    // The slug is untouched; the changes are in the container's layer; the host never saw the mount.
+    assert.equal(await readFile(join(slug, "server.js"), "utf8"), "release code\n");
+    await assert.rejects(stat(join(slug, "var", "cache.txt")));
+    assert.equal((await stat(join(upper, "var", "cache.txt"))).uid, UID);
+    assert.ok(!(await readFile("/proc/self/mountinfo", "utf8")).includes(s.appDir), "the overlay is mounted in the container's namespace only");
+  });
+
   it("runs as the app's non-root uid, without capabilities, in its own pid namespace, unable to make user namespaces", async () => {
     const s = await spec("ids", ["/bin/sh", "-c", "id -u; id -g; id -G; grep CapEff /proc/self/status; hostname; ls /proc | grep -c '^[0-9]'; unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied"]);
     const out: Buffer[] = [];

@@ -8,6 +8,8 @@ const host: SandboxHost = {
   bwrap: "/usr/bin/bwrap",
   setpriv: "/usr/bin/setpriv",
   cgroupExec: "/opt/quai/libexec/cgroup-exec",
+  overlayExec: "/opt/quai/libexec/overlay-exec",
+  unshare: "/usr/bin/unshare",
   rootEntries: [
     { name: "bin", kind: "symlink", target: "usr/bin" },
     { name: "sbin", kind: "symlink", target: "usr/sbin" },
@@ -103,6 +105,22 @@ describe("sandboxCommand", () => {
     ]);
   });
 
+  it("layers /app over the slug: a private mount namespace mounts the overlay, as root, before dropping to the app's uid", () => {
+    const layers = { lower: "/var/lib/quai/slugs/4f2a", upper: "/var/lib/quai/containers/shop-web-1-ab12/layer", work: "/var/lib/quai/containers/shop-web-1-ab12/layer-work" };
+    const cmd = sandboxCommand({ ...web, appLayers: layers }, host, { procsFiles: procs, argsFd: 4 });
+    assert.deepEqual(cmd.argv, [
+      "/opt/quai/libexec/cgroup-exec", ...procs, "--",
+      "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+      "/opt/quai/libexec/overlay-exec", layers.lower, layers.upper, layers.work, "/var/lib/quai/containers/shop-web-1-ab12/app", "--",
+      "/usr/bin/setpriv", "--reuid=60010", "--regid=60010", "--clear-groups", "--no-new-privs", "--",
+      "/usr/bin/bwrap", "--args", "4", "--",
+      "/bin/sh", "-c", "node server.js --port $PORT; rm -rf / # $(whoami)",
+    ]);
+    // bwrap binds the mount point, where the overlay is in its parent's namespace.
+    const i = cmd.bwrapArgs.indexOf("/var/lib/quai/containers/shop-web-1-ab12/app");
+    assert.deepEqual(cmd.bwrapArgs.slice(i - 1, i + 2), ["--bind", "/var/lib/quai/containers/shop-web-1-ab12/app", "/app"]);
+  });
+
   it("never puts env values in argv, where `ps` would show them", () => {
     const cmd = sandboxCommand(web, host, { procsFiles: procs, argsFd: 4 });
     assert.ok(!cmd.argv.some((a) => a.includes("postgres://")));
@@ -132,6 +150,10 @@ describe("validateSpec", () => {
     ["an env name with =", { env: { "A=B": "c" } }],
     ["an env value with NUL", { env: { A: "b\0c" } }],
     ["an empty command", { command: [] }],
+    ["a slug layer with a comma (mount option syntax)", { appLayers: { lower: "/srv/slug,upperdir=/etc", upper: "/srv/u", work: "/srv/w" } }],
+    ["a slug layer with a colon (more lower layers)", { appLayers: { lower: "/srv/slug:/root", upper: "/srv/u", work: "/srv/w" } }],
+    ["a relative upper layer", { appLayers: { lower: "/srv/slug", upper: "u", work: "/srv/w" } }],
+    ["a work dir that climbs", { appLayers: { lower: "/srv/slug", upper: "/srv/u", work: "/srv/../w" } }],
   ];
   for (const [what, over] of bad) {
     it(`rejects ${what}`, () => {

@@ -1,6 +1,8 @@
-// The command line of a sandboxed container: cgroup-exec (join the cgroups, as root) → setpriv
-// (drop to the app's uid) → bubblewrap (namespaces, read-only system, private /tmp) → the app.
+// The command line of a sandboxed container: cgroup-exec (join the cgroups, as root) → for a
+// layered /app, unshare + overlay-exec (a private mount namespace holding the app's overlay) →
+// setpriv (drop to the app's uid) → bubblewrap (namespaces, read-only system, private /tmp) → the app.
 import { lstatSync, readlinkSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { ContainerSpec } from "./types.ts";
 
 /** A top-level entry of / recreated in the sandbox (merged-usr Debian: /bin → usr/bin, ...). */
@@ -12,6 +14,9 @@ export interface SandboxHost {
   setpriv: string;
   /** libexec/cgroup-exec. */
   cgroupExec: string;
+  /** libexec/overlay-exec and util-linux's unshare: for specs with `appLayers`. */
+  overlayExec: string;
+  unshare: string;
   /** /bin, /sbin, /lib* as found on the host (besides /usr and /etc, always bound read-only). */
   rootEntries: RootEntry[];
 }
@@ -67,6 +72,13 @@ export function validateSpec(spec: ContainerSpec): void {
     if (!Number.isInteger(n) || n <= 0 || n >= 2 ** 32 - 1) throw new Error(`container ${what} must be a positive integer (never root): ${n}`);
   }
   assertSandboxPath("appDir", spec.appDir);
+  if (spec.appLayers !== undefined) {
+    for (const [what, p] of [["appLayers.lower", spec.appLayers.lower], ["appLayers.upper", spec.appLayers.upper], ["appLayers.work", spec.appLayers.work]] as const) {
+      assertSandboxPath(what, p);
+      // Mount option syntax: "," separates options, ":" lower layers, "\" escapes.
+      if (/[,:\\\s]/.test(p)) throw new Error(`${what} must not contain ",", ":", "\\" or white space: ${JSON.stringify(p)}`);
+    }
+  }
   if (spec.appMount !== undefined) assertSandboxPath("appMount", spec.appMount);
   for (const l of spec.symlinks ?? []) {
     assertSandboxPath("symlink", l.link);
@@ -112,8 +124,10 @@ export function sandboxCommand(spec: ContainerSpec, host: SandboxHost, opts: San
   const env: Record<string, string> = { HOME: APP_ROOT, ...spec.env };
   for (const [k, v] of Object.entries(env)) a.push("--setenv", k, v);
 
+  const layers = spec.appLayers;
   const argv = [
     host.cgroupExec, ...opts.procsFiles, "--",
+    ...(layers ? [host.unshare, "--mount", "--propagation", "private", "--", host.overlayExec, layers.lower, layers.upper, layers.work, spec.appDir, "--"] : []),
     host.setpriv, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, "--clear-groups", "--no-new-privs", "--",
     host.bwrap, "--args", String(opts.argsFd), "--",
     ...(opts.command ?? spec.command),
@@ -127,7 +141,7 @@ export function encodeArgs(args: readonly string[]): Buffer {
 }
 
 /** Reads the host facts: which of /bin, /sbin, /lib* exist, as symlinks or directories. */
-export function probeHost(cgroupExec: string, bwrap = "/usr/bin/bwrap", setpriv = "/usr/bin/setpriv"): SandboxHost {
+export function probeHost(cgroupExec: string, bwrap = "/usr/bin/bwrap", setpriv = "/usr/bin/setpriv", unshare = "/usr/bin/unshare"): SandboxHost {
   const rootEntries: RootEntry[] = [];
   for (const name of ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]) {
     try {
@@ -138,5 +152,5 @@ export function probeHost(cgroupExec: string, bwrap = "/usr/bin/bwrap", setpriv 
       // Absent on this host: nothing to recreate.
     }
   }
-  return { bwrap, setpriv, cgroupExec, rootEntries };
+  return { bwrap, setpriv, cgroupExec, overlayExec: join(dirname(cgroupExec), "overlay-exec"), unshare, rootEntries };
 }

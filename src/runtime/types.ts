@@ -25,8 +25,14 @@ export interface ContainerSpec {
   gid: number;
   /** Host directory mounted at /app (the unpacked slug, or a build dir). */
   appDir: string;
-  /** Mount /app writable (builds, and the per-container copy of a slug). */
+  /** Mount /app writable (builds, and a container's layer over its slug). */
   appWritable: boolean;
+  /**
+   * When set, appDir is an empty mount point and /app is an overlay of `lower` (the release's
+   * unpacked slug, read-only to everyone) under `upper` (the container's own changes; `work` is
+   * the overlay's scratch directory, on the same file system). Nothing is copied per container.
+   */
+  appLayers?: { lower: string; upper: string; work: string };
   /** Where appDir is mounted (default /app). Builds mount one directory and link /app and /cache into it, so hard links work between them. */
   appMount?: string;
   /** Symbolic links to create in the sandbox (after the mounts). */

@@ -43,7 +43,7 @@ interface Echo {
 
 const WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-function startBackend(id: string): Promise<Backend> {
+function startBackend(id: string, port = 0): Promise<Backend> {
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     let bodyBytes = 0;
@@ -80,7 +80,7 @@ function startBackend(id: string): Promise<Backend> {
   });
   return new Promise((resolvePromise, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.listen(port, "127.0.0.1", () => {
       const addr = server.address();
       const close = () =>
         new Promise<void>((r) => {
@@ -354,6 +354,55 @@ export function runRouterSuite(name: string, newRouter: (opts: RouterSuiteOption
       assert.ok(ok > 50, `only ${ok} requests went through (${retried} retried)`);
       // The last apply put web on b.
       assert.equal(echoOf(await get(host("web"))).backend, "b");
+      await router.apply(baseState());
+    });
+
+    it("tries incoming backends first, falls back to backups while they refuse, and moves traffic the moment they listen", async () => {
+      // Two ports nothing listens on yet: the new release's web containers, booting.
+      const boot = await Promise.all([startBackend("boot-1"), startBackend("boot-2")]);
+      await Promise.all(boot.map((be) => be.close()));
+      const [p1, p2] = boot.map((be) => be.port) as [number, number];
+      const state: RouterState = {
+        domain,
+        apps: [
+          {
+            ...app("web", []),
+            backends: [
+              { host: "127.0.0.1", port: p1, role: "incoming" },
+              { host: "127.0.0.1", port: p2, role: "incoming" },
+              { host: "127.0.0.1", port: a.port, role: "backup" },
+            ],
+          },
+          app("idle", []),
+        ],
+      };
+      await router.apply(state);
+      const seen = async (n: number) => {
+        const ids: string[] = [];
+        for (let i = 0; i < n; i++) {
+          const r = await get(host("web"));
+          assert.equal(r.status, 200);
+          ids.push(echoOf(r).backend);
+        }
+        return [...new Set(ids)].sort();
+      };
+      assert.deepEqual(await seen(10), ["a"]);
+      // One listens: it gets every request at once, with no apply in between; then both.
+      const first = await startBackend("new-1", p1);
+      try {
+        assert.deepEqual(await seen(10), ["new-1"]);
+        const second = await startBackend("new-2", p2);
+        try {
+          assert.deepEqual(await seen(20), ["new-1", "new-2"]);
+        } finally {
+          await second.close();
+        }
+        // One of them gone again: the other serves, never the backup while an incoming answers.
+        assert.deepEqual(await seen(10), ["new-1"]);
+      } finally {
+        await first.close();
+      }
+      assert.deepEqual(await seen(5), ["a"]);
       await router.apply(baseState());
     });
 

@@ -37,8 +37,9 @@ elapsed() {
 # Prints "linked" or "copied".
 copy_tree() {
   local src="$1" dest="$2"
-  mkdir -p "$dest"
-  if cp -al "$src/." "$dest/" 2>/dev/null; then
+  if [[ ! -e $dest ]] && cp -al "$src" "$dest" 2>/dev/null; then
+    printf 'linked'
+  elif mkdir -p "$dest" && cp -al "$src/." "$dest/" 2>/dev/null; then
     printf 'linked'
   else
     rm -rf "$dest"

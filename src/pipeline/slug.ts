@@ -1,0 +1,159 @@
+// Slugs: the compressed tarball of a build stored in the BlobStore (content-addressed), and the
+// same tree unpacked under `paths.slugs`, the read-only lower layer of every container of the
+// releases that use it.
+//
+// A build's tree becomes its unpacked slug by a rename: nothing is copied on the way from
+// "built" to "running". That tree shares inodes with the app's build cache (the Node.js buildpack
+// hard-links node_modules from it), and a later build may rewrite a cache file in place: so the
+// cache is given its own copies of those files in the background (`detachCache`) before the
+// app's next build may touch it. See docs/adr/0025-slug-by-rename.md.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createGzip } from "node:zlib";
+import { run } from "../core/run.ts";
+import type { PipelineContext } from "./context.ts";
+
+/** Where a slug built for the app of uid `uid` is unpacked: its own tree, the app's files. */
+export function builtSlugDir(ctx: PipelineContext, key: string, uid: number): string {
+  return join(ctx.paths.slugs, `${key}-${uid}`);
+}
+
+/**
+ * The unpacked slug a container of `uid` runs on: the tree its own build left, else one unpacked
+ * from the blob (root's files; after a restore, or a slug another app built), made if missing.
+ */
+export async function slugDirFor(ctx: PipelineContext, key: string, uid: number): Promise<{ dir: string; appOwned: boolean }> {
+  const own = builtSlugDir(ctx, key, uid);
+  if (existsSync(own)) return { dir: own, appOwned: true };
+  const shared = join(ctx.paths.slugs, key);
+  if (!existsSync(shared)) await unpackSlug(ctx, key, shared);
+  return { dir: shared, appOwned: false };
+}
+
+/** Name of an unpacked slug directory: its key, and the app uid that built it if it did. */
+export const SLUG_DIR = /^([0-9a-f]{64})(?:-(\d+))?$/;
+
+/** tar's arguments for the slug of `dir`: the same tree always gives the same bytes. */
+const slugTarArgs = (dir: string) => ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."];
+
+/** Stores `dir` as the slug tarball (reproducible: sorted, owner 0, mtime 0); its key and size. */
+export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
+  const tar = spawn("tar", slugTarArgs(dir), { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const closed = new Promise<number | null>((r) => tar.on("close", r));
+  const info = await ctx.blobs.put(tar.stdout.pipe(createGzip({ level: 1 })));
+  if ((await closed) !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  return info;
+}
+
+/**
+ * Copies `dir` into `unpackTo` as root's files while storing the tarball: for a build tree that
+ * cannot be renamed into `paths.slugs` (another file system).
+ */
+export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: string): Promise<{ key: string; size: number }> {
+  await rm(unpackTo, { recursive: true, force: true });
+  await mkdir(unpackTo, { mode: 0o755 });
+  const tar = spawn("tar", slugTarArgs(dir), { stdio: ["ignore", "pipe", "pipe"] });
+  const untar = spawn("tar", ["-x", "--same-owner", "--same-permissions", "-C", unpackTo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  let err = "";
+  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  untar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  const closed = Promise.all([new Promise<number | null>((r) => tar.on("close", r)), new Promise<number | null>((r) => untar.on("close", r))]);
+  tar.stdout.pipe(untar.stdin);
+  untar.stdin.on("error", () => {});
+  const info = await ctx.blobs.put(tar.stdout.pipe(createGzip({ level: 1 })));
+  const [a, b] = await closed;
+  if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  return info;
+}
+
+/** Unpacks a slug blob into `dir` (after a restart, or on another host). */
+export async function unpackSlug(ctx: PipelineContext, key: string, dir: string): Promise<void> {
+  const tmp = `${dir}.tmp-${process.pid}`;
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true, mode: 0o755 });
+  const path = ctx.blobs.localPath?.(key);
+  const args = ["-xz", "--same-owner", "-C", tmp, "-f", path ?? "-"];
+  const child = spawn("tar", args, { stdio: [path ? "ignore" : "pipe", "ignore", "pipe"] });
+  if (!path) (await ctx.blobs.get(key)).pipe(child.stdin as NodeJS.WritableStream);
+  let err = "";
+  child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
+  const code = await new Promise<number | null>((r) => child.on("close", r));
+  if (code !== 0) throw new Error(`unpacking slug ${key} failed: ${err.trim()}`);
+  await rename(tmp, dir);
+}
+
+// --- The build cache's own copies ------------------------------------------------------------------
+
+/** Detaches waiting to run, by cache directory (one app's builds run one at a time). */
+const pending = new Map<string, () => Promise<void>>();
+
+/** Marker of a detach not yet done, beside the caches (root's, out of the app's reach). */
+const marker = (ctx: PipelineContext, appId: string) => join(ctx.paths.caches, `.detach-${appId}`);
+
+/**
+ * Arranges for the app's build cache to stop sharing files with `slugDir`: in the background
+ * once the deployment ends (`startCacheDetach`: the release's containers boot meanwhile) or after
+ * `delayMs` at the latest, and at once if the app's next build asks first (`settleCache`). A
+ * marker file survives a stop of the control plane.
+ */
+export async function scheduleCacheDetach(ctx: PipelineContext, appId: string, uid: number, slugDir: string, delayMs: number): Promise<void> {
+  const cacheDir = join(ctx.paths.caches, appId);
+  await writeFile(marker(ctx, appId), slugDir, { mode: 0o600 });
+  let done: Promise<void> | undefined;
+  const runIt = () =>
+    (done ??= detachCache(cacheDir, slugDir, uid)
+      .then(() => rm(marker(ctx, appId), { force: true }))
+      .finally(() => {
+        if (pending.get(cacheDir) === runIt) pending.delete(cacheDir);
+      }));
+  pending.set(cacheDir, runIt);
+  setTimeout(() => void runIt().catch((err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`)), delayMs).unref();
+}
+
+/** Starts a scheduled detach now (its deployment has ended: nothing boots any more). */
+export function startCacheDetach(ctx: PipelineContext, appId: string): void {
+  void pending.get(join(ctx.paths.caches, appId))?.().catch((err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`));
+}
+
+/** Before a build takes the app's cache: finishes a detach scheduled or cut short by a stop. */
+export async function settleCache(ctx: PipelineContext, appId: string, uid: number): Promise<void> {
+  const cacheDir = join(ctx.paths.caches, appId);
+  const scheduled = pending.get(cacheDir);
+  if (scheduled) {
+    await scheduled();
+    return;
+  }
+  const slugDir = await readFile(marker(ctx, appId), "utf8").catch(() => undefined);
+  if (slugDir === undefined) return;
+  if (existsSync(slugDir) && existsSync(cacheDir)) await detachCache(cacheDir, slugDir, uid);
+  await rm(marker(ctx, appId), { force: true });
+}
+
+/**
+ * Gives `cacheDir` its own copy of every file it shares (same inode) with `slugDir`: tar reads
+ * them and writes them back, unlinking each first, as the app's uid (the cache is the app's; the
+ * copies keep its modes and times).
+ */
+export async function detachCache(cacheDir: string, slugDir: string, uid: number): Promise<number> {
+  const slugInodes = await run("find", [slugDir, "-type", "f", "-links", "+1", "-printf", "%i\\n"]);
+  if (slugInodes.code !== 0) throw new Error(`listing ${slugDir}: ${slugInodes.stderr.trim()}`);
+  const inodes = new Set(slugInodes.stdout.split("\n").filter(Boolean));
+  if (inodes.size === 0) return 0;
+  const asApp = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--"];
+  const listed = await run(asApp[0] as string, [...asApp.slice(1), "find", ".", "-type", "f", "-links", "+1", "-printf", "%i %P\\0"], { cwd: cacheDir });
+  if (listed.code !== 0) throw new Error(`listing ${cacheDir}: ${listed.stderr.trim()}`);
+  const shared = listed.stdout.split("\0").filter(Boolean).flatMap((entry) => {
+    const space = entry.indexOf(" ");
+    return inodes.has(entry.slice(0, space)) ? [entry.slice(space + 1)] : [];
+  });
+  if (shared.length === 0) return 0;
+  const script = 'tar -c --format=posix --null --no-recursion -T - -f - | tar -x --unlink-first --preserve-permissions -f -';
+  const res = await run(asApp[0] as string, [...asApp.slice(1), "/bin/sh", "-c", script], { cwd: cacheDir, input: `${shared.join("\0")}\0` });
+  if (res.code !== 0) throw new Error(`copying ${shared.length} shared files of ${cacheDir}: ${res.stderr.trim()}`);
+  return shared.length;
+}
+
