@@ -1,6 +1,7 @@
 // Deployments that fail after the build: a postdeploy hook that fails, a release that crashes on
 // boot, one that never listens, a Procfile with an empty command, a control plane killed during
-// a deployment. Each leaves the previous release serving.
+// a deployment (in its hook, or while the router tries the new release ahead of its switch).
+// Each leaves the previous release serving.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { writeFile } from "node:fs/promises";
@@ -148,5 +149,37 @@ describe("failed deployments keep the previous release serving", () => {
     assert.match(d.error ?? "", /control plane stopped/);
     const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string; release: string }[] };
     assert.deepEqual(ps.containers.map((c) => c.label), ["web-1"], "the half-started containers were removed");
+  });
+
+  it("a control plane killed while the router tries a release ahead of its switch: the previous one serves again", async () => {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    assert.equal((await p.quai(["--app", "steady", "scale", "web:2"])).code, 0);
+    // No hook, no health check: the router gets the new containers as they boot. web-1 listens at
+    // once and takes the traffic; web-2 listens after 3 s, so the deployment is still waiting.
+    await writeFile(join(dir, "Procfile"), "web: sh -c 'if [ \"$CONTAINER\" = web-2 ]; then sleep 3; fi; exec python3 server.py'\n");
+    await writeFile(join(dir, "server.py"), pythonWebApp("ahead")["server.py"] as string);
+    await commitAll(dir, "routed ahead");
+    const u = new URL(p.url);
+    const git = spawn("git", ["-C", dir, "push", `http://user:${p.token}@${u.host}/steady.git`, "HEAD:main"], { stdio: "ignore" });
+    let body = "";
+    for (let i = 0; i < 400 && body !== "ahead"; i++) {
+      body = (await p.get("steady")).body;
+      if (body !== "ahead") await sleep(25);
+    }
+    assert.equal(body, "ahead", "the new release's first container took traffic before the switch");
+    assert.equal((await latest("steady")).status, "starting");
+    await p.restart(true);
+    git.kill("SIGKILL");
+    // The restarted control plane routes the app to its current release again, then removes the
+    // half-started containers; the previous release answers, also once web-2 would have listened.
+    for (let i = 0; i < 100 && (await p.get("steady")).body !== "migrated"; i++) await sleep(50);
+    for (let i = 0; i < 20; i++) {
+      const r = await p.get("steady");
+      assert.deepEqual([r.status, r.body], [200, "migrated"]);
+      await sleep(200);
+    }
+    assert.equal((await latest("steady")).status, "aborted");
+    const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string }[] };
+    assert.deepEqual(ps.containers.map((c) => c.label).sort(), ["web-1", "web-2"]);
   });
 });

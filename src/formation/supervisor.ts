@@ -74,6 +74,7 @@ export class Supervisor {
   /** Re-adopts containers started by an earlier control plane; restarts the ones that died meanwhile. */
   async recover(): Promise<void> {
     const rows = await this.ctx.db.selectFrom("containers").selectAll().execute();
+    const cutShort: string[] = [];
     for (const c of rows) {
       const spec = await this.readSpec(c.id);
       if (!spec) {
@@ -82,8 +83,9 @@ export class Supervisor {
       }
       const state = await this.ctx.runtime.recover(spec).catch(() => undefined);
       if (c.state === "starting") {
-        // A deployment was cut short by the restart; its pipeline record says so. Drop its containers.
-        await this.destroy(c.id, 1000);
+        // A deployment was cut short by the restart; its pipeline record says so. Its containers
+        // go, once the router no longer tries them (it may have, routed ahead of the switch).
+        cutShort.push(c.id);
         continue;
       }
       if (state?.status === "running") {
@@ -96,6 +98,7 @@ export class Supervisor {
     }
     this.shipTimer = setInterval(() => void this.shipLogs(), 250);
     await this.syncRouter();
+    for (const id of cutShort) await this.destroy(id, 1000);
   }
 
   /** Stops watching (containers keep running: they outlive the control plane). */
