@@ -1,4 +1,5 @@
 // App endpoints in Scalingo's shapes: /v1/apps and /v1/apps/:app (+ rename).
+import { ensureRepo } from "../git/front.ts";
 import type { FastifyPluginAsync } from "fastify";
 import { appParams, envelope } from "../core/http.ts";
 import type { ApiDeps } from "../server/api.ts";
@@ -38,7 +39,14 @@ export function appRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
     }, async (req, reply) => {
       const dryRun = req.headers["x-dry-run"] === "true";
-      return sendJson(reply, "app", await createApp(deps.db, req.actor, req.body.app.name, urls(), { dryRun }), dryRun ? 200 : 201);
+      const json = await createApp(deps.db, req.actor, req.body.app.name, urls(), { dryRun });
+      const git = deps.pipeline?.git;
+      if (!dryRun && git) {
+        // Its git repository now, not on the first push (which it would make slower).
+        const { id } = JSON.parse(json) as { id: string };
+        await ensureRepo(git.reposDir, id).catch((err: unknown) => req.log.warn(`creating the git repository of ${req.body.app.name}: ${String(err)}`));
+      }
+      return sendJson(reply, "app", json, dryRun ? 200 : 201);
     });
 
     app.get<{ Params: { app: string } }>("/v1/apps/:app", { schema: { summary: "Show an app", tags: ["apps"], params: appParams } }, async (req, reply) => {

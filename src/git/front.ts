@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, writeFile } from "node:fs/promises";
+import { appendFile, chmod, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
@@ -40,12 +40,15 @@ export async function ensureRepo(reposDir: string, appId: string): Promise<strin
     await mkdir(reposDir, { recursive: true, mode: 0o700 });
     const res = await run("git", ["init", "--quiet", "--bare", "--initial-branch=main", dir]);
     if (res.code !== 0) throw new Error(`git init failed: ${res.stderr}`);
-    await run("git", ["-C", dir, "config", "http.receivepack", "true"]);
-    await run("git", ["-C", dir, "config", "receive.denyNonFastForwards", "false"]);
+    // Written into the new config rather than by two `git config` runs (a process each).
+    await appendFile(join(dir, "config"), "[http]\n\treceivepack = true\n[receive]\n\tdenyNonFastForwards = false\n");
   }
   const hook = join(dir, "hooks", "pre-receive");
-  await writeFile(hook, `#!/bin/sh\n# Quai: deploys pushes to main or master (see src/git/hook.sh).\nexec /bin/bash "$QUAI_HOOK_SCRIPT"\n`);
-  await chmod(hook, 0o755);
+  const text = `#!/bin/sh\n# Quai: deploys pushes to main or master (see src/git/hook.sh).\nexec /bin/bash "$QUAI_HOOK_SCRIPT"\n`;
+  if ((await readFile(hook, "utf8").catch(() => "")) !== text) {
+    await writeFile(hook, text);
+    await chmod(hook, 0o755);
+  }
   return dir;
 }
 
