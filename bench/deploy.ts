@@ -434,7 +434,7 @@ starts empty); "redeploy": server.js changed, lockfile unchanged.` +
       ["→ 200", "switched", "live"],
     ];
     console.log(`\nQuai, where the time goes (medians, s): receive = push → queued (git, hook, archive upload); detect = unpack + bin/detect;` +
-      `\ncompile = bin/compile; slug = chown + tar + gzip + store; containers = start + accept on $PORT; switch = router apply.\n`);
+      `\ncompile = bin/compile; slug = tar + zstd + store; containers = start + accept on $PORT; switch = router apply.\n`);
     console.log(table(["case", ...phases.map((x) => x[0])], (["new", "redeploy"] as const).map((k) => [k === "new" ? "new app" : "redeploy", ...phases.map(([, a, b]) => sec(median(quai[k].map((t) => phase(t, a, b)))))])));
     const steps: [string, (f: FloorTiming) => number][] = [["push", (f) => f.push], ["checkout", (f) => f.checkout], ["install", (f) => f.install], ["build", (f) => f.build], ["tar -cz", (f) => f.pack], ["start → 200", (f) => f.startTo200]];
     console.log(`\nFloor steps (medians, s):\n`);

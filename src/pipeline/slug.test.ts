@@ -5,7 +5,10 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runtimePaths, type PipelineContext } from "./context.ts";
-import { detachCache, scheduleCacheDetach, settleCache } from "./slug.ts";
+import { detachCache, scheduleCacheDetach, settleCache, storeSlug, unpackSlug } from "./slug.ts";
+import { LocalBlobStore } from "../blobs/store.ts";
+import { execFileSync } from "node:child_process";
+import { Readable } from "node:stream";
 
 const UID = 60041;
 
@@ -18,7 +21,7 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     const paths = runtimePaths(join(dir, "runtime"));
     await mkdir(paths.caches, { recursive: true });
     await mkdir(paths.slugs, { recursive: true });
-    ctx = { paths, log: () => {} } as unknown as PipelineContext;
+    ctx = { paths, log: () => {}, blobs: new LocalBlobStore(join(dir, "blobs")) } as unknown as PipelineContext;
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -47,6 +50,33 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     await link(join(cache, "npm", "blob"), join(cache, "npm", "blob-again"));
     return { cache, slug };
   }
+
+  it("stores a slug as a reproducible zstd tarball and unpacks it as root's, and unpacks a gzip slug stored before", async () => {
+    const tree = join(dir, "tree");
+    await mkdir(join(tree, "bin"), { recursive: true });
+    await writeFile(join(tree, "server.js"), "console.log('up');\n", { mode: 0o644 });
+    await writeFile(join(tree, "bin", "start"), "#!/bin/sh\nexec node server.js\n", { mode: 0o755 });
+    for (const p of [tree, join(tree, "bin"), join(tree, "server.js"), join(tree, "bin", "start")]) await chown(p, UID, UID);
+    const { key, size } = await storeSlug(ctx, tree);
+    assert.deepEqual(await storeSlug(ctx, tree), { key, size }, "the same tree gives the same blob");
+    const path = (ctx.blobs as LocalBlobStore).localPath(key);
+    assert.deepEqual([...(await readFile(path)).subarray(0, 4)], [0x28, 0xb5, 0x2f, 0xfd], "zstd");
+    const out = join(ctx.paths.slugs, key);
+    await unpackSlug(ctx, key, out);
+    assert.equal(await readFile(join(out, "server.js"), "utf8"), "console.log('up');\n");
+    const start = await stat(join(out, "bin", "start"));
+    assert.equal(start.mode & 0o777, 0o755);
+    assert.equal(start.uid, 0, "an unpacked slug's files are root's");
+    // A slug stored as gzip, as before zstd.
+    const old = await ctx.blobs.put(Readable.from([execFileSync("tar", ["-cz", "--owner=0", "--group=0", "-C", tree, "."])]));
+    await unpackSlug(ctx, old.key, join(ctx.paths.slugs, old.key));
+    assert.equal(await readFile(join(ctx.paths.slugs, old.key, "bin", "start"), "utf8"), "#!/bin/sh\nexec node server.js\n");
+    // A blob that is neither: a clear error, and no half-unpacked directory.
+    const junk = await ctx.blobs.put(Readable.from([Buffer.from("not a slug at all")]));
+    await assert.rejects(unpackSlug(ctx, junk.key, join(ctx.paths.slugs, junk.key)), /unpacking slug/);
+    assert.ok(!existsSync(join(ctx.paths.slugs, junk.key)));
+    assert.ok(!existsSync(`${join(ctx.paths.slugs, junk.key)}.tmp-${process.pid}`));
+  });
 
   it("gives the cache its own copy of every file it shares with the slug, and nothing else", async () => {
     const { cache, slug } = await cacheAndSlug("app-detach");
