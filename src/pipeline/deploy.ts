@@ -51,71 +51,14 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     }
     await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
   };
-  const fail = async (err: DeployError) => {
+  try {
+    await bootRelease();
+  } catch (err) {
+    // A failure, a cancel or anything unforeseen before the switch: nothing of the new release stays.
     await discard();
     throw err;
-  };
-  out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
-  for (const f of formation) {
-    for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
-  }
-  const webPorts = started.filter((c) => c.type === "web" && c.port !== null).map((c) => c.port as number);
-  if (!hook && !healthPath && webPorts.length > 0) {
-    // Ready means "accepts connections", which the router can test itself on every request: it
-    // gets the new containers now, as first choice with the serving ones behind, and traffic
-    // moves the moment they listen, without waiting for a reload then (nginx: about 0.13 s).
-    routedAhead = sup.routeIncoming(app.id, webPorts).then(
-      () => true,
-      (err: unknown) => {
-        ctx.log(`deploy: routing ${app.name}'s new containers ahead of the switch: ${String(err)}`);
-        return false;
-      },
-    );
-  }
-  if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
-  const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
-  for (const { c, r } of ready) {
-    if (!r.ok) {
-      await sup.shipContainerLogs(c);
-      const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
-      out(`       ${c.type}-${c.index} ${r.detail}\n${tail}`);
-      return fail(new DeployError(r.reason === "timeout" ? "timeout-error" : "crashed-error", `${c.type}-${c.index} ${r.detail}`));
-    }
-  }
-  if (started.length > 0) out(`       ${started.length} container${started.length > 1 ? "s" : ""} up\n`);
-  const cancelled = async () => {
-    if (!opts.signal?.aborted) return;
-    await discard();
-    throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error("aborted");
-  };
-  await cancelled();
-
-  if (hook) {
-    out(`-----> Running the postdeploy hook: ${hook}\n`);
-    const id = `${app.name}-postdeploy-${release.version}-${Math.random().toString(36).slice(2, 6)}`;
-    const spec = await sup.specFor(app, release, id, "postdeploy-1", "M", ["/quai/bin/launch", "--shell", hook], null);
-    let res;
-    try {
-      res = await ctx.runtime.exec(spec, {
-        onStdout: (b) => out(indent(b.toString("utf8"))),
-        onStderr: (b) => out(indent(b.toString("utf8"))),
-        signal: opts.signal,
-        timeoutMs: 15 * 60_000,
-      });
-    } catch (err) {
-      // Cancelled while the hook ran: nothing of the new release stays.
-      await sup.destroy(id, 0).catch(() => {});
-      await Promise.all(started.map((c) => sup.destroy(c.id, 2000)));
-      throw err;
-    }
-    await sup.destroy(id, 0).catch(() => {});
-    if (res.exitCode !== 0) {
-      out(`       postdeploy failed (${res.oomKilled ? "out of memory" : res.signal ? `killed by ${res.signal}` : `exit code ${res.exitCode}`}); the previous release keeps serving\n`);
-      return fail(new DeployError("hook-error", `postdeploy hook failed with ${res.exitCode ?? res.signal}`));
-    }
   }
 
-  await cancelled();
   // The switch: the new release becomes current, its web containers get the traffic.
   await sup.markRunning(started.map((c) => c.id));
   await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
@@ -135,6 +78,68 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
       .catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
   } else if (ahead) {
     void routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
+  }
+
+  /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */
+  async function bootRelease(): Promise<void> {
+    out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
+    for (const f of formation) {
+      for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
+    }
+    const webPorts = started.filter((c) => c.type === "web" && c.port !== null).map((c) => c.port as number);
+    if (!hook && !healthPath && webPorts.length > 0) {
+      // Ready means "accepts connections", which the router can test itself on every request: it
+      // gets the new containers now, as first choice with the serving ones behind, and traffic
+      // moves the moment they listen, without waiting for a reload then (nginx: about 0.13 s).
+      routedAhead = sup.routeIncoming(app.id, webPorts).then(
+        () => true,
+        (err: unknown) => {
+          ctx.log(`deploy: routing ${app.name}'s new containers ahead of the switch: ${String(err)}`);
+          return false;
+        },
+      );
+    }
+    if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
+    const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
+    for (const { c, r } of ready) {
+      if (!r.ok) {
+        await sup.shipContainerLogs(c);
+        const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
+        out(`       ${c.type}-${c.index} ${r.detail}\n${tail}`);
+        throw new DeployError(r.reason === "timeout" ? "timeout-error" : "crashed-error", `${c.type}-${c.index} ${r.detail}`);
+      }
+    }
+    if (started.length > 0) out(`       ${started.length} container${started.length > 1 ? "s" : ""} up\n`);
+    cancelled();
+
+    if (hook) {
+      out(`-----> Running the postdeploy hook: ${hook}\n`);
+      const id = `${app.name}-postdeploy-${release.version}-${Math.random().toString(36).slice(2, 6)}`;
+      const spec = await sup.specFor(app, release, id, "postdeploy-1", "M", ["/quai/bin/launch", "--shell", hook], null);
+      let res;
+      try {
+        res = await ctx.runtime.exec(spec, {
+          onStdout: (b) => out(indent(b.toString("utf8"))),
+          onStderr: (b) => out(indent(b.toString("utf8"))),
+          signal: opts.signal,
+          timeoutMs: 15 * 60_000,
+        });
+      } catch (err) {
+        // Cancelled while the hook ran: its container goes too.
+        await sup.destroy(id, 0).catch(() => {});
+        throw err;
+      }
+      await sup.destroy(id, 0).catch(() => {});
+      if (res.exitCode !== 0) {
+        out(`       postdeploy failed (${res.oomKilled ? "out of memory" : res.signal ? `killed by ${res.signal}` : `exit code ${res.exitCode}`}); the previous release keeps serving\n`);
+        throw new DeployError("hook-error", `postdeploy hook failed with ${res.exitCode ?? res.signal}`);
+      }
+    }
+    cancelled();
+  }
+
+  function cancelled(): void {
+    if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : new Error("aborted");
   }
 }
 
