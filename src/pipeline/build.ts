@@ -370,5 +370,3 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
   return result;
 }
 
-/** Packs `dir` reproducibly (sorted, fixed times and owners) and stores it; identical builds share a key. */
-

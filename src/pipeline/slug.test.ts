@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runtimePaths, type PipelineContext } from "./context.ts";
-import { detachCache, scheduleCacheDetach, settleCache, storeSlug, unpackSlug } from "./slug.ts";
+import { copySlug, detachCache, scheduleCacheDetach, settleCache, storeSlug, unpackSlug } from "./slug.ts";
 import { LocalBlobStore } from "../blobs/store.ts";
 import { execFileSync } from "node:child_process";
 import { Readable } from "node:stream";
@@ -67,6 +67,16 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     const start = await stat(join(out, "bin", "start"));
     assert.equal(start.mode & 0o777, 0o755);
     assert.equal(start.uid, 0, "an unpacked slug's files are root's");
+    // A build tree on another file system is copied instead, as root's, with the same blob.
+    const copied = join(ctx.paths.slugs, "copied");
+    assert.deepEqual(await copySlug(ctx, tree, copied), { key, size });
+    const copiedStart = await stat(join(copied, "bin", "start"));
+    assert.deepEqual([copiedStart.uid, copiedStart.mode & 0o777], [0, 0o755]);
+    // Whatever the build tree's own mode, the copy's top directory can be traversed.
+    await chmod(tree, 0o700);
+    await copySlug(ctx, tree, copied);
+    assert.equal((await stat(copied)).mode & 0o777, 0o755);
+    await chmod(tree, 0o755);
     // A slug stored as gzip, as before zstd.
     const old = await ctx.blobs.put(Readable.from([execFileSync("tar", ["-cz", "--owner=0", "--group=0", "-C", tree, "."])]));
     await unpackSlug(ctx, old.key, join(ctx.paths.slugs, old.key));

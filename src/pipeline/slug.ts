@@ -9,7 +9,7 @@
 // app's next build may touch it. See docs/adr/0025-slug-by-rename.md.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -76,6 +76,8 @@ export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: stri
   const info = await ctx.blobs.put(tar.stdout.pipe(compressor()));
   const [a, b] = await closed;
   if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  // The archive's "." entry gave the top directory the build tree's mode.
+  await chmod(unpackTo, 0o755);
   return info;
 }
 
@@ -90,10 +92,12 @@ export async function unpackSlug(ctx: PipelineContext, key: string, dir: string)
   const code = new Promise<number | null>((r) => child.on("close", r));
   child.stdin.on("error", () => {});
   const source = await ctx.blobs.get(key);
-  const unpacked = await pipeline(source, await decompressorFor(source), child.stdin).then(() => undefined, (e: unknown) => e);
-  if ((await code) !== 0 || unpacked) {
+  // tar may end as soon as it has read the archive's end marker, before the padding after it:
+  // its exit status, not the pipe closing early, says whether the slug was unpacked.
+  const piped = await pipeline(source, await decompressorFor(source), child.stdin).then(() => undefined, (e: unknown) => e);
+  if ((await code) !== 0) {
     await rm(tmp, { recursive: true, force: true });
-    throw new Error(`unpacking slug ${key} failed: ${err.trim() || String(unpacked)}`);
+    throw new Error(`unpacking slug ${key} failed: ${err.trim() || String(piped)}`);
   }
   await rename(tmp, dir);
 }
