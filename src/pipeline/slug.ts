@@ -6,7 +6,7 @@
 // "built" to "running". That tree shares inodes with the app's build cache (the Node.js buildpack
 // hard-links node_modules from it), and a later build may rewrite a cache file in place: so the
 // cache is given its own copies of those files in the background (`detachCache`) before the
-// app's next build may touch it. See docs/adr/0025-slug-by-rename.md.
+// app's next build may touch it. See docs/adr/0026-slugs-by-rename-and-container-overlays.md.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -41,7 +41,7 @@ export const SLUG_DIR = /^([0-9a-f]{64})(?:-(\d+))?$/;
 const slugTarArgs = (dir: string) => ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."];
 
 /**
- * Slugs are zstd-compressed (level 1: a third of gzip's time here, and smaller); slugs stored
+ * Slugs are zstd-compressed (level 1: about half of gzip's time here, and smaller); slugs stored
  * before are gzip, told apart by their first bytes when unpacked.
  */
 const compressor = () => createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 1 } });
