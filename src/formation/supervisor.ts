@@ -155,17 +155,17 @@ export class Supervisor {
     await Promise.all([appDir, upper, work].map((d) => rm(d, { recursive: true, force: true })));
     if (slug.appOwned) {
       await Promise.all([mkdir(appDir, { mode: 0o755 }), mkdir(upper, { mode: 0o755 }).then(() => chown(upper, app.uid, app.uid)), mkdir(work, { mode: 0o700 })]);
-      return { appDir, appLayers: { lower: slug.dir, upper, work } };
+    } else {
+      // One shell for every step (a process start costs milliseconds); paths and owner are
+      // arguments, never script text. tar carries the directories' modes over.
+      const script = [
+        'set -e; mkdir -m 0755 -- "$2"; mkdir -m 0700 -- "$4"; mkdir -m 0755 -- "$3"',
+        'cd -- "$1"; find . -mindepth 1 -type d -print0 | tar -c --null --no-recursion -T - -f - | tar -x -C "$3" -f -',
+        'chown -R -- "$5" "$3"',
+      ].join("\n");
+      const prep = await run("/bin/sh", ["-c", script, "sh", slug.dir, appDir, upper, work, `${app.uid}:${app.uid}`]);
+      if (prep.code !== 0) throw new Error(`preparing /app from the slug failed: ${prep.stderr.trim()}`);
     }
-    // One shell for every step (a process start costs milliseconds); paths and owner are
-    // arguments, never script text. tar carries the directories' modes over.
-    const script = [
-      'set -e; mkdir -m 0755 -- "$2"; mkdir -m 0700 -- "$4"; mkdir -m 0755 -- "$3"',
-      'cd -- "$1"; find . -mindepth 1 -type d -print0 | tar -c --null --no-recursion -T - -f - | tar -x -C "$3" -f -',
-      'chown -R -- "$5" "$3"',
-    ].join("\n");
-    const prep = await run("/bin/sh", ["-c", script, "sh", slug.dir, appDir, upper, work, `${app.uid}:${app.uid}`]);
-    if (prep.code !== 0) throw new Error(`preparing /app from the slug failed: ${prep.stderr.trim()}`);
     return { appDir, appLayers: { lower: slug.dir, upper, work } };
   }
 

@@ -69,15 +69,11 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   const routed = sup.syncRouter();
   if (!ahead) await routed;
   out(`-----> Switched traffic to v${release.version}\n`);
+  const live = routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
   if (old.length > 0) {
     // Retire in the background of the deployment's success, once no router worker may still
     // pick them: requests in flight finish first.
-    void routed
-      .catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`))
-      .then(() => sup.retire(old))
-      .catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
-  } else if (ahead) {
-    void routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
+    void live.then(() => sup.retire(old)).catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
   }
 
   /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */

@@ -37,9 +37,6 @@ export async function slugDirFor(ctx: PipelineContext, key: string, uid: number)
 /** Name of an unpacked slug directory: its key, and the app uid that built it if it did. */
 export const SLUG_DIR = /^([0-9a-f]{64})(?:-(\d+))?$/;
 
-/** tar's arguments for the slug of `dir`: the same tree always gives the same bytes. */
-const slugTarArgs = (dir: string) => ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."];
-
 /**
  * Slugs are zstd-compressed (level 1: about half of gzip's time here, and smaller); slugs stored
  * before are gzip, told apart by their first bytes when unpacked.
@@ -48,14 +45,8 @@ const compressor = () => createZstdCompress({ params: { [zlibConstants.ZSTD_c_co
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 
 /** Stores `dir` as the slug tarball (reproducible: sorted, owner 0, mtime 0); its key and size. */
-export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
-  const tar = spawn("tar", slugTarArgs(dir), { stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  const closed = new Promise<number | null>((r) => tar.on("close", r));
-  const info = await ctx.blobs.put(tar.stdout.pipe(compressor()));
-  if ((await closed) !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
-  return info;
+export function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
+  return packSlug(ctx, dir);
 }
 
 /**
@@ -65,19 +56,27 @@ export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ ke
 export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: string): Promise<{ key: string; size: number }> {
   await rm(unpackTo, { recursive: true, force: true });
   await mkdir(unpackTo, { mode: 0o755 });
-  const tar = spawn("tar", slugTarArgs(dir), { stdio: ["ignore", "pipe", "pipe"] });
-  const untar = spawn("tar", ["-x", "--same-owner", "--same-permissions", "-C", unpackTo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
-  let err = "";
-  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  untar.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  const closed = Promise.all([new Promise<number | null>((r) => tar.on("close", r)), new Promise<number | null>((r) => untar.on("close", r))]);
-  tar.stdout.pipe(untar.stdin);
-  untar.stdin.on("error", () => {});
-  const info = await ctx.blobs.put(tar.stdout.pipe(compressor()));
-  const [a, b] = await closed;
-  if (a !== 0 || b !== 0) throw new Error(`packing the slug failed: ${err.trim()}`);
+  const info = await packSlug(ctx, dir, unpackTo);
   // The archive's "." entry gave the top directory the build tree's mode.
   await chmod(unpackTo, 0o755);
+  return info;
+}
+
+/** Packs `dir` into the blob store, the same tar stream also unpacked into `unpackTo` when given. */
+async function packSlug(ctx: PipelineContext, dir: string, unpackTo?: string): Promise<{ key: string; size: number }> {
+  const tar = spawn("tar", ["-c", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
+  const untar = unpackTo === undefined ? undefined : spawn("tar", ["-x", "--same-owner", "--same-permissions", "-C", unpackTo, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  let err = "";
+  const closed = Promise.all([tar, ...(untar ? [untar] : [])].map((child) => {
+    child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
+    return new Promise<number | null>((r) => child.on("close", r));
+  }));
+  if (untar) {
+    untar.stdin?.on("error", () => {});
+    tar.stdout.pipe(untar.stdin as NodeJS.WritableStream);
+  }
+  const info = await ctx.blobs.put(tar.stdout.pipe(compressor()));
+  if ((await closed).some((code) => code !== 0)) throw new Error(`packing the slug failed: ${err.trim()}`);
   return info;
 }
 
@@ -144,13 +143,15 @@ export async function scheduleCacheDetach(ctx: PipelineContext, appId: string, u
         if (pending.get(cacheDir) === runIt) pending.delete(cacheDir);
       }));
   pending.set(cacheDir, runIt);
-  setTimeout(() => void runIt().catch((err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`)), delayMs).unref();
+  setTimeout(() => void runIt().catch(logDetachError(ctx, appId)), delayMs).unref();
 }
 
 /** Starts a scheduled detach now (its deployment has ended: nothing boots any more). */
 export function startCacheDetach(ctx: PipelineContext, appId: string): void {
-  void pending.get(join(ctx.paths.caches, appId))?.().catch((err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`));
+  void pending.get(join(ctx.paths.caches, appId))?.().catch(logDetachError(ctx, appId));
 }
+
+const logDetachError = (ctx: PipelineContext, appId: string) => (err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`);
 
 /** Before a build takes the app's cache: finishes a detach scheduled or cut short by a stop. */
 export async function settleCache(ctx: PipelineContext, appId: string, uid: number): Promise<void> {
@@ -176,8 +177,9 @@ export async function detachCache(cacheDir: string, slugDir: string, uid: number
   if (slugInodes.code !== 0) throw new Error(`listing ${slugDir}: ${slugInodes.stderr.trim()}`);
   const inodes = new Set(slugInodes.stdout.split("\n").filter(Boolean));
   if (inodes.size === 0) return 0;
-  const asApp = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--"];
-  const listed = await run(asApp[0] as string, [...asApp.slice(1), "find", ".", "-type", "f", "-links", "+1", "-printf", "%i %P\\0"], { cwd: cacheDir });
+  // As the app's uid and gid, without supplementary groups (what spawn does with uid and gid).
+  const asApp = { cwd: cacheDir, uid, gid: uid };
+  const listed = await run("find", [".", "-type", "f", "-links", "+1", "-printf", "%i %P\\0"], asApp);
   if (listed.code !== 0) throw new Error(`listing ${cacheDir}: ${listed.stderr.trim()}`);
   const shared = listed.stdout.split("\0").filter(Boolean).flatMap((entry) => {
     const space = entry.indexOf(" ");
@@ -185,7 +187,7 @@ export async function detachCache(cacheDir: string, slugDir: string, uid: number
   });
   if (shared.length === 0) return 0;
   const script = 'tar -c --format=posix --null --no-recursion -T - -f - | tar -x --unlink-first --preserve-permissions -f -';
-  const res = await run(asApp[0] as string, [...asApp.slice(1), "/bin/sh", "-c", script], { cwd: cacheDir, input: `${shared.join("\0")}\0` });
+  const res = await run("/bin/sh", ["-c", script], { ...asApp, input: `${shared.join("\0")}\0` });
   if (res.code !== 0) throw new Error(`copying ${shared.length} shared files of ${cacheDir}: ${res.stderr.trim()}`);
   return shared.length;
 }
