@@ -87,6 +87,8 @@ export class Maintenance {
   private readonly configRelease: ((actor: Actor, app: AppRecord) => Promise<unknown>) | undefined;
   /** The windows active at the last tick: a change applies the router and is an event. */
   private active = new Set<string>();
+  /** The tick running now: ticks run one after the other (see `tick`). */
+  private ticking: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(opts: { db: Db; keyring: Keyring; log: (line: string) => void; syncRouter?: () => Promise<void>; configRelease?: (actor: Actor, app: AppRecord) => Promise<unknown> }) {
@@ -189,9 +191,17 @@ export class Maintenance {
 
   /**
    * Starts and ends windows on time: windows past their end are closed, and when the set of
-   * active windows changes the router is applied and each change is an event.
+   * active windows changes the router is applied and each change is an event. Ticks run one at a
+   * time: a turn on or off that finds the change already seen by the periodic tick returns only
+   * once that tick has applied the router.
    */
-  async tick(now = new Date()): Promise<void> {
+  tick(now = new Date()): Promise<void> {
+    const next = this.ticking.then(() => this.tickNow(now));
+    this.ticking = next.catch(() => undefined);
+    return next;
+  }
+
+  private async tickNow(now: Date): Promise<void> {
     const ended = await this.db.updateTable("maintenance_windows").set({ ended_at: now }).where("ended_at", "is", null).where("ends_at", "<=", now).returning(["id", "app_id"]).execute();
     const rows = await this.db.selectFrom("maintenance_windows as w").innerJoin("apps as a", "a.id", "w.app_id").select(["w.id", "w.app_id", "a.name"]).where("w.ended_at", "is", null).where("w.starts_at", "<=", now).execute();
     const next = new Set(rows.map((r) => r.id));
