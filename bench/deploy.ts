@@ -103,14 +103,10 @@ export function closeDeployBenches(): Promise<void> {
   return closingAll;
 }
 
-/** A platform that `closeDeployBenches` stops, its temp root removed afterwards. */
+/** A platform that `closeDeployBenches` stops (closing it removes its files). */
 async function platform(): Promise<{ p: TestPlatform; close: () => Promise<void> }> {
   const p = await startPlatform();
-  const close = defer(async () => {
-    await p.close();
-    await rm(dirname(p.home), { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
-  });
-  return { p, close };
+  return { p, close: defer(() => p.close()) };
 }
 
 async function tempDir(prefix: string): Promise<{ dir: string; close: () => Promise<void> }> {

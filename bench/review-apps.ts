@@ -5,7 +5,7 @@
 import { cpus, loadavg } from "node:os";
 import { FakeForge } from "../src/testing/forge.ts";
 import { githubPayload, sendGithubWebhook } from "../src/testing/webhooks.ts";
-import { gitApp, pythonWebApp, startPlatform, stopAddonServers, type TestPlatform } from "../src/testing/platform.ts";
+import { gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 const TARGET = 1.2;
 const ROUNDS = 3;
@@ -88,7 +88,6 @@ export async function benchReviewApps(): Promise<void> {
     console.log(`(Node.js ${process.version}, ${cpus().length} CPUs, load average ${load.toFixed(1)} at start, ${(loadavg()[0] ?? 0).toFixed(1)} at end)`);
   } finally {
     await p?.close();
-    if (p) await stopAddonServers(p.home);
     await forge.close();
   }
 }

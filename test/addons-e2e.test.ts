@@ -4,7 +4,7 @@
 // through a release; the consoles work in one-off containers.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { gitApp, startLoad, startPlatform, stopAddonServers, type TestPlatform } from "../src/testing/platform.ts";
+import { gitApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
 
@@ -45,7 +45,6 @@ describe("an app and its PostgreSQL add-on, end to end", () => {
   });
   after(async () => {
     await p?.close();
-    if (p) await stopAddonServers(p.home);
   });
 
   it("deploys with a postdeploy migration and uses its database through the router", async () => {

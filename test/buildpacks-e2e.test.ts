@@ -5,7 +5,7 @@
 import { after, before, describe, it, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { cp, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { run, type RunResult } from "../src/core/run.ts";
 import { commitAll, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
 
@@ -121,12 +121,6 @@ function timing(t: TestContext, what: string, seconds: number): void {
   t.diagnostic(line);
 }
 
-/** Stops a platform and removes its home (slugs, caches, database). */
-async function closePlatform(platform: TestPlatform | undefined): Promise<void> {
-  if (!platform) return;
-  await platform.close();
-  await rm(dirname(platform.home), { recursive: true, force: true });
-}
 
 let p: TestPlatform;
 
@@ -139,7 +133,7 @@ before(async () => {
 });
 
 after(async () => {
-  await closePlatform(p);
+  await p?.close();
   if (scratch) await rm(scratch, { recursive: true, force: true });
 });
 
@@ -386,7 +380,7 @@ describe("a build past QUAI_BUILD_TIMEOUT", () => {
   });
 
   after(async () => {
-    await closePlatform(slow);
+    await slow?.close();
   });
 
   it("is stopped, says it timed out, and the previous release keeps serving", async (t) => {

@@ -5,7 +5,7 @@
 // of @octokit/webhooks-examples and GitLab's documented examples; forgeries are refused.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { addonServers, pythonWebApp, startPlatform, stopAddonServers, until, type TestPlatform } from "../src/testing/platform.ts";
+import { addonServers, pythonWebApp, startPlatform, until, type TestPlatform } from "../src/testing/platform.ts";
 import { FakeForge } from "../src/testing/forge.ts";
 import { request } from "node:http";
 import { existsSync } from "node:fs";
@@ -130,7 +130,6 @@ describe("GitHub and GitLab integration, end to end", () => {
   });
   after(async () => {
     await p?.close();
-    if (p) await stopAddonServers(p.home);
     await forge?.close();
   });
 

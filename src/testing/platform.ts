@@ -1,7 +1,8 @@
 // Test helpers for the whole platform: a `quai server` with its runtime and router in a
 // throwaway home, pushes with the real git client, requests through the router, and a cleanup
 // that stops what a server leaves running on purpose (containers, nginx).
-import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile, readlink } from "node:fs/promises";
+import { rmSync } from "node:fs";
+import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { Agent, request } from "node:http";
@@ -24,14 +25,28 @@ export interface TestPlatform {
   get(app: string, path?: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }>;
   /** Restarts the server process (SIGKILL when `kill`), keeping containers and router. */
   restart(kill: boolean): Promise<void>;
-  /** Stops the server, then every container and the router it left running. */
+  /** Stops the server, then every container, add-on server and the router it left running; removes its files. */
   close(): Promise<void>;
 }
 
 /** A temp directory every app uid can traverse (sandboxes bind paths under it). */
 export async function traversableTempDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
+  const dir = await scratchDir(prefix);
   await chmod(dir, 0o711);
+  return dir;
+}
+
+/** Temporary directories this process made for tests (platforms, app repositories). */
+const scratch = new Set<string>();
+process.once("exit", () => {
+  // Whatever a failed or interrupted test left: a platform's home holds hundreds of megabytes.
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A new temporary directory, removed when this process exits if nothing removed it before. */
+async function scratchDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  scratch.add(dir);
   return dir;
 }
 
@@ -74,6 +89,8 @@ export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<T
     async close() {
       await server.stop();
       await stopLeftovers(home, env.QUAI_RUNTIME_DIR ?? join(home, "runtime"));
+      await rm(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+      scratch.delete(root);
     },
   };
   return p;
@@ -217,7 +234,7 @@ export async function serversUnder(dir: string): Promise<{ pid: number; instance
 
 /** Writes `files` into a new git work tree with one commit; returns its path. */
 export async function gitApp(files: Record<string, string>, opts: { executable?: string[] } = {}): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "quai-app-"));
+  const dir = await scratchDir("quai-app-");
   for (const [name, content] of Object.entries(files)) {
     await mkdir(dirname(join(dir, name)), { recursive: true });
     await writeFile(join(dir, name), content, { mode: opts.executable?.includes(name) ? 0o755 : 0o644 });
