@@ -4,12 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: PostgreSQL server (Quai's store), git and curl (the git front and its hook), util-linux (unshare,
+# Debian packages: PostgreSQL server (Quai's store), git and curl (the git front and its hook), zstd (slugs), util-linux (unshare,
 # setpriv, script), bubblewrap (the sandbox), nginx (the router and the PHP web server), and the
 # runtimes the built-in buildpacks use: PHP with php-fpm and composer, Python with venv; and
 # the add-on engines: MariaDB and Redis servers and clients (PostgreSQL is above); and pebble,
 # the ACME test server the TLS tests issue certificates from, with openssl for test certificates.
-packages=(postgresql git openssh-client util-linux ca-certificates curl bubblewrap nginx-light
+packages=(postgresql git openssh-client util-linux ca-certificates curl zstd bubblewrap nginx-light
   php-fpm php-cli composer php-mbstring php-xml php-curl php-zip php-pgsql php-mysql php-intl unzip
   python3 python3-venv python3-pip python3-gunicorn
   mariadb-server mariadb-client redis-server redis-tools

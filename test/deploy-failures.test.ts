@@ -4,9 +4,10 @@
 // Each leaves the previous release serving.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { readdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
+import { SLUG_DIR } from "../src/pipeline/slug.ts";
 import { bearer, commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
@@ -193,6 +194,29 @@ describe("failed deployments keep the previous release serving", () => {
     assert.match(stderr, /web-2 did not accept connections on \$PORT/);
     assert.match(stderr, /Deployment ended: timeout-error/);
     await previousServes();
+  });
+
+  it("a rollback whose slug is lost cannot start its container: the current release serves, and nothing of the new one is left", async () => {
+    assert.equal((await p.quai(["create", "lost-slug"])).code, 0);
+    const work = await gitApp(pythonWebApp("first"));
+    const slugs = join(p.home, "runtime", "slugs");
+    const before = new Set(await readdir(slugs));
+    assert.equal((await p.push("lost-slug", work)).code, 0);
+    const firstSlug = (await readdir(slugs)).filter((d) => !before.has(d) && SLUG_DIR.test(d));
+    assert.equal(firstSlug.length, 1, "v1's slug directory");
+    await writeFile(join(work, "server.py"), pythonWebApp("second")["server.py"] as string);
+    await commitAll(work, "second");
+    assert.equal((await p.push("lost-slug", work)).code, 0);
+    // v1's slug is gone from the disk and from the blob store (a restore that missed them).
+    const key = (SLUG_DIR.exec(firstSlug[0] as string) as RegExpExecArray)[1] as string;
+    await rm(join(slugs, firstSlug[0] as string), { recursive: true });
+    await rm(join(p.home, "blobs", "sha256", key.slice(0, 2), key));
+
+    const res = await p.quai(["--app", "lost-slug", "rollback", "v1"]);
+    assert.notEqual(res.code, 0, res.stdout);
+    assert.equal((await p.get("lost-slug")).body, "second");
+    const ps = JSON.parse((await p.quai(["--app", "lost-slug", "ps", "--json"])).stdout) as { containers: { label: string; state: string; release: string }[] };
+    assert.deepEqual(ps.containers.filter((c) => c.state !== "stopping").map((c) => [c.label, c.state, c.release]), [["web-1", "running", "v2"]], "no container of the rollback is left, in any state");
   });
 
   it("a control plane killed while the router tries a release ahead of its switch: the previous one serves again", async () => {

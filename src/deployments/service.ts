@@ -253,6 +253,8 @@ export class Deployments {
     this.running.set(d.id, abort);
     const out = (text: string) => void this.ctx.outputs.append(d.id, text);
     const app = await this.ctx.db.selectFrom("apps").select(["id", "name", "uid"]).where("id", "=", d.app_id).executeTakeFirst();
+    /** Whether a build ran to its end (its npm downloads are then worth sharing). */
+    let buildDone = false;
     try {
       if (!app) throw new Error("the app was deleted");
       await this.setStatus(d.id, "building", { started_at: new Date() });
@@ -278,10 +280,7 @@ export class Deployments {
         if (!d.source_blob) throw new BuildError("the deployment has no source");
         out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
         const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env }, out, abort.signal);
-        // What this build downloaded from the npm registry, the first build of another app reuses.
-        if (this.ctx.settings.sharedNpmBytes > 0) {
-          void harvestNpmContent(join(this.ctx.paths.caches, app.id), app.uid, this.ctx.paths.sharedNpm, this.ctx.settings.sharedNpmBytes).catch((err: unknown) => this.ctx.log(`deployments: shared npm store: ${String(err)}`));
-        }
+        buildDone = true;
         await this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize });
         release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: d.git_ref, slugKey: built.slugKey, slugSize: built.slugSize, processTypes: built.processTypes, config: env, description: `Deploy ${d.git_ref ?? "archive"}`, createdBy: actor });
       }
@@ -301,7 +300,14 @@ export class Deployments {
       await this.setStatus(d.id, outcome, { error: message, finished_at: new Date() }).catch(() => {});
     } finally {
       this.running.delete(d.id);
-      if (app) startCacheDetach(this.ctx, app.id);
+      if (app) {
+        startCacheDetach(this.ctx, app.id);
+        // What the build downloaded from the npm registry, the first build of another app reuses.
+        // Once the deployment has ended: the walk over the npm cache would slow the release's start.
+        if (buildDone && this.ctx.settings.sharedNpmBytes > 0) {
+          void harvestNpmContent(join(this.ctx.paths.caches, app.id), app.uid, this.ctx.paths.sharedNpm, this.ctx.settings.sharedNpmBytes).catch((err: unknown) => this.ctx.log(`deployments: shared npm store: ${String(err)}`));
+        }
+      }
     }
   }
 }

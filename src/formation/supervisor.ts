@@ -147,12 +147,12 @@ export class Supervisor {
    * made the app's (only directories are made: copying files cost tens of milliseconds per
    * container).
    */
-  async prepareAppDir(app: AppRef, release: Release, dir: string): Promise<{ appDir: string; appLayers: NonNullable<ContainerSpec["appLayers"]> }> {
+  async prepareAppDir(app: AppRef, release: Release, dir: string, fresh: boolean): Promise<{ appDir: string; appLayers: NonNullable<ContainerSpec["appLayers"]> }> {
     const slug = await slugDirFor(this.ctx, release.slugKey, app.uid);
     const appDir = join(dir, "app");
     const upper = join(dir, "layer");
     const work = join(dir, "layer-work");
-    await Promise.all([appDir, upper, work].map((d) => rm(d, { recursive: true, force: true })));
+    if (!fresh) await Promise.all([appDir, upper, work].map((d) => rm(d, { recursive: true, force: true })));
     if (slug.appOwned) {
       await Promise.all([mkdir(appDir, { mode: 0o755 }), mkdir(upper, { mode: 0o755 }).then(() => chown(upper, app.uid, app.uid)), mkdir(work, { mode: 0o700 })]);
     } else {
@@ -172,11 +172,15 @@ export class Supervisor {
   /** A spec for a container or one-off of `release`. */
   async specFor(app: AppRef, release: Release, id: string, name: string, size: ContainerSize, command: string[], port: number | null, extraEnv: Record<string, string> = {}): Promise<ContainerSpec> {
     const dir = this.dir(id);
-    await mkdir(dir, { recursive: true, mode: 0o711 });
-    const { appDir, appLayers } = await this.prepareAppDir(app, release, dir);
+    // A directory made now holds nothing from an earlier container of this id to clear first.
+    const fresh = (await mkdir(dir, { recursive: true, mode: 0o711 })) !== undefined;
     const tmp = join(dir, "tmp");
-    await mkdir(tmp, { mode: 0o700 }).catch(() => {});
-    await chown(tmp, app.uid, app.uid);
+    const [{ appDir, appLayers }] = await Promise.all([
+      this.prepareAppDir(app, release, dir, fresh),
+      mkdir(tmp, { mode: 0o700 })
+        .catch(() => {})
+        .then(() => chown(tmp, app.uid, app.uid)),
+    ]);
     return {
       id,
       app: app.name,
@@ -199,29 +203,41 @@ export class Supervisor {
     };
   }
 
-  /** Starts one container of a process type; it is not routed until its release is switched to. */
-  async startContainer(app: AppRef, release: Release, type: string, index: number, size: ContainerSize): Promise<ContainerRow> {
-    const command = release.processTypes[type];
-    if (!command) throw new Error(`release v${release.version} has no process type ${type}`);
+  /**
+   * Reserves a container of a process type: its row, in state `starting`, with a free port. It
+   * runs once `startReserved` is called; `destroy` removes it either way.
+   */
+  async reserveContainer(app: AppRef, release: Release, type: string, index: number, size: ContainerSize): Promise<ContainerRow> {
+    if (!release.processTypes[type]) throw new Error(`release v${release.version} has no process type ${type}`);
     const id = `${app.name}-${type}-${index}-${Math.random().toString(36).slice(2, 8)}`;
-    const port = await this.allocatePort(app, release, id, type, index, size);
-    const spec = await this.specFor(app, release, id, `${type}-${index}`, size, ["/quai/bin/launch", "--shell", command], port);
-    await writeFile(join(this.dir(id), "spec.json"), JSON.stringify(spec), { mode: 0o600 });
-    await this.ctx.runtime.start(spec);
-    const row = await this.ctx.db.selectFrom("containers").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
-    this.watch(row);
-    return row;
-  }
-
-  /** Reserves a free port (unique in the table, and free on the host) with the container's row. */
-  private async allocatePort(app: AppRef, release: Release, id: string, type: string, index: number, size: ContainerSize): Promise<number> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = appPortRange.min + Math.floor(Math.random() * (appPortRange.max - appPortRange.min));
       if (!(await portIsFree(port))) continue;
-      const res = await sql`INSERT INTO containers (id, app_id, release_id, type, index, size, port, state) VALUES (${id}, ${app.id}, ${release.id}, ${type}, ${index}, ${size}, ${port}, 'starting') ON CONFLICT DO NOTHING`.execute(this.ctx.db);
-      if (Number(res.numAffectedRows ?? 0) === 1) return port;
+      const res = await sql<ContainerRow>`INSERT INTO containers (id, app_id, release_id, type, index, size, port, state) VALUES (${id}, ${app.id}, ${release.id}, ${type}, ${index}, ${size}, ${port}, 'starting') ON CONFLICT DO NOTHING RETURNING *`.execute(this.ctx.db);
+      if (res.rows[0]) return res.rows[0];
     }
     throw new Error("no free port for the container");
+  }
+
+  /** Starts a reserved container (see `reserveContainer`); it is not routed until its release is switched to. */
+  async startReserved(app: AppRef, release: Release, c: ContainerRow): Promise<void> {
+    const command = release.processTypes[c.type] as string;
+    const spec = await this.specFor(app, release, c.id, `${c.type}-${c.index}`, c.size as ContainerSize, ["/quai/bin/launch", "--shell", command], c.port);
+    await writeFile(join(this.dir(c.id), "spec.json"), JSON.stringify(spec), { mode: 0o600 });
+    await this.ctx.runtime.start(spec);
+    this.watch(c);
+  }
+
+  /** Reserves and starts one container; if it cannot start, nothing of it is left. */
+  async startContainer(app: AppRef, release: Release, type: string, index: number, size: ContainerSize): Promise<ContainerRow> {
+    const row = await this.reserveContainer(app, release, type, index, size);
+    try {
+      await this.startReserved(app, release, row);
+    } catch (err) {
+      await this.destroy(row.id, 0).catch(() => {});
+      throw err;
+    }
+    return row;
   }
 
   /** Waits until the container accepts TCP connections on its port, or exits, or the timeout passes. */

@@ -79,8 +79,9 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
   /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */
   async function bootRelease(): Promise<void> {
     out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
+    // Rows and ports first, so the router can take the new web containers while they start.
     for (const f of formation) {
-      for (let i = 1; i <= f.amount; i++) started.push(await sup.startContainer(app, release, f.type, i, f.size));
+      for (let i = 1; i <= f.amount; i++) started.push(await sup.reserveContainer(app, release, f.type, i, f.size));
     }
     const webPorts = started.filter((c) => c.type === "web" && c.port !== null).map((c) => c.port as number);
     if (!hook && !healthPath && webPorts.length > 0) {
@@ -95,6 +96,10 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
         },
       );
     }
+    // All at once; every start has ended (started or failed) before a failure is handled.
+    const starts = await Promise.allSettled(started.map((c) => sup.startReserved(app, release, c)));
+    const failed = starts.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed) throw failed.reason;
     if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
     const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
     for (const { c, r } of ready) {

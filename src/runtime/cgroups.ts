@@ -146,19 +146,26 @@ export class CgroupsV1 implements Cgroups {
   }
 
   async create(id: string, limits: CgroupLimits): Promise<void> {
-    for (const dir of this.dirs(id)) await mkdir(dir, { recursive: true });
+    // One hierarchy per controller: their directories and files are independent, so made at once
+    // (a container's start waits on this).
+    await Promise.all(this.dirs(id).map((dir) => mkdir(dir, { recursive: true })));
     const mem = this.dir("memory", id) as string;
-    await writeFile(join(mem, "memory.limit_in_bytes"), String(limits.memoryBytes));
-    // Without a memory+swap limit a container would page out past its size instead of being
-    // OOM-killed; the file exists only when the kernel accounts swap (swapaccount=1).
-    if (existsSync(join(mem, "memory.memsw.limit_in_bytes"))) {
-      await writeFile(join(mem, "memory.memsw.limit_in_bytes"), String(limits.memoryBytes));
-    } else {
-      await writeFile(join(mem, "memory.swappiness"), "0").catch(() => undefined);
-    }
-    await writeFile(join(this.dir("pids", id) as string, "pids.max"), String(limits.pids));
     const cpu = this.dir("cpu", id);
-    if (cpu !== undefined) await writeFile(join(cpu, "cpu.shares"), String(Math.max(2, Math.round(limits.cpuShares))));
+    await Promise.all([
+      (async () => {
+        await writeFile(join(mem, "memory.limit_in_bytes"), String(limits.memoryBytes));
+        // Without a memory+swap limit a container would page out past its size instead of being
+        // OOM-killed; the file exists only when the kernel accounts swap (swapaccount=1). It
+        // must not be below the memory limit, so it is written after it.
+        if (existsSync(join(mem, "memory.memsw.limit_in_bytes"))) {
+          await writeFile(join(mem, "memory.memsw.limit_in_bytes"), String(limits.memoryBytes));
+        } else {
+          await writeFile(join(mem, "memory.swappiness"), "0").catch(() => undefined);
+        }
+      })(),
+      writeFile(join(this.dir("pids", id) as string, "pids.max"), String(limits.pids)),
+      cpu === undefined ? undefined : writeFile(join(cpu, "cpu.shares"), String(Math.max(2, Math.round(limits.cpuShares)))),
+    ]);
   }
 
   procsFiles(id: string): string[] {
@@ -203,7 +210,7 @@ export class CgroupsV1 implements Cgroups {
 
   async remove(id: string): Promise<void> {
     if (this.exists(id)) await this.killAll(id);
-    for (const dir of this.dirs(id)) await rmdirRetry(dir, () => this.killAll(id));
+    for (const dir of this.dirs(id)) if (existsSync(dir)) await rmdirRetry(dir, () => this.killAll(id));
   }
 }
 
