@@ -281,8 +281,10 @@ export class Deployments {
         out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
         const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env }, out, abort.signal);
         buildDone = true;
-        await this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize });
-        release = await createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: d.git_ref, slugKey: built.slugKey, slugSize: built.slugSize, processTypes: built.processTypes, config: env, description: `Deploy ${d.git_ref ?? "archive"}`, createdBy: actor });
+        [, release] = await Promise.all([
+          this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize }),
+          createRelease(this.ctx.db, this.ctx.keyring, { appId: app.id, deploymentId: d.id, gitRef: d.git_ref, slugKey: built.slugKey, slugSize: built.slugSize, processTypes: built.processTypes, config: env, description: `Deploy ${d.git_ref ?? "archive"}`, createdBy: actor }),
+        ]);
       }
       out(`-----> Release v${release.version} created\n`);
       await this.setStatus(d.id, "starting", { release_id: release.id });

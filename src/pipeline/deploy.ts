@@ -35,11 +35,13 @@ export async function formationFor(ctx: PipelineContext, appId: string, release:
  * old ones keep serving; the error says which outcome it was.
  */
 export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, out: (text: string) => void, opts: { postdeploy?: string; signal?: AbortSignal } = {}): Promise<void> {
-  const formation = await formationFor(ctx, app.id, release);
-  const old = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute();
+  const [formation, old, settings] = await Promise.all([
+    formationFor(ctx, app.id, release),
+    ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute(),
+    ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst(),
+  ]);
   const started: ContainerRow[] = [];
   const hook = opts.postdeploy ?? release.processTypes.postdeploy;
-  const settings = await ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst();
   const healthPath = settings?.health_check_path ?? null;
   /** Whether the router tries the new web containers ahead of the switch (see `routeIncoming`). */
   let routedAhead: Promise<boolean> | undefined;
