@@ -3,7 +3,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
-import { mkdir, readFile, writeFile, chmod } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { clientFromToken, type Client } from "scalingo";
@@ -32,6 +32,11 @@ async function deployment(app: string, id: string): Promise<{ status: string; st
 }
 
 /** A buildpack on the host that waits `seconds` before doing nothing, then lets the Procfile run. */
+/** Sources the server unpacked as they were received and no build has taken yet. */
+async function unpackedOnReceipt(): Promise<string[]> {
+  return (await readdir(join(p.home, "runtime", "builds"))).filter((n) => n.startsWith(".src-"));
+}
+
 async function slowBuildpack(seconds: number): Promise<string> {
   const dir = join(work, `slow-${seconds}`);
   await mkdir(join(dir, "bin"), { recursive: true });
@@ -111,6 +116,7 @@ describe("archive deploys and the deployment queue", () => {
     const garbage = await p.quai(["--app", "archive-app", "deploy", join(work, "garbage.tar.gz")]);
     assert.notEqual(garbage.code, 0);
     assert.match(garbage.stdout + garbage.stderr, /could not be unpacked/);
+    assert.deepEqual(await unpackedOnReceipt(), [], "what tar made of the garbage is gone");
     const none = await p.quai(["--app", "archive-app", "deploy", join(work, "absent.tar.gz")]);
     assert.equal(none.code, 64);
     assert.equal((await p.get("archive-app")).body, "archive v2");
@@ -135,12 +141,15 @@ describe("archive deploys and the deployment queue", () => {
   it("cancels a queued deployment (aborted) without touching the running one", async () => {
     const first = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q1.tar.gz` });
     const second = await client.Deployments.create("queue-app", { source_url: `${filesUrl}/q2.tar.gz` });
+    // The queued deployment's source was unpacked as it was received, ready for its build.
+    assert.ok((await unpackedOnReceipt()).length >= 1, "the queued source is unpacked already");
     const cancel = await p.quai(["--app", "queue-app", "deployment-cancel", second.id]);
     assert.equal(cancel.code, 0, cancel.stderr);
     const b = await deployment("queue-app", second.id);
     assert.equal(b.status, "aborted");
     const a = await until("first done", async () => { const d = await deployment("queue-app", first.id); return d.finished_at ? d : undefined; });
     assert.equal(a.status, "success");
+    await until("no unpacked source left", async () => ((await unpackedOnReceipt()).length === 0 ? true : undefined), 5000);
     const again = await p.quai(["--app", "queue-app", "deployment-cancel", second.id]);
     assert.equal(again.code, 65, "cancelling a finished deployment is refused");
   });

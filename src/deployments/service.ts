@@ -2,7 +2,8 @@
 // (receive → build → release → deploy). One deployment runs at a time per app, across every
 // server sharing the database: the queue is the `deployments` table, the lock an advisory lock.
 import { recordEvent } from "../events/service.ts";
-import { Readable } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
+import { rm } from "node:fs/promises";
 import { EventEmitter } from "node:events";
 import { sql } from "kysely";
 import { join } from "node:path";
@@ -13,7 +14,7 @@ import { isUuid } from "../core/ids.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
 import { listVariables, resolveVariables } from "../variables/service.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
-import { buildSlug, BuildError, cleanUpBuild } from "../pipeline/build.ts";
+import { buildSlug, BuildError, cleanUpBuild, unpackOnReceipt, type Receipt } from "../pipeline/build.ts";
 import { startCacheDetach } from "../pipeline/slug.ts";
 import { harvestNpmContent } from "../pipeline/npm-store.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
@@ -65,6 +66,15 @@ export interface NewDeployment {
   postdeploy?: string;
 }
 
+/** Removes a source unpacked on receipt; nothing is left to remove when its build took it. */
+function removeReceived(done: Promise<string | undefined>): void {
+  void done
+    .then(async (dir) => {
+      if (dir) await rm(dir, { recursive: true, force: true });
+    })
+    .catch(() => {});
+}
+
 /** The pipeline's front: create, run, cancel, list deployments. */
 export class Deployments {
   private readonly ctx: PipelineContext;
@@ -72,6 +82,8 @@ export class Deployments {
   /** Aborts for deployments running in this process. */
   private readonly running = new Map<string, AbortController>();
   private readonly pumping = new Set<string>();
+  /** Sources unpacked as they were received, by deployment id, until their build takes them. */
+  private readonly received = new Map<string, Promise<string | undefined>>();
   private closed = false;
   private readonly bus = new EventEmitter();
 
@@ -108,10 +120,22 @@ export class Deployments {
   async create(actor: Actor, app: AppRecord, input: NewDeployment): Promise<DeploymentRow> {
     if (input.gitRef !== null) assertGitRef(input.gitRef);
     let sourceKey: string | null = null;
+    let receipt: Receipt | undefined;
     if (input.archive) {
+      // Stored, and unpacked as it arrives for the build to find (both streams start together).
+      receipt = await unpackOnReceipt(this.ctx, app.uid).catch((err: unknown) => {
+        this.ctx.log(`deployments: unpacking a source as it is received: ${String(err)}`);
+        return undefined;
+      });
+      const archive = input.archive;
+      const body = new PassThrough();
+      archive.on("error", (err) => body.destroy(err));
+      archive.pipe(body);
+      if (receipt) archive.pipe(receipt.input);
       try {
-        sourceKey = (await this.ctx.blobs.put(input.archive, { maxBytes: this.ctx.settings.sourceLimitBytes })).key;
+        sourceKey = (await this.ctx.blobs.put(body, { maxBytes: this.ctx.settings.sourceLimitBytes })).key;
       } catch (err) {
+        receipt?.abort();
         if (err instanceof BlobTooLarge) throw new QuaiError("deployment_source_too_large", `the source archive is larger than ${this.ctx.settings.sourceLimitBytes} bytes`);
         throw err;
       }
@@ -122,6 +146,7 @@ export class Deployments {
       .values({ app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
       .returningAll()
       .executeTakeFirstOrThrow();
+    if (receipt) this.keepReceived(row.id, receipt.done);
     await recordEvent(this.ctx.db, { actor, app, type: "deployment", data: { deployment_id: row.id, git_ref: input.gitRef, source: input.source } });
     this.bus.emit("new", app.id, row.id);
     this.ctx.outputs.status(row.id, "queued");
@@ -192,12 +217,32 @@ export class Deployments {
     return this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).orderBy("created_at", "desc").limit(1).executeTakeFirst();
   }
 
+  /** Keeps a source unpacked on receipt for the deployment's build; one unused for 15 minutes goes. */
+  private keepReceived(id: string, done: Promise<string | undefined>): void {
+    this.received.set(id, done);
+    setTimeout(() => this.dropReceived(id), 15 * 60_000).unref();
+  }
+
+  /** Takes the deployment's source unpacked on receipt, if it is still kept (at most once). */
+  private claimReceived(id: string): Promise<string | undefined> | undefined {
+    const done = this.received.get(id);
+    this.received.delete(id);
+    return done;
+  }
+
+  /** Removes the deployment's source unpacked on receipt, unless its build took it already. */
+  private dropReceived(id: string): void {
+    const done = this.claimReceived(id);
+    if (done) removeReceived(done);
+  }
+
   /** Cancels a queued or running deployment: it ends `aborted`, the running release keeps serving. */
   async cancel(actor: Actor, app: AppRecord, id: string): Promise<DeploymentRow> {
     const d = await this.find(app.id, id);
     if (finalStatuses.has(d.status)) throw new QuaiError("deployment_finished", `deployment ${id} already ended (${d.status})`);
     const queued = await this.ctx.db.updateTable("deployments").set({ status: "aborted", error: `cancelled by ${actor.email}`, finished_at: new Date() }).where("id", "=", id).where("status", "=", "queued").returningAll().executeTakeFirst();
     if (queued) {
+      this.dropReceived(id);
       await this.ctx.outputs.append(id, ` !     Cancelled by ${actor.email} before it started.\n`);
       this.ctx.outputs.status(id, "aborted");
       return queued;
@@ -255,6 +300,7 @@ export class Deployments {
     const app = await this.ctx.db.selectFrom("apps").select(["id", "name", "uid"]).where("id", "=", d.app_id).executeTakeFirst();
     /** Whether a build ran to its end (its npm downloads are then worth sharing). */
     let buildDone = false;
+    const received = this.claimReceived(d.id);
     try {
       if (!app) throw new Error("the app was deleted");
       await this.setStatus(d.id, "building", { started_at: new Date() });
@@ -279,7 +325,7 @@ export class Deployments {
       } else {
         if (!d.source_blob) throw new BuildError("the deployment has no source");
         out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
-        const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env }, out, abort.signal);
+        const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env, received }, out, abort.signal);
         buildDone = true;
         [, release] = await Promise.all([
           this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize }),
@@ -302,6 +348,8 @@ export class Deployments {
       await this.setStatus(d.id, outcome, { error: message, finished_at: new Date() }).catch(() => {});
     } finally {
       this.running.delete(d.id);
+      // What the build did not take (it failed first, or the deployment needed no build).
+      if (received) removeReceived(received);
       if (app) {
         startCacheDetach(this.ctx, app.id);
         // What the build downloaded from the npm registry, the first build of another app reuses.

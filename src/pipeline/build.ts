@@ -6,6 +6,7 @@ import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "n
 import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { run } from "../core/run.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
 import type { PipelineContext } from "./context.ts";
@@ -47,6 +48,8 @@ export interface BuildJob {
   gitRef: string | null;
   /** The app's variables, references resolved: written to ENV_DIR, never on a command line. */
   env: Record<string, string>;
+  /** The source unpacked as it was received (`Receipt.done`), if it was. */
+  received?: Promise<string | undefined>;
 }
 
 const shellish = /[\s;&|`$<>()\\'"*?[\]{}!#~]/;
@@ -91,9 +94,13 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     await mkdir(box, { mode: 0o700 });
     await chown(box, uid, uid);
     const src = join(box, "src");
-    await mkdir(src, { mode: 0o700 });
-    await chown(src, uid, uid);
-    await unpackSource(ctx, job.sourceKey, src, uid);
+    // Unpacked as it was received (unpackOnReceipt) when it could be; else from the stored blob.
+    const received = await job.received;
+    if (!received || !(await rename(received, src).then(() => true, () => false))) {
+      await mkdir(src, { mode: 0o700 });
+      await chown(src, uid, uid);
+      await unpackSource(ctx, job.sourceKey, src, uid);
+    }
     const appDir = join(box, "app");
     await rename(await singleTopFolder(src), appDir);
     await rm(src, { recursive: true, force: true });
@@ -297,15 +304,65 @@ async function runOk(cmd: string, args: string[]): Promise<void> {
 }
 
 /** Unpacks the gzipped tar source as the app's uid, so a hostile archive can only write where that uid may. */
+/** tar unpacking a gzipped source archive from its stdin into `dest`, as the app's uid. */
+function spawnUntar(dest: string, uid: number) {
+  const child = spawn("setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "tar", "-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  child.stdin.on("error", () => {}); // It ended early: its exit status says why.
+  return child;
+}
+
 async function unpackSource(ctx: PipelineContext, key: string, dest: string, uid: number): Promise<void> {
   const source = await ctx.blobs.get(key);
-  const child = spawn("setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "tar", "-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  const child = spawnUntar(dest, uid);
   let err = "";
   child.stderr.on("data", (b: Buffer) => (err += b.toString()));
   source.pipe(child.stdin);
-  child.stdin.on("error", () => {});
   const code = await new Promise<number | null>((r) => child.on("close", r));
   if (code !== 0) throw new BuildError(`the source archive could not be unpacked (it must be a gzipped tar archive): ${err.trim().split("\n").slice(-3).join(" ")}`);
+}
+
+/** Prefix of a source unpacked as it was received (`unpackOnReceipt`), under `paths.builds`. */
+export const RECEIVED_PREFIX = ".src-";
+
+/** A source archive being unpacked as it is received. */
+export interface Receipt {
+  /** Takes the archive's bytes. */
+  input: NodeJS.WritableStream;
+  /** The unpacked tree's directory, or undefined when tar failed or was stopped (nothing is left then). */
+  done: Promise<string | undefined>;
+  /** Stops the unpack (the archive was refused). */
+  abort(): void;
+}
+
+/**
+ * Unpacks a source archive while it is received, as the app's uid, into a directory of its own
+ * under `paths.builds`: the build then finds it unpacked instead of unpacking the stored blob,
+ * which took a push about 15 ms. When tar fails, the build unpacks the blob itself and reports
+ * the error.
+ */
+export async function unpackOnReceipt(ctx: PipelineContext, uid: number): Promise<Receipt> {
+  const dir = join(ctx.paths.builds, `${RECEIVED_PREFIX}${randomBytes(8).toString("hex")}`);
+  await mkdir(dir, { mode: 0o700 });
+  await chown(dir, uid, uid);
+  const child = spawnUntar(dir, uid);
+  child.stderr.resume();
+  let aborted = false;
+  const done = new Promise<boolean>((resolve) => {
+    child.on("close", (code) => resolve(code === 0 && !aborted));
+    child.on("error", () => resolve(false));
+  }).then(async (ok) => {
+    if (ok) return dir;
+    await rm(dir, { recursive: true, force: true }).catch(() => {});
+    return undefined;
+  });
+  return {
+    input: child.stdin,
+    done,
+    abort: () => {
+      aborted = true;
+      child.kill("SIGKILL");
+    },
+  };
 }
 
 /** The app's root: the archive's single top folder (Scalingo's contract), or the archive root. */

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { run } from "../core/run.ts";
 import { QuaiError } from "../core/errors.ts";
 import type { RuntimePaths } from "./context.ts";
-import { TRASH_PREFIX } from "./build.ts";
+import { RECEIVED_PREFIX, TRASH_PREFIX } from "./build.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -78,9 +78,10 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
     await chmod(d, 0o711);
   }
   await mkdir(join(paths.logs, "router"), { recursive: true, mode: 0o700 });
-  // Build trees a stopped server was still deleting.
+  // Build trees a stopped server was still deleting, and sources it had unpacked as they were
+  // received (only the process that unpacked one can hand it to its build).
   for (const name of await readdir(paths.builds)) {
-    if (name.startsWith(TRASH_PREFIX)) await rm(join(paths.builds, name), { recursive: true, force: true });
+    if (name.startsWith(TRASH_PREFIX) || name.startsWith(RECEIVED_PREFIX)) await rm(join(paths.builds, name), { recursive: true, force: true });
   }
   await mkdir(join(paths.sharedNpm, "content-v2"), { recursive: true, mode: 0o755 });
   await chmod(join(paths.sharedNpm, ".."), 0o755);
