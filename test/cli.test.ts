@@ -2,11 +2,11 @@
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { freePort } from "../src/core/net.ts";
 import { quai, spawnServer, type ServerProcess } from "../src/testing/cli.ts";
+import { scratchDir } from "../src/testing/scratch.ts";
 
 describe("quai CLI against a running server", () => {
   let home: string;
@@ -16,8 +16,8 @@ describe("quai CLI against a running server", () => {
   let listen: string;
 
   before(async () => {
-    home = await mkdtemp(join(tmpdir(), "quai-cli-home-"));
-    config = await mkdtemp(join(tmpdir(), "quai-cli-config-"));
+    home = await scratchDir("quai-cli-home-");
+    config = await scratchDir("quai-cli-config-");
     listen = `127.0.0.1:${await freePort()}`;
     // Durable PostgreSQL, as users run it: the crash tests below rely on commits surviving.
     server = await spawnServer({ QUAI_HOME: home, QUAI_PG_FSYNC: "on" }, ["--listen", listen]);

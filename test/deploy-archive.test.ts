@@ -2,7 +2,8 @@
 // per-app queue, cancellation, a pusher who disconnects, and bad input on the deploy endpoints.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createServer, type Server } from "node:http";
+import { createServer, request, type Server } from "node:http";
+import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, writeFile, chmod } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
@@ -119,6 +120,25 @@ describe("archive deploys and the deployment queue", () => {
     assert.deepEqual(await unpackedOnReceipt(), [], "what tar made of the garbage is gone");
     const none = await p.quai(["--app", "archive-app", "deploy", join(work, "absent.tar.gz")]);
     assert.equal(none.code, 64);
+    assert.equal((await p.get("archive-app")).body, "archive v2");
+  });
+
+  it("an upload cut off midway starts no deployment and leaves nothing behind", async () => {
+    const token = (client as unknown as { _token: string })._token;
+    const count = async () => (JSON.parse((await p.quai(["--app", "archive-app", "deployments", "--json"])).stdout) as unknown[]).length;
+    const before = await count();
+    // A real archive, big enough to be cut: a file of random bytes does not compress.
+    const file = await tarball("cut", { ...pythonWebApp("cut"), "noise.bin": randomBytes(512 * 1024).toString("base64") });
+    const bytes = await readFile(file);
+    const url = new URL(`${p.url}/v1/apps/archive-app/deployments/upload`);
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/gzip", "content-length": String(bytes.length) } });
+    req.on("error", () => {});
+    req.write(bytes.subarray(0, Math.floor(bytes.length / 2)));
+    await new Promise((r) => setTimeout(r, 300));
+    req.destroy();
+    await until("the cut upload is cleaned up", async () => ((await unpackedOnReceipt()).length === 0 ? true : undefined), 10_000);
+    assert.equal(await count(), before, "no deployment was recorded");
+    assert.deepEqual(await readdir(join(p.home, "blobs", "tmp")), [], "no half-stored blob");
     assert.equal((await p.get("archive-app")).body, "archive v2");
   });
 

@@ -2,7 +2,7 @@
 // (receive → build → release → deploy). One deployment runs at a time per app, across every
 // server sharing the database: the queue is the `deployments` table, the lock an advisory lock.
 import { recordEvent } from "../events/service.ts";
-import { PassThrough, Readable } from "node:stream";
+import { PassThrough, pipeline, Readable } from "node:stream";
 import { rm } from "node:fs/promises";
 import { EventEmitter } from "node:events";
 import { sql } from "kysely";
@@ -129,8 +129,8 @@ export class Deployments {
       });
       const archive = input.archive;
       const body = new PassThrough();
-      archive.on("error", (err) => body.destroy(err));
-      archive.pipe(body);
+      // An archive that fails or ends early (the pusher went away) fails the storing with it.
+      pipeline(archive, body, () => {});
       if (receipt) archive.pipe(receipt.input);
       try {
         sourceKey = (await this.ctx.blobs.put(body, { maxBytes: this.ctx.settings.sourceLimitBytes })).key;

@@ -1,13 +1,12 @@
 // Test helpers for the whole platform: a `quai server` with its runtime and router in a
 // throwaway home, pushes with the real git client, requests through the router, and a cleanup
 // that stops what a server leaves running on purpose (containers, nginx).
-import { rmSync } from "node:fs";
-import { mkdtemp, chmod, mkdir, writeFile, readdir, readFile, readlink, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, mkdir, writeFile, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { Agent, request } from "node:http";
 import { run, type RunResult } from "../core/run.ts";
 import { spawnServer, quai, type ServerProcess } from "./cli.ts";
+import { scratchDir } from "./scratch.ts";
 import { LocalRuntime } from "../runtime/local.ts";
 
 /** A running platform for end-to-end tests. */
@@ -37,19 +36,6 @@ export async function traversableTempDir(prefix: string): Promise<string> {
 }
 
 /** Temporary directories this process made for tests (platforms, app repositories). */
-const scratch = new Set<string>();
-process.once("exit", () => {
-  // Whatever a failed or interrupted test left: a platform's home holds hundreds of megabytes.
-  for (const dir of scratch) rmSync(dir, { recursive: true, force: true });
-});
-
-/** A new temporary directory, removed when this process exits if nothing removed it before. */
-async function scratchDir(prefix: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  scratch.add(dir);
-  return dir;
-}
-
 /** Starts `quai server` with the runtime on, in a fresh home. */
 export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestPlatform> {
   const root = await traversableTempDir("quai-e2e-");
@@ -90,7 +76,6 @@ export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<T
       await server.stop();
       await stopLeftovers(home, env.QUAI_RUNTIME_DIR ?? join(home, "runtime"));
       await rm(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
-      scratch.delete(root);
     },
   };
   return p;

@@ -1,9 +1,9 @@
 // Test certificates made with the openssl command: a CA, and leaf certificates it signs for
 // given names, valid now or expired (`openssl ca` takes explicit dates).
-import { mkdtemp, readFile, writeFile, mkdir } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { runChecked } from "../core/run.ts";
+import { scratchDir } from "./scratch.ts";
 
 /** A CA that signs test certificates. */
 export interface TestCa {
@@ -15,7 +15,7 @@ export interface TestCa {
 const stamp = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
 
 export async function makeTestCa(): Promise<TestCa> {
-  const dir = await mkdtemp(join(tmpdir(), "quai-test-ca-"));
+  const dir = await scratchDir("quai-test-ca-");
   await runChecked("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30", "-subj", "/CN=Quai test CA", "-keyout", join(dir, "ca.key"), "-out", join(dir, "ca.crt")]);
   await mkdir(join(dir, "issued"), { recursive: true });
   await writeFile(join(dir, "index.txt"), "");
