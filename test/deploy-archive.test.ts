@@ -218,3 +218,28 @@ describe("archive deploys and the deployment queue", () => {
     assert.equal((await p.get("push-app")).body, "pushed");
   });
 });
+
+describe("a source archive over QUAI_SOURCE_LIMIT", () => {
+  let small: TestPlatform;
+  before(async () => {
+    small = await startPlatform({ QUAI_SOURCE_LIMIT: "200000" });
+    assert.equal((await small.quai(["create", "big-source"])).code, 0);
+  });
+  after(async () => {
+    await small?.close();
+  });
+
+  it("is refused with a catalogue error, and neither its blob nor its unpacked tree is kept", async () => {
+    const dir = await traversableTempDir("quai-big-source-");
+    await mkdir(join(dir, "app"));
+    for (const [f, c] of Object.entries(pythonWebApp("too big"))) await writeFile(join(dir, "app", f), c);
+    await writeFile(join(dir, "app", "noise.txt"), randomBytes(1024 * 1024).toString("base64"));
+    assert.equal((await run("tar", ["-czf", join(dir, "big.tar.gz"), "-C", dir, "app"])).code, 0);
+    const res = await small.quai(["--app", "big-source", "deploy", join(dir, "big.tar.gz")]);
+    assert.equal(res.code, 65, res.stdout + res.stderr);
+    assert.match(res.stderr, /larger than 200000 bytes \[deployment_source_too_large\]/);
+    await until("the unpack is stopped and removed", async () => ((await readdir(join(small.home, "runtime", "builds"))).length === 0 ? true : undefined), 5000);
+    assert.deepEqual(await readdir(join(small.home, "blobs", "tmp")), []);
+    assert.equal((JSON.parse((await small.quai(["--app", "big-source", "deployments", "--json"])).stdout) as unknown[]).length, 0);
+  });
+});
