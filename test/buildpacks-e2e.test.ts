@@ -121,7 +121,6 @@ function timing(t: TestContext, what: string, seconds: number): void {
   t.diagnostic(line);
 }
 
-
 let p: TestPlatform;
 
 before(async () => {

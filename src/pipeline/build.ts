@@ -303,14 +303,18 @@ async function runOk(cmd: string, args: string[]): Promise<void> {
   if (res.code !== 0) throw new Error(`${cmd} failed: ${res.stderr.trim()}`);
 }
 
-/** Unpacks the gzipped tar source as the app's uid, so a hostile archive can only write where that uid may. */
-/** tar unpacking a gzipped source archive from its stdin into `dest`, as the app's uid. */
+/**
+ * tar unpacking a gzipped source archive from its stdin into `dest`, as the app's uid and gid
+ * without supplementary groups (what spawn does with uid and gid), so a hostile archive can only
+ * write where that uid may.
+ */
 function spawnUntar(dest: string, uid: number) {
-  const child = spawn("setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "tar", "-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  const child = spawn("tar", ["-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { uid, gid: uid, stdio: ["pipe", "ignore", "pipe"] });
   child.stdin.on("error", () => {}); // It ended early: its exit status says why.
   return child;
 }
 
+/** Unpacks the stored source archive `key` into `dest` (see `spawnUntar`). */
 async function unpackSource(ctx: PipelineContext, key: string, dest: string, uid: number): Promise<void> {
   const source = await ctx.blobs.get(key);
   const child = spawnUntar(dest, uid);

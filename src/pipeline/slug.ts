@@ -45,24 +45,22 @@ export const SLUG_DIR = /^([0-9a-f]{64})(?:-(\d+))?$/;
  */
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 
-/** Stores `dir` as the slug tarball (reproducible: sorted, owner 0, mtime 0); its key and size. */
-export function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
-  return packSlug(ctx, dir);
-}
-
 /**
  * Stores `dir` as the slug tarball, then unpacks that into `unpackTo` as root's files: for a
  * build tree that cannot be renamed into `paths.slugs` (another file system).
  */
 export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: string): Promise<{ key: string; size: number }> {
-  const info = await packSlug(ctx, dir);
+  const info = await storeSlug(ctx, dir);
   await rm(unpackTo, { recursive: true, force: true });
   await unpackSlug(ctx, info.key, unpackTo);
   return info;
 }
 
-/** Packs `dir` into the blob store: tar and zstd, one process start. */
-async function packSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
+/**
+ * Stores `dir` as the slug tarball (reproducible: sorted, owner 0, mtime 0); its key and size.
+ * tar starts zstd itself: one process start, and tar judges the compressor's exit status too.
+ */
+export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
   const tar = spawn("tar", ["-c", "--use-compress-program=zstd -1 -q", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   tar.stderr.on("data", (b: Buffer) => (err += b.toString()));

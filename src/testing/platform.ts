@@ -35,7 +35,6 @@ export async function traversableTempDir(prefix: string): Promise<string> {
   return dir;
 }
 
-/** Temporary directories this process made for tests (platforms, app repositories). */
 /** Starts `quai server` with the runtime on, in a fresh home. */
 export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<TestPlatform> {
   const root = await traversableTempDir("quai-e2e-");
