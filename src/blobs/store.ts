@@ -39,8 +39,10 @@ export class BlobNotFound extends Error {
 
 /** Raised when a put exceeds its `maxBytes`. */
 export class BlobTooLarge extends Error {
+  readonly maxBytes: number;
   constructor(max: number) {
     super(`blob larger than ${max} bytes`);
+    this.maxBytes = max;
   }
 }
 

@@ -37,6 +37,8 @@ export interface ServerConfig {
   startTimeoutSeconds: number;
   /** Largest source archive, in bytes (default 512 MiB). */
   sourceLimitBytes: number;
+  /** Largest slug (compressed), in bytes (default 1.5 GiB, as Scalingo's image limit). */
+  slugLimitBytes: number;
   /** Log stream size kept per app, in bytes (default 20 MiB). */
   logBytesPerApp: number;
   /** Whether to run the pipeline, runtime and router (off for API-only servers). */
@@ -102,6 +104,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
     stopGraceSeconds: positiveInt("QUAI_STOP_GRACE", env.QUAI_STOP_GRACE, 30),
     startTimeoutSeconds: positiveInt("QUAI_START_TIMEOUT", env.QUAI_START_TIMEOUT, 60),
     sourceLimitBytes: positiveInt("QUAI_SOURCE_LIMIT", env.QUAI_SOURCE_LIMIT, 512 * 1024 * 1024),
+    slugLimitBytes: positiveInt("QUAI_SLUG_LIMIT", env.QUAI_SLUG_LIMIT, 1536 * 1024 * 1024),
     logBytesPerApp: positiveInt("QUAI_LOG_BYTES_PER_APP", env.QUAI_LOG_BYTES_PER_APP, 20 * 1024 * 1024),
     runtime: env.QUAI_RUNTIME !== "off",
     addons: env.QUAI_ADDONS !== "off",

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { run } from "../core/run.ts";
+import { BlobTooLarge } from "../blobs/store.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
 import type { PipelineContext } from "./context.ts";
 import { builtSlugDir, copySlug, scheduleCacheDetach, settleCache, storeSlug } from "./slug.ts";
@@ -233,7 +234,10 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       if (err.code !== "EXDEV") throw err;
       return false;
     });
-    const { key, size } = renamed ? await storeSlug(ctx, unpacked) : await copySlug(ctx, appDir, unpacked);
+    const { key, size } = await (renamed ? storeSlug(ctx, unpacked) : copySlug(ctx, appDir, unpacked)).catch((err: unknown) => {
+      if (err instanceof BlobTooLarge) throw new BuildError(`The slug is larger than ${(err.maxBytes / 1024 / 1024).toFixed(1)} MB, the largest this platform keeps (QUAI_SLUG_LIMIT). Leave build tools, caches and test data out of the build's output.`);
+      throw err;
+    });
     out(`       Done: ${(size / 1024 / 1024).toFixed(1)} MB\n`);
     const slugDir = renamed ? builtSlugDir(ctx, key, uid) : join(ctx.paths.slugs, key);
     if (existsSync(slugDir)) {

@@ -58,6 +58,8 @@ export interface PipelineSettings {
   buildSize: ContainerSize;
   /** Largest source archive accepted. */
   sourceLimitBytes: number;
+  /** Largest slug a build may make (compressed); a larger one fails the build. */
+  slugLimitBytes: number;
   /** Host directories buildpacks may be taken from (paths and file:// URLs); others are refused. */
   buildpackDirs: string[];
   /** Size bound of the shared npm package store, in bytes (0: no store). */

@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runtimePaths, type PipelineContext } from "./context.ts";
 import { copySlug, detachCache, scheduleCacheDetach, settleCache, storeSlug, unpackSlug } from "./slug.ts";
-import { LocalBlobStore } from "../blobs/store.ts";
+import { BlobTooLarge, LocalBlobStore } from "../blobs/store.ts";
+import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { Readable } from "node:stream";
 
@@ -21,7 +22,7 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     const paths = runtimePaths(join(dir, "runtime"));
     await mkdir(paths.caches, { recursive: true });
     await mkdir(paths.slugs, { recursive: true });
-    ctx = { paths, log: () => {}, blobs: new LocalBlobStore(join(dir, "blobs")) } as unknown as PipelineContext;
+    ctx = { paths, log: () => {}, blobs: new LocalBlobStore(join(dir, "blobs")), settings: { slugLimitBytes: 1024 * 1024 } } as unknown as PipelineContext;
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
@@ -86,6 +87,15 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     await assert.rejects(unpackSlug(ctx, junk.key, join(ctx.paths.slugs, junk.key)), /unpacking slug/);
     assert.ok(!existsSync(join(ctx.paths.slugs, junk.key)));
     assert.ok(!existsSync(`${join(ctx.paths.slugs, junk.key)}.tmp-${process.pid}`));
+  });
+
+  it("refuses a slug over the size limit, and keeps nothing of it", async () => {
+    const tree = join(dir, "big-tree");
+    await mkdir(tree);
+    await writeFile(join(tree, "data.bin"), randomBytes(2 * 1024 * 1024)); // Incompressible, twice the limit.
+    const blobsBefore = await ctx.blobs.list();
+    await assert.rejects(storeSlug(ctx, tree), (err: unknown) => err instanceof BlobTooLarge && err.maxBytes === 1024 * 1024);
+    assert.deepEqual(await ctx.blobs.list(), blobsBefore, "no blob, whole or partial");
   });
 
   it("gives the cache its own copy of every file it shares with the slug, and nothing else", async () => {

@@ -15,6 +15,7 @@ import type { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { run } from "../core/run.ts";
+import { BlobTooLarge } from "../blobs/store.ts";
 import type { PipelineContext } from "./context.ts";
 
 /** Where a slug built for the app of uid `uid` is unpacked: its own tree, the app's files. */
@@ -59,6 +60,7 @@ export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: stri
 /**
  * Stores `dir` as the slug tarball (reproducible: sorted, owner 0, mtime 0); its key and size.
  * tar starts zstd itself: one process start, and tar judges the compressor's exit status too.
+ * A slug over `slugLimitBytes` (compressed) throws `BlobTooLarge`, and nothing of it is kept.
  */
 export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
   const tar = spawn("tar", ["-c", "--use-compress-program=zstd -1 -q", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
@@ -71,13 +73,17 @@ export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ ke
       r(null);
     });
   });
-  const stored = await ctx.blobs.put(tar.stdout).then(
+  const stored = await ctx.blobs.put(tar.stdout, { maxBytes: ctx.settings.slugLimitBytes }).then(
     (info) => info,
     (e: unknown) => {
       tar.kill("SIGKILL"); // Nothing reads its output any more.
       return e instanceof Error ? e : new Error(String(e));
     },
   );
+  if (stored instanceof BlobTooLarge) {
+    await closed;
+    throw stored;
+  }
   if ((await closed) !== 0 || stored instanceof Error) {
     throw new Error(`packing the slug failed: ${err.trim() || (stored instanceof Error ? stored.message : "")}`);
   }

@@ -48,7 +48,7 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
     runtime,
     outputs,
     paths,
-    settings: { domain: config.domain, buildTimeoutMs: config.buildTimeoutSeconds * 1000, buildSize: "L", sourceLimitBytes: config.sourceLimitBytes, buildpackDirs: config.buildpackDirs, sharedNpmBytes: config.sharedNpmMb * 1024 * 1024 },
+    settings: { domain: config.domain, buildTimeoutMs: config.buildTimeoutSeconds * 1000, buildSize: "L", sourceLimitBytes: config.sourceLimitBytes, slugLimitBytes: config.slugLimitBytes, buildpackDirs: config.buildpackDirs, sharedNpmBytes: config.sharedNpmMb * 1024 * 1024 },
     log,
   };
   const logs = new AppLogs(join(config.home, "logs"), config.logBytesPerApp);
