@@ -1,5 +1,6 @@
 // Runs programs with an argv array, never through a shell: user input can't become syntax.
 import { spawn, type SpawnOptions } from "node:child_process";
+import { spawner } from "./spawner.ts";
 
 /** Options of `run`. */
 export interface RunOptions {
@@ -20,8 +21,17 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs `cmd` with `args` and collects its output; resolves whatever the exit code. */
+/**
+ * Runs `cmd` with `args` and collects its output; resolves whatever the exit code. Through the
+ * spawn helper when this process has one (the server: see spawner.ts).
+ */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const helper = spawner();
+  if (helper) {
+    return helper
+      .run(cmd, args, { ...opts, env: opts.env ?? process.env })
+      .then((r) => ({ code: r.code, signal: r.signal, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") }));
+  }
   return new Promise((resolvePromise, reject) => {
     const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, signal: opts.signal, stdio: ["pipe", "pipe", "pipe"] };
     if (opts.uid !== undefined) spawnOpts.uid = opts.uid;

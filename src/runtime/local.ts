@@ -1,13 +1,14 @@
 // The `local` runtime driver: each container is a bubblewrap sandbox in its own cgroups, started
 // detached so it outlives the control plane, and found again from files under `stateDir`.
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, constants, existsSync, fstatSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fstatSync, lstatSync, openSync, readSync, statSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import { ensurePrivateDir, writeFileAtomic } from "../core/files.ts";
+import { spawner, type HelperChild, type Spawner } from "../core/spawner.ts";
 import { detectCgroups, type CgroupLimits, type Cgroups } from "./cgroups.ts";
 import { bootId, isAlive, procStat } from "./proc.ts";
 import { assertContainerId, encodeArgs, probeHost, sandboxCommand, validateSpec, type SandboxHost } from "./sandbox.ts";
@@ -59,7 +60,7 @@ interface StateRecord {
 interface Entry {
   rec: StateRecord;
   /** Set when this process spawned the container (its exitCode / signalCode say when it ended). */
-  child?: ChildProcess;
+  child?: ChildProcess | HelperChild;
   /** Resolves when `child` exits. */
   exited?: Promise<void>;
   stopping?: Promise<ContainerState>;
@@ -246,7 +247,7 @@ export class LocalRuntime implements RuntimeDriver {
     return e;
   }
 
-  private ended(child: ChildProcess): boolean {
+  private ended(child: ChildProcess | HelperChild): boolean {
     return child.exitCode !== null || child.signalCode !== null;
   }
 
@@ -327,30 +328,20 @@ export class LocalRuntime implements RuntimeDriver {
 
     const { argv, bwrapArgs } = sandboxCommand(spec, this.host, { procsFiles: this.cgroups.procsFiles(spec.id), argsFd: ARGS_FD, statusFd: STATUS_FD });
     const statusFile = join(dir, "status.json");
+    const helper = spawner();
     // O_NOFOLLOW: the control plane (root) must not be led by a symlink to append elsewhere.
-    const logFd = openSync(spec.logFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640);
+    const logFd = helper ? undefined : openSync(spec.logFile, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o640);
     try {
-      const logStart = fstatSync(logFd).size;
-      const statusFd = openSync(statusFile, "w", 0o600);
-      let child: ChildProcess;
-      try {
-        // detached: its own session, so neither a terminal's ^C nor the control plane's death reaches it.
-        child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ["ignore", logFd, logFd, statusFd, "pipe"], env: HOST_ENV });
-      } finally {
-        closeSync(statusFd);
-      }
-      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-      await new Promise<void>((resolve, reject) => {
-        child.once("spawn", resolve);
-        child.once("error", reject);
-      });
+      const logStart = logFd !== undefined ? fstatSync(logFd).size : (lstatSync(spec.logFile, { throwIfNoEntry: false })?.size ?? 0);
+      const { child, exited } = helper ? await this.spawnByHelper(helper, argv, spec.logFile, statusFile, encodeArgs(bwrapArgs)) : await this.spawnDirect(argv, logFd as number, statusFile, encodeArgs(bwrapArgs));
       const pid = child.pid as number;
-      const args = child.stdio[ARGS_FD] as Writable;
-      args.on("error", () => undefined); // bwrap died before reading: reported below.
-      args.end(encodeArgs(bwrapArgs));
-      child.unref();
       const startTicks = procStat(pid)?.startTicks ?? 0;
       const e: Entry = { rec: { id: spec.id, status: "running", pid, pidStartTicks: startTicks, bootId: this.bootId, startedAt: new Date().toISOString() }, child, exited };
+      // The helper died: the container runs on, watched by its pid as one an earlier process started.
+      child.once("lost", () => {
+        e.child = undefined;
+        e.exited = undefined;
+      });
       this.entries.set(spec.id, e);
       const persisted = this.persist(e.rec);
 
@@ -376,8 +367,40 @@ export class LocalRuntime implements RuntimeDriver {
       await persisted;
       return toState(e.rec);
     } finally {
-      closeSync(logFd);
+      if (logFd !== undefined) closeSync(logFd);
     }
+  }
+
+  /** Starts the sandbox as the control plane's own child (no spawn helper). */
+  private async spawnDirect(argv: string[], logFd: number, statusFile: string, args: Buffer): Promise<{ child: ChildProcess; exited: Promise<void> }> {
+    const statusFd = openSync(statusFile, "w", 0o600);
+    let child: ChildProcess;
+    try {
+      // detached: its own session, so neither a terminal's ^C nor the control plane's death reaches it.
+      child = spawn(argv[0] as string, argv.slice(1), { detached: true, stdio: ["ignore", logFd, logFd, statusFd, "pipe"], env: HOST_ENV });
+    } finally {
+      closeSync(statusFd);
+    }
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      child.once("spawn", resolve);
+      child.once("error", reject);
+    });
+    const pipe = child.stdio[ARGS_FD] as Writable;
+    pipe.on("error", () => undefined); // bwrap died before reading: reported by the caller.
+    pipe.end(args);
+    child.unref();
+    return { child, exited };
+  }
+
+  /** Starts the sandbox through the spawn helper (see src/core/spawner.ts): same fds, same session. */
+  private async spawnByHelper(helper: Spawner, argv: string[], logFile: string, statusFile: string, args: Buffer): Promise<{ child: HelperChild; exited: Promise<void> }> {
+    const child = await helper.start(argv, { env: HOST_ENV, log: logFile, status: statusFile, args });
+    const exited = new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      child.once("lost", () => resolve());
+    });
+    return { child, exited };
   }
 
   async wait(id: string, signal?: AbortSignal): Promise<ContainerState> {

@@ -25,6 +25,7 @@ import { BranchDeploys } from "../scm/deploys.ts";
 import { ReviewApps } from "../scm/review-apps.ts";
 import type { ContainerSize } from "../runtime/types.ts";
 import { CertificateIssuer } from "../tls/issuer.ts";
+import { closeSpawner, useSpawner } from "../core/spawner.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -37,6 +38,8 @@ export interface RunningServer {
 
 /** Starts everything; resolves once the API is listening and healthy. */
 export async function startServer(config: ServerConfig, log: (line: string) => void): Promise<RunningServer> {
+  // First, while this process is small: the programs the server starts are forked by it.
+  useSpawner(log);
   await ensurePrivateDir(config.home);
   // Sandboxes reach the runtime directory through QUAI_HOME: searchable (x), not listable; every
   // entry inside keeps its own private mode.
@@ -71,6 +74,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     await db.destroy().catch(() => {});
     await pgServer?.stop();
     await rm(storeInfoFile(config.home), { force: true });
+    closeSpawner();
   };
   try {
     const applied = await migrate(db);

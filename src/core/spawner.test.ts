@@ -1,0 +1,104 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Spawner } from "./spawner.ts";
+
+/** Whether a process exists (signal 0). */
+const exists = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe("spawn helper", () => {
+  let helper: Spawner;
+  let dir: string;
+  const env = { PATH: "/usr/bin:/bin", GREETING: "hello" };
+  before(async () => {
+    helper = new Spawner();
+    dir = await mkdtemp(join(tmpdir(), "quai-spawner-"));
+  });
+  after(async () => {
+    helper.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("runs a program with its argv, env, cwd and input, and keeps its outputs and exit code apart", async () => {
+    const script = 'read -r line; printf "%s|%s|%s|%s" "$1" "$GREETING" "$PWD" "$line"; echo "to stderr" >&2; exit 3';
+    const r = await helper.run("/bin/sh", ["-c", script, "sh", "a b; $(not run)"], { env, cwd: dir, input: "typed\n" });
+    assert.equal(r.stdout.toString(), `a b; $(not run)|hello|${dir}|typed`);
+    assert.equal(r.stderr.toString(), "to stderr\n");
+    assert.equal(r.code, 3);
+    assert.equal(r.signal, null);
+  });
+
+  it("runs as the uid and gid asked, without root's supplementary groups", async () => {
+    const r = await helper.run("/bin/sh", ["-c", "id -u; id -g; id -G"], { env, uid: 60001, gid: 60001 });
+    assert.equal(r.stdout.toString(), "60001\n60001\n60001\n");
+  });
+
+  it("reports a program killed by a signal, and refuses a program that does not exist as spawn does", async () => {
+    const killed = await helper.run("/bin/sh", ["-c", "kill -KILL $$"], { env });
+    assert.deepEqual([killed.code, killed.signal], [null, "SIGKILL"]);
+    await assert.rejects(helper.run("/nonexistent/program", [], { env }), (err: NodeJS.ErrnoException) => err.code === "ENOENT");
+  });
+
+  it("an abort ends the program and rejects with an AbortError", async () => {
+    const pidFile = join(dir, "pid");
+    const ctl = new AbortController();
+    const running = helper.run("/bin/sh", ["-c", `echo $$ > ${pidFile}; exec sleep 30`], { env, signal: ctl.signal });
+    let pid = 0;
+    for (let i = 0; i < 200 && !pid; i++) {
+      pid = Number((await readFile(pidFile, "utf8").catch(() => "")).trim()) || 0;
+      if (!pid) await new Promise((r) => setTimeout(r, 10));
+    }
+    ctl.abort();
+    await assert.rejects(running, { name: "AbortError" });
+    for (let i = 0; i < 100 && exists(pid); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(!exists(pid), "the program was ended");
+  });
+
+  it("starts a long-running program in a session of its own, its output appended to the log, fd 3 the status file and fd 4 its arguments", async () => {
+    const log = join(dir, "start.log");
+    const status = join(dir, "status.json");
+    await writeFile(log, "earlier line\n");
+    const script = 'echo "out $GREETING"; echo "err" >&2; cat <&4 >&3; read -r x || echo "stdin is empty"; exit 7';
+    const child = await helper.start(["/bin/sh", "-c", script], { env, log, status, args: Buffer.from("the args\0") });
+    assert.ok(child.pid && child.pid > 0);
+    const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    assert.equal(Number(fields[3]), child.pid, "it leads its own session");
+    const code = await new Promise<number | null>((r) => child.once("exit", (c: number | null) => r(c)));
+    assert.equal(code, 7);
+    assert.equal(child.exitCode, 7);
+    assert.equal(await readFile(log, "utf8"), "earlier line\nout hello\nerr\nstdin is empty\n");
+    assert.equal(await readFile(status, "utf8"), "the args\0");
+  });
+
+  it("does not follow a symlink at the log's path", async () => {
+    const target = join(dir, "elsewhere");
+    await writeFile(target, "");
+    const log = join(dir, "link.log");
+    await (await import("node:fs/promises")).symlink(target, log);
+    await assert.rejects(helper.start(["/bin/true"], { env, log, status: join(dir, "s2"), args: Buffer.alloc(0) }), (err: NodeJS.ErrnoException) => err.code === "ELOOP");
+    assert.equal(await readFile(target, "utf8"), "");
+  });
+
+  it("once the helper is gone, a program it started is reported lost, not ended, and keeps running", { timeout: 20_000 }, async () => {
+    const own = new Spawner();
+    const child = await own.start(["/bin/sleep", "30"], { env, log: join(dir, "lost.log"), status: join(dir, "lost.json"), args: Buffer.alloc(0) });
+    const lost = new Promise((r) => child.once("lost", r));
+    own.close();
+    await lost;
+    assert.equal(own.alive, false);
+    assert.equal(child.exitCode, null);
+    assert.ok(exists(child.pid as number), "its program outlives it");
+    process.kill(child.pid as number, "SIGKILL");
+  });
+});
