@@ -152,6 +152,10 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         BUILD_DIR: "/app",
         CACHE_DIR: "/cache",
         ENV_DIR: "/env",
+        // Node.js's compile cache (npm turns it on; NODE_COMPILE_CACHE turns it on for every
+        // program), kept with the app's build cache: in the sandbox's fresh /tmp, its default
+        // place, npm compiled itself again at every build (~40 ms of each npm command).
+        NODE_COMPILE_CACHE: "/cache/.node-compile-cache",
       },
       cwd: "/app",
       size: ctx.settings.buildSize,
