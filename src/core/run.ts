@@ -1,6 +1,6 @@
 // Runs programs with an argv array, never through a shell: user input can't become syntax.
 import { spawn, type SpawnOptions } from "node:child_process";
-import { spawner } from "./spawner.ts";
+import { HelperGone, spawner } from "./spawner.ts";
 
 /** Options of `run`. */
 export interface RunOptions {
@@ -28,10 +28,17 @@ export interface RunResult {
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const helper = spawner();
   if (helper) {
-    return helper
-      .run(cmd, args, { ...opts, env: opts.env ?? process.env })
-      .then((r) => ({ code: r.code, signal: r.signal, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") }));
+    return helper.run(cmd, args, { ...opts, env: opts.env ?? process.env }).then(
+      (r) => ({ code: r.code, signal: r.signal, stdout: r.stdout.toString("utf8"), stderr: r.stderr.toString("utf8") }),
+      // The helper died (or could not start) with the request in flight: the program never ran.
+      (err: unknown) => (err instanceof HelperGone ? runDirect(cmd, args, opts) : Promise.reject(err)),
+    );
   }
+  return runDirect(cmd, args, opts);
+}
+
+/** `run` without the spawn helper: this process forks. */
+function runDirect(cmd: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const spawnOpts: SpawnOptions = { cwd: opts.cwd, env: opts.env ?? process.env, signal: opts.signal, stdio: ["pipe", "pipe", "pipe"] };
     if (opts.uid !== undefined) spawnOpts.uid = opts.uid;

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Spawner } from "./spawner.ts";
+import { HelperGone, Spawner } from "./spawner.ts";
 
 /** Whether a process exists (signal 0). */
 const exists = (pid: number) => {
@@ -88,6 +88,14 @@ describe("spawn helper", () => {
     await (await import("node:fs/promises")).symlink(target, log);
     await assert.rejects(helper.start(["/bin/true"], { env, log, status: join(dir, "s2"), args: Buffer.alloc(0) }), (err: NodeJS.ErrnoException) => err.code === "ELOOP");
     assert.equal(await readFile(target, "utf8"), "");
+  });
+
+  it("a helper that cannot start fails its requests as HelperGone, for run() to spawn them itself", async () => {
+    const logged: string[] = [];
+    const broken = new Spawner((l) => logged.push(l), "/nonexistent/python3");
+    await assert.rejects(broken.run("/bin/true", [], { env }), HelperGone);
+    assert.equal(broken.alive, false);
+    assert.match(logged.join("\n"), /spawn helper failed.*started directly from now on/);
   });
 
   it("once the helper is gone, a program it started is reported lost, not ended, and keeps running", { timeout: 20_000 }, async () => {

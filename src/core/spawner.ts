@@ -32,6 +32,9 @@ export interface HelperRunResult {
   stderr: Buffer;
 }
 
+/** The helper died before it answered: a `run` it was asked for never started. */
+export class HelperGone extends Error {}
+
 /** Errors as `spawn` raises them (`code` ENOENT, EACCES...). */
 function spawnError(reply: Reply, file: string): NodeJS.ErrnoException {
   const codes: Record<number, string> = { 2: "ENOENT", 13: "EACCES", 20: "ENOTDIR", 8: "ENOEXEC", 40: "ELOOP" };
@@ -79,7 +82,7 @@ export class Spawner {
     this.dead = true;
     if (!this.closing) this.log(`spawner: ${why}; programs are started directly from now on`);
     for (const [id, h] of this.handlers) {
-      h({ id, error: why, errno: 0 });
+      h({ id, error: why, errno: -1 });
     }
     this.handlers.clear();
   }
@@ -124,7 +127,7 @@ export class Spawner {
           opts.signal?.removeEventListener("abort", onAbort);
           if (done) return;
           done = true;
-          if (r.error !== undefined) return reject(spawnError(r, cmd));
+          if (r.error !== undefined) return reject(r.errno === -1 && pid === undefined ? new HelperGone(r.error) : spawnError(r, cmd));
           resolve({ code: r.code ?? null, signal: r.signal ?? null, stdout: Buffer.from(r.stdout ?? "", "base64"), stderr: Buffer.from(r.stderr ?? "", "base64") });
         },
       );

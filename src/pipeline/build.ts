@@ -11,6 +11,7 @@ import { run } from "../core/run.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
 import type { PipelineContext } from "./context.ts";
+import { plantCompileCache } from "./compile-cache.ts";
 import { builtSlugDir, copySlug, scheduleCacheDetach, settleCache, storeSlug } from "./slug.ts";
 import { parseProcfile, parseReleaseYaml, runnableTypes, type ProcessTypes } from "./procfile.ts";
 
@@ -112,6 +113,8 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       await mkdir(boxCache, { mode: 0o700 });
       await chown(boxCache, uid, uid);
     }
+    // Node.js apps' builds run npm: their first starts from the platform's compile cache seed.
+    if (existsSync(join(appDir, "package.json"))) await plantCompileCache(ctx, boxCache, uid);
     const envDir = join(work, "env");
     await mkdir(envDir, { mode: 0o700 });
     // Created here, by us, so chowned one by one without a process (or a symlink to follow).
