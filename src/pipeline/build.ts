@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { run } from "../core/run.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
-import type { PipelineContext } from "./context.ts";
+import { BUILD_BOX, type PipelineContext } from "./context.ts";
 import { plantCompileCache } from "./compile-cache.ts";
 import { builtSlugDir, copySlug, scheduleCacheDetach, settleCache, storeSlug } from "./slug.ts";
 import { parseProcfile, parseReleaseYaml, runnableTypes, type ProcessTypes } from "./procfile.ts";
@@ -131,12 +131,8 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       uid,
       gid: uid,
       appDir: box,
-      appMount: "/quai/build",
-      symlinks: [
-        { link: "/app", target: "/quai/build/app" },
-        { link: "/cache", target: "/quai/build/cache" },
-      ],
-      appWritable: true,
+      ...BUILD_BOX,
+      symlinks: [...BUILD_BOX.symlinks],
       binds: [
         { source: envDir, target: "/env", writable: false },
         { ...buildpacks, writable: false },

@@ -9,7 +9,7 @@ import { existsSync } from "node:fs";
 import { chown, copyFile, mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { run } from "../core/run.ts";
-import type { PipelineContext } from "./context.ts";
+import { BUILD_BOX, type PipelineContext } from "./context.ts";
 
 /** The unprivileged uid the seed is made as (app uids start at 61000). */
 const SEED_UID = 60900;
@@ -65,12 +65,8 @@ async function makeSeed(ctx: PipelineContext): Promise<void> {
         uid: SEED_UID,
         gid: SEED_UID,
         appDir: box,
-        appMount: "/quai/build",
-        symlinks: [
-          { link: "/app", target: "/quai/build/app" },
-          { link: "/cache", target: "/quai/build/cache" },
-        ],
-        appWritable: true,
+        ...BUILD_BOX,
+        symlinks: [...BUILD_BOX.symlinks],
         binds: [{ source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false }],
         command: ["/bin/sh", "-c", 'node "$1" ci --prefer-offline --no-audit --no-fund --loglevel=error && node "$1" run seed --silent', "seed", npm],
         env: { PATH: `/quai/runtimes/node/${seed.node}/bin:/usr/bin:/bin`, HOME: "/app", LANG: "C.UTF-8", NODE_COMPILE_CACHE: "/cache/.node-compile-cache", npm_config_cache: "/cache/npm" },

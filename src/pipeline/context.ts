@@ -33,6 +33,20 @@ export interface RuntimePaths {
   logs: string;
 }
 
+/**
+ * How a build's box (its `app/` and `cache/`, one directory so that hard links between them work)
+ * appears in the build sandbox: mounted once at /quai/build, writable, with /app and /cache linked
+ * into it. Spread into the sandbox's spec.
+ */
+export const BUILD_BOX = {
+  appMount: "/quai/build",
+  symlinks: [
+    { link: "/app", target: "/quai/build/app" },
+    { link: "/cache", target: "/quai/build/cache" },
+  ],
+  appWritable: true,
+} as const;
+
 /** The directories under `root`. */
 export function runtimePaths(root: string): RuntimePaths {
   return {
