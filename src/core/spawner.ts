@@ -61,7 +61,12 @@ export class Spawner {
     this.child.on("exit", (code, signal) => this.die(`the spawn helper exited (${code ?? signal})`));
     this.child.stdin?.on("error", () => undefined);
     createInterface({ input: this.child.stdout! }).on("line", (line) => {
-      const reply = JSON.parse(line) as Reply;
+      let reply: Reply;
+      try {
+        reply = JSON.parse(line) as Reply;
+      } catch {
+        return this.log(`spawner: the spawn helper said something unexpected: ${line.slice(0, 200)}`);
+      }
       this.handlers.get(reply.id)?.(reply);
     });
   }
@@ -103,7 +108,7 @@ export class Spawner {
       const onAbort = () => {
         if (done) return;
         done = true;
-        if (pid !== undefined) process.kill(pid, "SIGTERM");
+        if (pid !== undefined) signalProcess(pid);
         reject(abortError(opts.signal as AbortSignal));
       };
       opts.signal?.addEventListener("abort", onAbort, { once: true });
@@ -120,7 +125,7 @@ export class Spawner {
         (r) => {
           if (r.pid !== undefined && r.code === undefined && r.signal === undefined) {
             pid = r.pid;
-            if (done) process.kill(pid, "SIGTERM"); // Aborted before the helper said which.
+            if (done) signalProcess(pid); // Aborted before the helper said which.
             return;
           }
           this.handlers.delete(id);
@@ -160,6 +165,15 @@ export class Spawner {
         child.emit("exit", child.exitCode, child.signalCode);
       });
     });
+  }
+}
+
+/** SIGTERM, as spawn's abort sends; a program that has ended meanwhile is no error. */
+function signalProcess(pid: number): void {
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    // Already gone.
   }
 }
 
