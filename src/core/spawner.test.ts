@@ -81,6 +81,26 @@ describe("spawn helper", () => {
     assert.equal(await readFile(status, "utf8"), "the args\0");
   });
 
+  it("gives every program of many started at once its own log, status file and arguments", async () => {
+    const n = 24;
+    const started = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        // Runs interleaved with the starts, so the helper's threads open and close fds meanwhile.
+        const [child] = await Promise.all([
+          helper.start(["/bin/sh", "-c", 'cat <&4 >&3; echo "log $0"', `p${i}`], { env, log: join(dir, `many-${i}.log`), status: join(dir, `many-${i}.json`), args: Buffer.from(`args ${i}`) }),
+          helper.run("/bin/true", [], { env }),
+        ]);
+        await child.ended(); // It may have ended before this line: ended() knows.
+        return child.exitCode;
+      }),
+    );
+    assert.deepEqual(started, Array.from({ length: n }, () => 0));
+    for (let i = 0; i < n; i++) {
+      assert.equal(await readFile(join(dir, `many-${i}.json`), "utf8"), `args ${i}`);
+      assert.equal(await readFile(join(dir, `many-${i}.log`), "utf8"), `log p${i}\n`);
+    }
+  });
+
   it("does not follow a symlink at the log's path", async () => {
     const target = join(dir, "elsewhere");
     await writeFile(target, "");

@@ -22,6 +22,17 @@ export class HelperChild extends EventEmitter {
   pid: number | undefined;
   exitCode: number | null = null;
   signalCode: NodeJS.Signals | null = null;
+  /** Set when the helper died first: the program's end will not be reported. */
+  lost = false;
+
+  /** Resolves when the program has ended or is lost, even if that happened before the call. */
+  ended(): Promise<void> {
+    if (this.exitCode !== null || this.signalCode !== null || this.lost) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.once("exit", () => resolve());
+      this.once("lost", () => resolve());
+    });
+  }
 }
 
 /** What `run` gets back. */
@@ -152,6 +163,7 @@ export class Spawner {
           this.handlers.delete(id);
           if (child.pid === undefined) return reject(spawnError(r, argv[0] as string));
           // The helper died: the program runs on, to be watched by its pid from now on.
+          child.lost = true;
           child.emit("lost");
           return;
         }

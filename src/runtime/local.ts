@@ -338,10 +338,12 @@ export class LocalRuntime implements RuntimeDriver {
       const startTicks = procStat(pid)?.startTicks ?? 0;
       const e: Entry = { rec: { id: spec.id, status: "running", pid, pidStartTicks: startTicks, bootId: this.bootId, startedAt: new Date().toISOString() }, child, exited };
       // The helper died: the container runs on, watched by its pid as one an earlier process started.
-      child.once("lost", () => {
+      const forget = () => {
         e.child = undefined;
         e.exited = undefined;
-      });
+      };
+      if ("lost" in child && child.lost) forget();
+      else child.once("lost", forget);
       this.entries.set(spec.id, e);
       const persisted = this.persist(e.rec);
 
@@ -396,11 +398,7 @@ export class LocalRuntime implements RuntimeDriver {
   /** Starts the sandbox through the spawn helper (see src/core/spawner.ts): same fds, same session. */
   private async spawnByHelper(helper: Spawner, argv: string[], logFile: string, statusFile: string, args: Buffer): Promise<{ child: HelperChild; exited: Promise<void> }> {
     const child = await helper.start(argv, { env: HOST_ENV, log: logFile, status: statusFile, args });
-    const exited = new Promise<void>((resolve) => {
-      child.once("exit", () => resolve());
-      child.once("lost", () => resolve());
-    });
-    return { child, exited };
+    return { child, exited: child.ended() };
   }
 
   async wait(id: string, signal?: AbortSignal): Promise<ContainerState> {
