@@ -46,11 +46,14 @@ export interface HelperRunResult {
 /** The helper died before it answered: a `run` it was asked for never started. */
 export class HelperGone extends Error {}
 
+/** The errno names a failed start may carry, as `spawn` reports them. */
+const ERRNO_CODES: Record<number, string> = { 2: "ENOENT", 8: "ENOEXEC", 13: "EACCES", 20: "ENOTDIR", 40: "ELOOP" };
+
 /** Errors as `spawn` raises them (`code` ENOENT, EACCES...). */
 function spawnError(reply: Reply, file: string): NodeJS.ErrnoException {
-  const codes: Record<number, string> = { 2: "ENOENT", 13: "EACCES", 20: "ENOTDIR", 8: "ENOEXEC", 40: "ELOOP" };
-  const err: NodeJS.ErrnoException = new Error(`spawn ${file} ${codes[reply.errno ?? 0] ?? ""}: ${reply.error ?? "failed"}`.replace("  ", " "));
-  err.code = codes[reply.errno ?? 0];
+  const code = ERRNO_CODES[reply.errno ?? 0];
+  const err: NodeJS.ErrnoException = new Error(`spawn ${file}${code ? ` ${code}` : ""}: ${reply.error ?? "failed"}`);
+  err.code = code;
   err.errno = reply.errno;
   err.path = file;
   return err;
