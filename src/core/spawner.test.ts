@@ -1,7 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HelperGone, Spawner } from "./spawner.ts";
@@ -68,14 +67,13 @@ describe("spawn helper", () => {
     const log = join(dir, "start.log");
     const status = join(dir, "status.json");
     await writeFile(log, "earlier line\n");
-    const script = 'echo "out $GREETING"; echo "err" >&2; cat <&4 >&3; read -r x || echo "stdin is empty"; exit 7';
+    // It reports its own session (the 6th field of its /proc stat): it may be gone before we look.
+    const sessionFile = join(dir, "session");
+    const script = `cut -d" " -f6 /proc/$$/stat > ${sessionFile}; echo "out $GREETING"; echo "err" >&2; cat <&4 >&3; read -r x || echo "stdin is empty"; exit 7`;
     const child = await helper.start(["/bin/sh", "-c", script], { env, log, status, args: Buffer.from("the args\0") });
     assert.ok(child.pid && child.pid > 0);
-    const stat = readFileSync(`/proc/${child.pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    assert.equal(Number(fields[3]), child.pid, "it leads its own session");
-    const code = await new Promise<number | null>((r) => child.once("exit", (c: number | null) => r(c)));
-    assert.equal(code, 7);
+    await child.ended();
+    assert.equal(Number((await readFile(sessionFile, "utf8")).trim()), child.pid, "it leads its own session");
     assert.equal(child.exitCode, 7);
     assert.equal(await readFile(log, "utf8"), "earlier line\nout hello\nerr\nstdin is empty\n");
     assert.equal(await readFile(status, "utf8"), "the args\0");
