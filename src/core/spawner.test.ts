@@ -3,7 +3,24 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HelperGone, Spawner } from "./spawner.ts";
+import { spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { connect } from "node:net";
+import { fileURLToPath } from "node:url";
+import { HelperGone, Spawner, type PipedChild } from "./spawner.ts";
+
+/** A piped child's end: exit code and signal, and what its stdout and stderr said, at "close". */
+function finished(child: PipedChild): Promise<{ code: number | null; signal: string | null; out: Buffer; err: string }> {
+  const out: Buffer[] = [];
+  let err = "";
+  child.stdout?.on("data", (b: Buffer) => out.push(b));
+  child.stderr?.on("data", (b: Buffer) => (err += b.toString()));
+  return new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("close", (code: number | null, signal: string | null) => resolve({ code, signal, out: Buffer.concat(out), err }));
+  });
+}
 
 /** Whether a process exists (signal 0). */
 const exists = (pid: number) => {
@@ -127,4 +144,93 @@ describe("spawn helper", () => {
     assert.ok(exists(child.pid as number), "its program outlives it");
     process.kill(child.pid as number, "SIGKILL");
   });
+
+  it("streams a program's fds through connections of its own: input, output and errors apart, an extra fd, its exit", async () => {
+    await waitStreams(helper);
+    const child = helper.pipe("sh", ["-c", "cat; cat <&3 >&2; exit 5"], { env, stdio: ["pipe", "pipe", "pipe", "pipe"] });
+    const done = finished(child);
+    child.stdin?.end("to stdin");
+    (child.stdio[3] as NodeJS.WritableStream).end("to fd 3");
+    const r = await done;
+    assert.deepEqual([r.code, r.signal, r.out.toString(), r.err], [5, null, "to stdin", "to fd 3"]);
+    assert.ok(child.pid && child.pid > 0);
+  });
+
+  it("carries megabytes both ways with backpressure, and gives an ignored fd /dev/null", async () => {
+    await waitStreams(helper);
+    const data = randomBytes(6 * 1024 * 1024);
+    const child = helper.pipe("cat", [], { env, stdio: ["pipe", "pipe", "ignore"] });
+    const done = finished(child);
+    child.stdin?.end(data);
+    const r = await done;
+    assert.equal(r.code, 0);
+    assert.equal(createHash("sha256").update(r.out).digest("hex"), createHash("sha256").update(data).digest("hex"));
+    const quiet = helper.pipe("sh", ["-c", 'read -r x || echo "stdin is empty"; echo "said" >&2'], { env, stdio: ["ignore", "pipe", "ignore"] });
+    const q = await finished(quiet);
+    assert.deepEqual([q.code, q.out.toString()], [0, "stdin is empty\n"]);
+  });
+
+  it("reports a program that cannot start as spawn does, and kills one asked to before its pid was known", async () => {
+    await waitStreams(helper);
+    const missing = helper.pipe("no-such-program-here", [], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const [err] = (await once(missing, "error")) as [NodeJS.ErrnoException];
+    assert.equal(err.code, "ENOENT");
+    const sleeper = helper.pipe("sleep", ["30"], { env, stdio: ["ignore", "pipe", "ignore"] });
+    sleeper.kill("SIGKILL");
+    const r = await finished(sleeper);
+    assert.deepEqual([r.code, r.signal], [null, "SIGKILL"]);
+  });
+
+  it("takes stream connections from root only: another uid's is closed, even with the request's token", { timeout: 30_000 }, async () => {
+    // The helper spoken to directly, so that this test knows a pending request's token.
+    const name = `quai-spawn-test-${randomBytes(6).toString("hex")}`;
+    const raw = spawn("python3", ["-u", "-I", fileURLToPath(new URL("../../libexec/spawn-helper", import.meta.url)), "--streams", name], { stdio: ["pipe", "pipe", "inherit"] });
+    try {
+      const replies: Record<string, unknown>[] = [];
+      let buf = "";
+      raw.stdout.on("data", (b: Buffer) => {
+        buf += b.toString();
+        for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+          replies.push(JSON.parse(buf.slice(0, i)) as Record<string, unknown>);
+          buf = buf.slice(i + 1);
+        }
+      });
+      const until = async (ok: () => boolean) => {
+        for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
+        assert.ok(ok());
+      };
+      await until(() => replies.some((r) => r.streams === true));
+      const token = randomBytes(16).toString("hex");
+      raw.stdin.write(`${JSON.stringify({ id: 1, op: "pipe", argv: ["cat"], env, token, sockets: [0, 1], null: [2] })}\n`);
+      // An app's uid connects first, with the right token, for both fds.
+      const intruder = spawn("setpriv", ["--reuid=60001", "--regid=60001", "--clear-groups", "python3", "-I", "-c",
+        "import socket,sys\nfor fd in ('00','01'):\n s=socket.socket(socket.AF_UNIX)\n s.connect('\\0'+sys.argv[1])\n s.sendall((sys.argv[2]+fd).encode()+b'injected')\n try:\n  print('closed' if s.recv(100)==b'' else 'read')\n except ConnectionResetError:\n  print('closed')", name, token], { env });
+      let said = "";
+      intruder.stdout.on("data", (b: Buffer) => (said += b.toString()));
+      intruder.stderr.on("data", (b: Buffer) => (said += b.toString()));
+      const [code] = (await once(intruder, "close")) as [number];
+      assert.equal(code, 0, said);
+      assert.equal(said, "closed\nclosed\n", "both of its connections were closed unread");
+      // Root's connections then get the program.
+      const ins = connect({ path: `\0${name}` });
+      const outs = connect({ path: `\0${name}` });
+      ins.write(`${token}00`);
+      outs.write(`${token}01`);
+      let got = "";
+      outs.on("data", (b: Buffer) => (got += b.toString()));
+      ins.end("root's input");
+      await once(outs, "end");
+      assert.equal(got, "root's input");
+      await until(() => replies.some((r) => r.id === 1 && r.code === 0));
+    } finally {
+      raw.stdin.end();
+      await once(raw, "exit");
+    }
+  });
 });
+
+/** Waits until `helper` listens on its stream socket. */
+async function waitStreams(helper: Spawner): Promise<void> {
+  for (let i = 0; i < 500 && !helper.streamsReady; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(helper.streamsReady, "the helper listens for streams");
+}

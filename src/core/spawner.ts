@@ -4,15 +4,20 @@
 // memory again cost it tens of milliseconds of CPU more, on the 2 cores an app's boot and the
 // router's reload share during a deploy. The helper, a few MB, forks instead. The server turns
 // it on (`useSpawner`); `run` and the local runtime go through it then, and spawn directly
-// otherwise (the CLI, tests) or once it has died.
+// otherwise (the CLI, tests) or once it has died. Programs whose input or output the control
+// plane streams (`spawnStreaming`: git http-backend, tar, the build sandbox) get connections to
+// the helper's stream socket as their fds, so their bytes never pass through the helper.
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { connect, type Socket } from "node:net";
 import { createInterface } from "node:readline";
+import type { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 const helperScript = fileURLToPath(new URL("../../libexec/spawn-helper", import.meta.url));
 
-type Reply = { id: number; pid?: number; code?: number | null; signal?: NodeJS.Signals | null; stdout?: string; stderr?: string; error?: string; errno?: number };
+type Reply = { id: number; streams?: boolean; pid?: number; code?: number | null; signal?: NodeJS.Signals | null; stdout?: string; stderr?: string; error?: string; errno?: number };
 
 /**
  * A program the helper started: its pid, and its exit once the helper reports it ("exit"), or
@@ -32,6 +37,110 @@ export class HelperChild extends EventEmitter {
       this.once("exit", () => resolve());
       this.once("lost", () => resolve());
     });
+  }
+}
+
+/** A program whose fds the control plane streams: a ChildProcess, or one the helper started. */
+export interface StreamChild extends EventEmitter {
+  readonly pid: number | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  readonly stdio: readonly (Readable | Writable | null | undefined)[];
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  kill(signal?: NodeJS.Signals): boolean;
+}
+
+/**
+ * A program the helper started with connections as its fds (`Spawner.pipe`). Events as a
+ * ChildProcess has them: "spawn", "error" (it could not start), "exit" (code, signal), and
+ * "close" (code, signal) once it has exited and its streams have closed.
+ */
+export class PipedChild extends EventEmitter implements StreamChild {
+  pid: number | undefined;
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+  readonly stdio: (Socket | null)[];
+  private pendingKill: NodeJS.Signals | undefined;
+  private open: number;
+  private exited = false;
+
+  constructor(stdio: (Socket | null)[]) {
+    super();
+    this.stdio = stdio;
+    const sockets = stdio.filter((x): x is Socket => x !== null);
+    this.open = sockets.length;
+    for (const sock of sockets) {
+      // As a ChildProcess's pipes: an error (the program went away first) ends the stream, and
+      // the caller sees the program's exit; an unheard socket error must not end the server.
+      sock.on("error", () => undefined);
+      sock.once("close", () => {
+        this.open--;
+        this.maybeClose();
+      });
+    }
+  }
+
+  get stdin(): Socket | null {
+    return this.stdio[0] ?? null;
+  }
+
+  get stdout(): Socket | null {
+    return this.stdio[1] ?? null;
+  }
+
+  get stderr(): Socket | null {
+    return this.stdio[2] ?? null;
+  }
+
+  kill(signal: NodeJS.Signals = "SIGTERM"): boolean {
+    if (this.exited) return false;
+    if (this.pid === undefined) {
+      this.pendingKill = signal;
+      return true;
+    }
+    try {
+      process.kill(this.pid, signal);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** @internal The helper's replies. */
+  started(pid: number): void {
+    this.pid = pid;
+    this.emit("spawn");
+    if (this.pendingKill) this.kill(this.pendingKill);
+  }
+
+  /** @internal */
+  ended(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exited = true;
+    this.exitCode = code;
+    this.signalCode = signal;
+    // As spawn does: its stdin is closed (a program it started, such as tar's gzip, then sees
+    // the end of its input and ends too), and output nobody reads is let go, so they close.
+    this.stdin?.destroy();
+    this.emit("exit", code, signal);
+    for (const sock of this.stdio) if (sock && sock.readableFlowing === null) sock.resume();
+    this.maybeClose();
+  }
+
+  /** @internal It never started: its streams are closed, "error" then "close" as spawn does. */
+  failed(err: Error): void {
+    this.exited = true;
+    for (const sock of this.stdio) sock?.destroy();
+    this.emit("error", err);
+    this.maybeClose();
+  }
+
+  private maybeClose(): void {
+    if (this.exited && this.open === 0) {
+      this.open = -1;
+      this.emit("close", this.exitCode, this.signalCode);
+    }
   }
 }
 
@@ -67,10 +176,14 @@ export class Spawner {
   private dead = false;
   private closing = false;
   private readonly log: (line: string) => void;
+  /** The helper's stream socket (abstract namespace): see `pipe`. */
+  private readonly streams = `quai-spawn-${process.pid}-${randomBytes(8).toString("hex")}`;
+  /** Whether the helper listens on its stream socket yet (it says so once it does). */
+  streamsReady = false;
 
   constructor(log: (line: string) => void = () => {}, python = "python3") {
     this.log = log;
-    this.child = spawn(python, ["-u", "-I", helperScript], { stdio: ["pipe", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
+    this.child = spawn(python, ["-u", "-I", helperScript, "--streams", this.streams], { stdio: ["pipe", "pipe", "inherit"], env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } });
     this.child.on("error", (err) => this.die(`the spawn helper failed: ${err.message}`));
     this.child.on("exit", (code, signal) => this.die(`the spawn helper exited (${code ?? signal})`));
     this.child.stdin?.on("error", () => undefined);
@@ -81,7 +194,8 @@ export class Spawner {
       } catch {
         return this.log(`spawner: the spawn helper said something unexpected: ${line.slice(0, 200)}`);
       }
-      this.handlers.get(reply.id)?.(reply);
+      if (reply.id === 0 && reply.streams) this.streamsReady = true;
+      else this.handlers.get(reply.id)?.(reply);
     });
   }
 
@@ -181,6 +295,48 @@ export class Spawner {
       });
     });
   }
+
+  /**
+   * Starts `cmd` (searched on the helper's PATH) with each "pipe" of `stdio` a connection to the
+   * helper's stream socket, which the program gets as that fd, and each "ignore" /dev/null. The
+   * child is returned at once, as spawn returns one: its streams take writes before it runs.
+   */
+  pipe(cmd: string, args: readonly string[], opts: { env: NodeJS.ProcessEnv; stdio: readonly ("pipe" | "ignore")[] }): PipedChild {
+    const token = randomBytes(16).toString("hex");
+    const sockets = opts.stdio.map((kind, fd) => {
+      if (kind !== "pipe") return null;
+      const sock = connect({ path: `\0${this.streams}` });
+      sock.write(`${token}${String(fd).padStart(2, "0")}`);
+      return sock;
+    });
+    const child = new PipedChild(sockets);
+    const fds = (kind: "pipe" | "ignore") => opts.stdio.flatMap((k, fd) => (k === kind ? [fd] : []));
+    const id = this.send({ op: "pipe", argv: [cmd, ...args], env: opts.env, token, sockets: fds("pipe"), null: fds("ignore") }, (r) => {
+      if (r.error !== undefined) {
+        this.handlers.delete(id);
+        if (child.pid === undefined) return child.failed(r.errno === -1 ? new HelperGone(r.error) : spawnError(r, cmd));
+        // The helper died: the program runs on (its fds are the control plane's connections), but
+        // its exit status is lost. "close" still waits for its streams to end.
+        return child.ended(null, null);
+      }
+      if (r.pid !== undefined && r.code === undefined && r.signal === undefined) return child.started(r.pid);
+      this.handlers.delete(id);
+      child.ended(r.code ?? null, r.signal ?? null);
+    });
+    return child;
+  }
+}
+
+/**
+ * Spawns `cmd` with its stdio streamed by the control plane: through the helper when there is
+ * one (see `Spawner.pipe`), else with child_process.spawn. `uid` runs it as that uid and gid
+ * without supplementary groups (setpriv, as spawn's uid and gid options do).
+ */
+export function spawnStreaming(cmd: string, args: readonly string[], opts: { env: NodeJS.ProcessEnv; stdio: readonly ("pipe" | "ignore")[]; uid?: number }): StreamChild {
+  const helper = spawner();
+  if (!helper?.streamsReady) return spawn(cmd, args, { env: opts.env, stdio: [...opts.stdio], ...(opts.uid !== undefined ? { uid: opts.uid, gid: opts.uid } : {}) }) as ChildProcess & StreamChild;
+  if (opts.uid === undefined) return helper.pipe(cmd, args, opts);
+  return helper.pipe("setpriv", [`--reuid=${opts.uid}`, `--regid=${opts.uid}`, "--clear-groups", "--", cmd, ...args], opts);
 }
 
 /** SIGTERM, as spawn's abort sends; a program that has ended meanwhile is no error. */

@@ -1,7 +1,6 @@
 // The git front over smart HTTP: `git http-backend` as a CGI, streamed both ways, behind HTTP
 // Basic auth with an API token as the password. Pushes to main/master deploy through the
 // repository's pre-receive hook (hook.sh), which calls back the internal endpoint below.
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { appendFile, chmod, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -10,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { run } from "../core/run.ts";
 import { QuaiError } from "../core/errors.ts";
+import { spawnStreaming } from "../core/spawner.ts";
 import { actorForApiToken, type Actor } from "../auth/service.ts";
 import { findApp, type AppRecord } from "../apps/service.ts";
 import type { Db } from "../store/db.ts";
@@ -122,17 +122,17 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
         ...hookEnv,
       };
       if (req.headers["content-length"]) env.CONTENT_LENGTH = req.headers["content-length"];
-      const child = spawn("git", ["http-backend"], { env, stdio: ["pipe", "pipe", "pipe"] });
-      child.stderr.on("data", (b: Buffer) => deps.log(`git: ${b.toString().trim()}`));
+      const child = spawnStreaming("git", ["http-backend"], { env, stdio: ["pipe", "pipe", "pipe"] });
+      child.stderr!.on("data", (b: Buffer) => deps.log(`git: ${b.toString().trim()}`));
       const body = req.body as NodeJS.ReadableStream | undefined;
-      if (body && typeof body.pipe === "function") body.pipe(child.stdin);
-      else child.stdin.end();
-      child.stdin.on("error", () => {});
+      if (body && typeof body.pipe === "function") body.pipe(child.stdin!);
+      else child.stdin!.end();
+      child.stdin!.on("error", () => {});
       reply.hijack();
       const res = reply.raw;
       let head = Buffer.alloc(0);
       let headersDone = false;
-      child.stdout.on("data", (chunk: Buffer) => {
+      child.stdout!.on("data", (chunk: Buffer) => {
         if (headersDone) {
           res.write(chunk);
           return;

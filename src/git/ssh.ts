@@ -1,7 +1,7 @@
 // The git front over SSH (the ssh2 package): users authenticate with the public keys they
 // registered; `git push ssh://git@host:port/<app>.git` runs git-receive-pack with the same
 // pre-receive hook as the HTTP front, so the build streams to the pusher the same way.
-import { spawn } from "node:child_process";
+import { spawnStreaming } from "../core/spawner.ts";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { timingSafeEqual } from "node:crypto";
@@ -97,11 +97,11 @@ async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; a
   const app = await findApp(deps.db, actor, cmd.app);
   const repo = await ensureRepo(deps.reposDir, app.id);
   const { token, env } = grantPush(deps, { actor, app });
-  const child = spawn("git", [cmd.service.replace(/^git-/, ""), repo], { env: { PATH: process.env.PATH, ...env }, stdio: ["pipe", "pipe", "pipe"] });
-  channel.pipe(child.stdin);
-  child.stdout.pipe(channel, { end: false });
-  child.stderr.pipe(channel.stderr, { end: false });
-  child.stdin.on("error", () => {});
+  const child = spawnStreaming("git", [cmd.service.replace(/^git-/, ""), repo], { env: { PATH: process.env.PATH, ...env }, stdio: ["pipe", "pipe", "pipe"] });
+  channel.pipe(child.stdin!);
+  child.stdout!.pipe(channel, { end: false });
+  child.stderr!.pipe(channel.stderr, { end: false });
+  child.stdin!.on("error", () => {});
   channel.on("close", () => {
     if (child.exitCode === null) child.kill("SIGTERM");
   });

@@ -5,7 +5,8 @@ import { existsSync } from "node:fs";
 import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { spawnStreaming, type StreamChild } from "../core/spawner.ts";
+import type { Readable, Writable } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { run } from "../core/run.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
@@ -315,10 +316,10 @@ async function runOk(cmd: string, args: string[]): Promise<void> {
  * without supplementary groups (what spawn does with uid and gid), so a hostile archive can only
  * write where that uid may.
  */
-function spawnUntar(dest: string, uid: number) {
-  const child = spawn("tar", ["-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { uid, gid: uid, stdio: ["pipe", "ignore", "pipe"] });
-  child.stdin.on("error", () => {}); // It ended early: its exit status says why.
-  return child;
+function spawnUntar(dest: string, uid: number): StreamChild & { stdin: Writable; stderr: Readable } {
+  const child = spawnStreaming("tar", ["-xz", "--no-same-owner", "--no-same-permissions", "-C", dest, "-f", "-"], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin" }, uid, stdio: ["pipe", "ignore", "pipe"] });
+  child.stdin!.on("error", () => {}); // It ended early: its exit status says why.
+  return child as StreamChild & { stdin: Writable; stderr: Readable };
 }
 
 /** Unpacks the stored source archive `key` into `dest` (see `spawnUntar`). */

@@ -7,7 +7,7 @@
 // hard-links node_modules from it), and a later build may rewrite a cache file in place: so the
 // cache is given its own copies of those files in the background (`detachCache`) before the
 // app's next build may touch it. See docs/adr/0026-slugs-by-rename-and-container-overlays.md.
-import { spawn } from "node:child_process";
+import { spawnStreaming } from "../core/spawner.ts";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -63,9 +63,9 @@ export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: stri
  * A slug over `slugLimitBytes` (compressed) throws `BlobTooLarge`, and nothing of it is kept.
  */
 export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
-  const tar = spawn("tar", ["-c", "--use-compress-program=zstd -1 -q", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { stdio: ["ignore", "pipe", "pipe"] });
+  const tar = spawnStreaming("tar", ["-c", "--use-compress-program=zstd -1 -q", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { env: process.env, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
-  tar.stderr.on("data", (b: Buffer) => (err += b.toString()));
+  tar.stderr!.on("data", (b: Buffer) => (err += b.toString()));
   const closed = new Promise<number | null>((r) => {
     tar.on("close", r);
     tar.on("error", (e) => {
@@ -73,7 +73,7 @@ export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ ke
       r(null);
     });
   });
-  const stored = await ctx.blobs.put(tar.stdout, { maxBytes: ctx.settings.slugLimitBytes }).then(
+  const stored = await ctx.blobs.put(tar.stdout!, { maxBytes: ctx.settings.slugLimitBytes }).then(
     (info) => info,
     (e: unknown) => {
       tar.kill("SIGKILL"); // Nothing reads its output any more.
@@ -95,15 +95,21 @@ export async function unpackSlug(ctx: PipelineContext, key: string, dir: string)
   const tmp = `${dir}.tmp-${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true, mode: 0o755 });
-  const child = spawn("tar", ["-x", "--same-owner", "-C", tmp, "-f", "-"], { stdio: ["pipe", "ignore", "pipe"] });
+  const child = spawnStreaming("tar", ["-x", "--same-owner", "-C", tmp, "-f", "-"], { env: process.env, stdio: ["pipe", "ignore", "pipe"] });
   let err = "";
-  child.stderr.on("data", (b: Buffer) => (err += b.toString()));
-  const code = new Promise<number | null>((r) => child.on("close", r));
-  child.stdin.on("error", () => {});
+  child.stderr!.on("data", (b: Buffer) => (err += b.toString()));
+  const code = new Promise<number | null>((r) => {
+    child.on("close", r);
+    child.on("error", (e: Error) => {
+      err += `${e.message}\n`;
+      r(null);
+    });
+  });
+  child.stdin!.on("error", () => {});
   const source = await ctx.blobs.get(key);
   // tar may end as soon as it has read the archive's end marker, before the padding after it:
   // its exit status, not the pipe closing early, says whether the slug was unpacked.
-  const piped = await pipeline(source, await decompressorFor(source), child.stdin).then(() => undefined, (e: unknown) => e);
+  const piped = await pipeline(source, await decompressorFor(source), child.stdin!).then(() => undefined, (e: unknown) => e);
   if ((await code) !== 0) {
     await rm(tmp, { recursive: true, force: true });
     throw new Error(`unpacking slug ${key} failed: ${err.trim() || String(piped)}`);

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import type { Readable, Writable } from "node:stream";
 import { ensurePrivateDir, writeFileAtomic } from "../core/files.ts";
-import { spawner, type HelperChild, type Spawner } from "../core/spawner.ts";
+import { spawner, spawnStreaming, type HelperChild, type Spawner } from "../core/spawner.ts";
 import { detectCgroups, type CgroupLimits, type Cgroups } from "./cgroups.ts";
 import { bootId, isAlive, procStat } from "./proc.ts";
 import { assertContainerId, encodeArgs, probeHost, sandboxCommand, validateSpec, type SandboxHost } from "./sandbox.ts";
@@ -503,7 +503,7 @@ export class LocalRuntime implements RuntimeDriver {
       void this.cgroups.killAll(group);
     };
     try {
-      const child = spawn(argv[0] as string, argv.slice(1), { stdio: [io.stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
+      const child = spawnStreaming(argv[0] as string, argv.slice(1), { stdio: [io.stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
       const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
         child.once("error", reject);
         child.once("close", (code, signal) => resolve({ code, signal }));
