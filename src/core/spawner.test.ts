@@ -170,11 +170,14 @@ describe("spawn helper", () => {
     assert.deepEqual([q.code, q.out.toString()], [0, "stdin is empty\n"]);
   });
 
-  it("reports a program that cannot start as spawn does, and kills one asked to before its pid was known", async () => {
+  it("reports a program that cannot start as spawn does (without throwing an unheard error), and kills one asked to before its pid was known", async () => {
     await waitStreams(helper);
     const missing = helper.pipe("no-such-program-here", [], { env, stdio: ["pipe", "pipe", "pipe"] });
     const [err] = (await once(missing, "error")) as [NodeJS.ErrnoException];
     assert.equal(err.code, "ENOENT");
+    // Nobody listening for "error": no throw (it would end the server), "close" says it did not run.
+    const unheard = helper.pipe("no-such-program-here", [], { env, stdio: ["ignore", "pipe", "ignore"] });
+    assert.deepEqual(await new Promise((r) => unheard.on("close", (...a: unknown[]) => r(a))), [null, null]);
     const sleeper = helper.pipe("sleep", ["30"], { env, stdio: ["ignore", "pipe", "ignore"] });
     sleeper.kill("SIGKILL");
     const r = await finished(sleeper);

@@ -128,11 +128,15 @@ export class PipedChild extends EventEmitter implements StreamChild {
     this.maybeClose();
   }
 
-  /** @internal It never started: its streams are closed, "error" then "close" as spawn does. */
+  /**
+   * @internal It never started: its streams are closed, "error" then "close" as spawn does. An
+   * "error" nobody listens to is not thrown (spawn's would end the server): "close" still says
+   * the program did not run (exit code null).
+   */
   failed(err: Error): void {
     this.exited = true;
     for (const sock of this.stdio) sock?.destroy();
-    this.emit("error", err);
+    if (this.listenerCount("error") > 0) this.emit("error", err);
     this.maybeClose();
   }
 

@@ -124,6 +124,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       if (req.headers["content-length"]) env.CONTENT_LENGTH = req.headers["content-length"];
       const child = spawnStreaming("git", ["http-backend"], { env, stdio: ["pipe", "pipe", "pipe"] });
       child.stderr!.on("data", (b: Buffer) => deps.log(`git: ${b.toString().trim()}`));
+      child.on("error", (err: Error) => deps.log(`git: http-backend could not start: ${err.message}`));
       const body = req.body as NodeJS.ReadableStream | undefined;
       if (body && typeof body.pipe === "function") body.pipe(child.stdin!);
       else child.stdin!.end();

@@ -102,6 +102,7 @@ async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; a
   child.stdout!.pipe(channel, { end: false });
   child.stderr!.pipe(channel.stderr, { end: false });
   child.stdin!.on("error", () => {});
+  child.on("error", (err: Error) => deps.log(`git: ${cmd.service} could not start: ${err.message}`));
   channel.on("close", () => {
     if (child.exitCode === null) child.kill("SIGTERM");
   });
