@@ -13,6 +13,7 @@ import { BlobTooLarge } from "../blobs/store.ts";
 import type { ContainerSpec } from "../runtime/types.ts";
 import { BUILD_BOX, type PipelineContext } from "./context.ts";
 import { plantCompileCache } from "./compile-cache.ts";
+import { plantNpmContent } from "./npm-store.ts";
 import { builtSlugDir, copySlug, scheduleCacheDetach, settleCache, storeSlug } from "./slug.ts";
 import { parseProcfile, parseReleaseYaml, runnableTypes, type ProcessTypes } from "./procfile.ts";
 
@@ -114,8 +115,14 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       await mkdir(boxCache, { mode: 0o700 });
       await chown(boxCache, uid, uid);
     }
-    // Node.js apps' builds run npm: their first starts from the platform's compile cache seed.
-    if (existsSync(join(appDir, "package.json"))) await plantCompileCache(ctx, boxCache, uid);
+    // Node.js apps' builds run npm: their first starts from the platform's compile cache seed,
+    // and their npm cache gets, linked, what the platform's store has of their lockfile.
+    if (existsSync(join(appDir, "package.json"))) {
+      await Promise.all([
+        plantCompileCache(ctx, boxCache, uid),
+        ctx.settings.sharedNpmBytes > 0 ? plantNpmContent(ctx.paths.sharedNpm, boxCache, appDir, uid) : undefined,
+      ]);
+    }
     const envDir = join(work, "env");
     await mkdir(envDir, { mode: 0o700 });
     // Created here, by us, so chowned one by one without a process (or a symlink to follow).

@@ -2,10 +2,10 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
-import { chown, mkdir, mkdtemp, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import { chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { harvestNpmContent } from "./npm-store.ts";
+import { harvestNpmContent, plantNpmContent } from "./npm-store.ts";
 
 const APP_UID = 61234;
 const sha512 = (data: string | Buffer) => createHash("sha512").update(data).digest("hex");
@@ -73,5 +73,73 @@ describe("shared npm package store", () => {
 
   it("does nothing for a build cache with no npm cache in it", async () => {
     assert.deepEqual(await harvestNpmContent(join(dir, "no-such-cache"), APP_UID, store, 1000), { added: 0, rejected: 0, removed: 0 });
+  });
+
+  describe("linked into a build's npm cache", () => {
+    /** The store holding `data` (root's, as a harvest leaves it); its digest. */
+    const stored = async (data: string) => {
+      const hex = sha512(data);
+      await mkdir(dirname(where(store, hex)), { recursive: true });
+      await writeFile(where(store, hex), data, { mode: 0o644 });
+      return hex;
+    };
+    const integrity = (data: string) => `sha512-${createHash("sha512").update(data).digest("base64")}`;
+    /** An app directory with a lockfile naming `datas`' packages, owned by the app. */
+    const appWith = async (name: string, datas: string[], lockName = "package-lock.json") => {
+      const app = join(dir, name);
+      await mkdir(app, { recursive: true });
+      const packages: Record<string, unknown> = { "": { name: "x" } };
+      datas.forEach((d, i) => (packages[`node_modules/p${i}`] = { version: "1.0.0", integrity: integrity(d) }));
+      await writeFile(join(app, lockName), JSON.stringify({ lockfileVersion: 3, packages }));
+      await chown(join(app, lockName), APP_UID, APP_UID);
+      return app;
+    };
+    const freshCache = async (name: string) => {
+      const c = join(dir, name);
+      await mkdir(c, { mode: 0o700 });
+      await chown(c, APP_UID, APP_UID);
+      return c;
+    };
+
+    it("links what the lockfile names and the store has, root's and read-only, in directories of the app's", async () => {
+      await rm(store, { recursive: true, force: true });
+      const a = await stored("package a");
+      const b = await stored("package b");
+      const app = await appWith("app1", ["package a", "package b", "not in the store"]);
+      const c = await freshCache("cache1");
+      assert.equal(await plantNpmContent(store, c, app, APP_UID), 2);
+      for (const hex of [a, b]) {
+        const [mine, theirs] = await Promise.all([stat(where(join(c, "npm", "_cacache"), hex)), stat(where(store, hex))]);
+        assert.equal(mine.ino, theirs.ino, "the store's own file");
+        assert.equal(mine.uid, 0);
+        assert.equal(mine.mode & 0o022, 0, "that the app cannot write");
+      }
+      assert.ok(!existsSync(where(join(c, "npm", "_cacache"), sha512("not in the store"))));
+      for (const d of ["npm", "npm/_cacache", "npm/_cacache/content-v2/sha512", dirname(where("npm/_cacache", a))]) {
+        assert.equal((await stat(join(c, d))).uid, APP_UID, `${d} is the app's`);
+      }
+      // Again: nothing is linked twice.
+      assert.equal(await plantNpmContent(store, c, app, APP_UID), 0);
+    });
+
+    it("goes through no symlink the cache holds, and reads no lockfile that is a symlink or another uid's", async () => {
+      await stored("package c");
+      const elsewhere = join(dir, "elsewhere");
+      await mkdir(elsewhere);
+      const c = await freshCache("cache2");
+      await symlink(elsewhere, join(c, "npm"));
+      const app = await appWith("app2", ["package c"]);
+      assert.equal(await plantNpmContent(store, c, app, APP_UID), 0);
+      assert.deepEqual(await readdir(elsewhere), [], "nothing was made through the symlink");
+
+      const app3 = join(dir, "app3");
+      await mkdir(app3);
+      await symlink(join(app, "package-lock.json"), join(app3, "package-lock.json"));
+      assert.equal(await plantNpmContent(store, await freshCache("cache3"), app3, APP_UID), 0);
+      const app4 = await appWith("app4", ["package c"]);
+      await chown(join(app4, "package-lock.json"), 0, 0);
+      assert.equal(await plantNpmContent(store, await freshCache("cache4"), app4, APP_UID), 0);
+      assert.ok((await lstat(join(app3, "package-lock.json"))).isSymbolicLink());
+    });
   });
 });

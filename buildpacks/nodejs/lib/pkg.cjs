@@ -109,11 +109,20 @@ function devPaths(packages) {
   return Object.keys(packages).filter((k) => k.startsWith("node_modules/") && !k.split("/").includes("..") && packages[k] && packages[k].dev === true);
 }
 
+/** `stat(file)`, or null when it fails (no such file). */
+function statOrNull(stat, file) {
+  try {
+    return stat(file);
+  } catch {
+    return null;
+  }
+}
+
 /**
  * What the build needs from an npm lockfile. Copies from the platform's shared npm store
  * (STORE/content-v2, when there is one) into the app's npm cache (CACHE/_cacache/content-v2) the
  * tarballs the lockfile names by a sha512 integrity and the cache lacks (npm checks each against
- * the lockfile). And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
+ * the lockfile); `copied` also counts those the platform linked there before the build. And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
  * `npm prune --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
  */
 async function lockPlan(lockFile, store, cache, devPathsFile) {
@@ -143,13 +152,18 @@ async function lockPlan(lockFile, store, cache, devPathsFile) {
   if (packages) collect(packages);
   else collect(lock && lock.dependencies);
   const copies = [];
+  // Files the platform linked into the cache before the build (the store's own, same inode).
+  let linked = 0;
   if (fs.existsSync(path.join(store, "content-v2"))) {
     for (const hex of digests) {
       if (hex.length !== 128) continue;
       const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
-      const from = path.join(store, rel);
+      const from = statOrNull(fs.statSync, path.join(store, rel));
+      if (!from) continue;
       const to = path.join(cache, "_cacache", rel);
-      if (!fs.existsSync(to) && fs.existsSync(from)) copies.push({ from, to });
+      const there = statOrNull(fs.lstatSync, to);
+      if (!there) copies.push({ from: path.join(store, rel), to });
+      else if (there.ino === from.ino && there.dev === from.dev) linked++;
     }
   }
   if (packages) {
@@ -169,7 +183,7 @@ async function lockPlan(lockFile, store, cache, devPathsFile) {
     }
   };
   await Promise.all(Array.from({ length: COPIES_AT_ONCE }, copyNext));
-  return { copied, named: digests.size };
+  return { copied: copied + linked, named: digests.size };
 }
 
 /** The start script when `node <file> [args]` can run it without npm (see direct-start), else "". */
