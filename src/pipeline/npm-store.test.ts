@@ -118,8 +118,10 @@ describe("shared npm package store", () => {
       for (const d of ["npm", "npm/_cacache", "npm/_cacache/content-v2/sha512", dirname(where("npm/_cacache", a))]) {
         assert.equal((await stat(join(c, d))).uid, APP_UID, `${d} is the app's`);
       }
-      // Again: nothing is linked twice.
+      // Only into a new npm cache: a later build's finds it has content, and copies what it lacks itself.
+      await rm(where(join(c, "npm", "_cacache"), a));
       assert.equal(await plantNpmContent(store, c, app, APP_UID), 0);
+      assert.ok(!existsSync(where(join(c, "npm", "_cacache"), a)));
     });
 
     it("goes through no symlink the cache holds, and reads no lockfile that is a symlink or another uid's", async () => {
