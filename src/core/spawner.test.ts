@@ -184,6 +184,20 @@ describe("spawn helper", () => {
     assert.deepEqual([r.code, r.signal], [null, "SIGKILL"]);
   });
 
+  it("once the helper is gone, a program it piped runs on: its streams still carry, its status is unknown", { timeout: 20_000 }, async () => {
+    const own = new Spawner();
+    await waitStreams(own);
+    const child = own.pipe("sh", ["-c", 'read -r x; echo "got $x"'], { env, stdio: ["pipe", "pipe", "ignore"] });
+    await once(child, "spawn");
+    const exited = once(child, "exit");
+    own.close();
+    await exited;
+    const done = finished(child);
+    child.stdin?.end("late input\n");
+    const r = await done;
+    assert.deepEqual([r.code, r.signal, r.out.toString()], [null, null, "got late input\n"]);
+  });
+
   it("takes stream connections from root only: another uid's is closed, even with the request's token", { timeout: 30_000 }, async () => {
     // The helper spoken to directly, so that this test knows a pending request's token.
     const name = `quai-spawn-test-${randomBytes(6).toString("hex")}`;

@@ -115,14 +115,17 @@ export class PipedChild extends EventEmitter implements StreamChild {
     if (this.pendingKill) this.kill(this.pendingKill);
   }
 
-  /** @internal */
-  ended(code: number | null, signal: NodeJS.Signals | null): void {
+  /**
+   * @internal It exited (`lost`: the helper died, so its status is unknown; it may still run,
+   * reading and writing its connections, and "close" waits for them to end).
+   */
+  ended(code: number | null, signal: NodeJS.Signals | null, lost = false): void {
     this.exited = true;
     this.exitCode = code;
     this.signalCode = signal;
     // As spawn does: its stdin is closed (a program it started, such as tar's gzip, then sees
     // the end of its input and ends too), and output nobody reads is let go, so they close.
-    this.stdin?.destroy();
+    if (!lost) this.stdin?.destroy();
     this.emit("exit", code, signal);
     for (const sock of this.stdio) if (sock && sock.readableFlowing === null) sock.resume();
     this.maybeClose();
@@ -320,8 +323,8 @@ export class Spawner {
         this.handlers.delete(id);
         if (child.pid === undefined) return child.failed(r.errno === -1 ? new HelperGone(r.error) : spawnError(r, cmd));
         // The helper died: the program runs on (its fds are the control plane's connections), but
-        // its exit status is lost. "close" still waits for its streams to end.
-        return child.ended(null, null);
+        // its exit status is lost.
+        return child.ended(null, null, true);
       }
       if (r.pid !== undefined && r.code === undefined && r.signal === undefined) return child.started(r.pid);
       this.handlers.delete(id);
