@@ -20,6 +20,15 @@ export const servicePortRange: PortRange = { min: 10000, max: 15000 };
 /** Ports of add-on servers (kept for an instance's life: apps' URLs name them). */
 export const addonPortRange: PortRange = { min: 15000, max: 20000 };
 
+/**
+ * Ports that browsers and fetch() refuse to connect to (the WHATWG Fetch standard's "bad ports"):
+ * a listener there could not be opened from a browser, nor by a client built on fetch. Never
+ * chosen (in the ranges above, 10080 is one).
+ */
+export const BROWSER_BLOCKED_PORTS: ReadonlySet<number> = new Set([
+  1, 7, 9, 11, 13, 15, 17, 19, 20, 21, 22, 23, 25, 37, 42, 43, 53, 69, 77, 79, 87, 95, 101, 102, 103, 104, 109, 110, 111, 113, 115, 117, 119, 123, 135, 137, 139, 143, 161, 179, 389, 427, 465, 512, 513, 514, 515, 526, 530, 531, 532, 540, 548, 554, 556, 563, 587, 601, 636, 989, 990, 993, 995, 1719, 1720, 1723, 2049, 3659, 4045, 4190, 5060, 5061, 6000, 6566, 6665, 6666, 6667, 6668, 6669, 6679, 6697, 10080,
+]);
+
 /** Whether `port` can be bound on `host` right now. */
 export function portIsFree(port: number, host = "127.0.0.1"): Promise<boolean> {
   return new Promise((resolvePromise) => {
@@ -34,7 +43,7 @@ export function portIsFree(port: number, host = "127.0.0.1"): Promise<boolean> {
 export async function freePort(host = "127.0.0.1", range: PortRange = servicePortRange): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = range.min + Math.floor(Math.random() * (range.max - range.min));
-    if (await portIsFree(port, host)) return port;
+    if (!BROWSER_BLOCKED_PORTS.has(port) && (await portIsFree(port, host))) return port;
   }
   throw new Error(`no free port in ${range.min}-${range.max - 1} on ${host}`);
 }
