@@ -105,7 +105,7 @@ async function copyVerified(src: string, uid: number, hex: string, dest: string)
 const LOCKFILE_MAX_BYTES = 32 * 1024 * 1024;
 
 /** The hex SHA-512 digests an npm lockfile's packages name by integrity (v1's nested dependencies too). */
-export function lockfileDigests(lock: unknown): string[] {
+function lockfileDigests(lock: unknown): string[] {
   const digests = new Set<string>();
   const collect = (deps: unknown) => {
     if (!deps || typeof deps !== "object") return;
@@ -181,7 +181,7 @@ export async function plantNpmContent(store: string, cacheDir: string, appDir: s
       if (!(await lstat(from).then((st) => st.isFile(), () => false))) return;
       const to = contentPath(root, hex);
       if (!(await ensureDir(join(to, "..")))) return;
-      if (await lstat(to).then(() => true, () => false)) return;
+      // A file already there, like any other failure, leaves that package to the buildpack.
       if (await link(from, to).then(() => true, () => false)) linked++;
     }),
   );

@@ -45,11 +45,15 @@ export async function startPlatform(extraEnv: NodeJS.ProcessEnv = {}): Promise<T
   const cliEnv: NodeJS.ProcessEnv = { QUAI_CONFIG_DIR: join(root, "cli"), QUAI_URL: server.url, QUAI_TOKEN: token, QUAI_APP: "" };
   // A setup that fails from here stops its server: a test file whose before() failed has no
   // platform to close, and a server left running would keep the file from ever ending.
-  const { platform } = await (async () => (await (await fetch(`${server.url}/v1/platform`, { headers: { authorization: `Bearer ${await bearer(server.url, token)}` } })).json()) as { platform: { router: { http: string } } })().catch(async (err: unknown) => {
+  let platform: { router: { http: string } };
+  try {
+    const res = await fetch(`${server.url}/v1/platform`, { headers: { authorization: `Bearer ${await bearer(server.url, token)}` } });
+    ({ platform } = (await res.json()) as { platform: { router: { http: string } } });
+  } catch (err) {
     await server.stop();
     await rm(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }).catch(() => {});
     throw err;
-  });
+  }
   const routerPort = Number(new URL(platform.router.http).port);
   const p: TestPlatform = {
     get server() {

@@ -122,8 +122,9 @@ function statOrNull(stat, file) {
  * What the build needs from an npm lockfile. Copies from the platform's shared npm store
  * (STORE/content-v2, when there is one) into the app's npm cache (CACHE/_cacache/content-v2) the
  * tarballs the lockfile names by a sha512 integrity and the cache lacks (npm checks each against
- * the lockfile); `copied` also counts those the platform linked there before the build. And writes to DEV_PATHS the package paths the lockfile marks "dev": true (what
- * `npm prune --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
+ * the lockfile); `copied` also counts those the platform linked there before the build. And
+ * writes to DEV_PATHS the package paths the lockfile marks "dev": true (what `npm prune
+ * --omit=dev` removes after `npm ci`), unless the lockfile is too old to say.
  */
 async function lockPlan(lockFile, store, cache, devPathsFile) {
   let lock;
