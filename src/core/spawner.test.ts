@@ -219,9 +219,10 @@ describe("spawn helper", () => {
       await until(() => replies.some((r) => r.streams === true));
       const token = randomBytes(16).toString("hex");
       raw.stdin.write(`${JSON.stringify({ id: 1, op: "pipe", argv: ["cat"], env, token, sockets: [0, 1], null: [2] })}\n`);
-      // An app's uid connects first, with the right token, for both fds.
+      // An app's uid connects first, with the right token, for both fds. The helper may close a
+      // connection before the header is even sent (its peer is checked first): that is closed too.
       const intruder = spawn("setpriv", ["--reuid=60001", "--regid=60001", "--clear-groups", "python3", "-I", "-c",
-        "import socket,sys\nfor fd in ('00','01'):\n s=socket.socket(socket.AF_UNIX)\n s.connect('\\0'+sys.argv[1])\n s.sendall((sys.argv[2]+fd).encode()+b'injected')\n try:\n  print('closed' if s.recv(100)==b'' else 'read')\n except ConnectionResetError:\n  print('closed')", name, token], { env });
+        "import socket,sys\nfor fd in ('00','01'):\n s=socket.socket(socket.AF_UNIX)\n s.connect('\\0'+sys.argv[1])\n try:\n  s.sendall((sys.argv[2]+fd).encode()+b'injected')\n  print('closed' if s.recv(100)==b'' else 'read')\n except (BrokenPipeError, ConnectionResetError):\n  print('closed')", name, token], { env });
       let said = "";
       intruder.stdout.on("data", (b: Buffer) => (said += b.toString()));
       intruder.stderr.on("data", (b: Buffer) => (said += b.toString()));
