@@ -39,11 +39,26 @@ export function portIsFree(port: number, host = "127.0.0.1"): Promise<boolean> {
   });
 }
 
+/**
+ * Ports this process handed out lately, and when. A port is free until its taker binds it: two
+ * draws before that could return the same one (the router draws its HTTP, HTTPS and status
+ * ports, then nginx binds all three: the same port twice made the status listener unreachable).
+ */
+const handedOut = new Map<number, number>();
+/** How long a port handed out is not handed out again: long enough for its taker to bind it. */
+const HANDED_OUT_MS = 60_000;
+
 /** A free TCP port on `host`, drawn at random from `range` (default: the service range). */
 export async function freePort(host = "127.0.0.1", range: PortRange = servicePortRange): Promise<number> {
+  const now = Date.now();
+  for (const [port, at] of handedOut) if (now - at > HANDED_OUT_MS) handedOut.delete(port);
   for (let attempt = 0; attempt < 200; attempt++) {
     const port = range.min + Math.floor(Math.random() * (range.max - range.min));
-    if (!BROWSER_BLOCKED_PORTS.has(port) && (await portIsFree(port, host))) return port;
+    if (BROWSER_BLOCKED_PORTS.has(port) || handedOut.has(port)) continue;
+    // Marked before the probe: a draw running meanwhile cannot pick it either.
+    handedOut.set(port, now);
+    if (await portIsFree(port, host)) return port;
+    handedOut.delete(port);
   }
   throw new Error(`no free port in ${range.min}-${range.max - 1} on ${host}`);
 }

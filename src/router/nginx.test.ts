@@ -188,6 +188,35 @@ describe("nginx router", () => {
     await second.stop();
   });
 
+  it("kills the workers too of a master that would not quit, so none holds the ports on", async () => {
+    const dir = await scratch(0o711);
+    const prefix = join(dir, "router");
+    const first = new NginxRouter({ prefix });
+    routers.push(first);
+    await first.start();
+    const oldPid = first.masterPid as number;
+    const workers = (await readFile(`/proc/${oldPid}/task/${oldPid}/children`, "utf8")).split(" ").filter(Boolean).map(Number);
+    assert.ok(workers.length > 0);
+    // A frozen master does not act on SIGQUIT: the new router waits 5 s, then kills.
+    process.kill(oldPid, "SIGSTOP");
+    await rm(join(prefix, "router.json"));
+    const second = new NginxRouter({ prefix });
+    routers.push(second);
+    await second.start();
+    /** Exited: no such process, or a zombie its parent has not reaped yet. */
+    const gone = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") === true;
+      } catch {
+        return true;
+      }
+    };
+    const deadline = Date.now() + 5000;
+    while (![oldPid, ...workers].every(gone) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual([oldPid, ...workers].filter((pid) => !gone(pid)), [], "processes of the old router still run");
+    await second.stop();
+  });
+
   it("fails to start with nginx's own message when the port is taken", async () => {
     const dir = await scratch(0o711);
     const holder = http.createServer();

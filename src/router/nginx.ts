@@ -80,6 +80,25 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Kills a master and its workers at once. Workers are found first: once their master is gone
+ * they belong to init, and would hold the listening sockets on.
+ */
+function killMaster(pid: number): void {
+  for (const worker of childrenOf(pid)) {
+    try {
+      process.kill(worker, "SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // Already gone.
+  }
+}
+
 /** PIDs of the children of `pid` (nginx's workers, when `pid` is a master). */
 function childrenOf(pid: number): number[] {
   try {
@@ -283,7 +302,7 @@ export class NginxRouter implements RouterDriver {
     if (!(await this.waitExit(pid, QUIT_TIMEOUT_MS))) {
       this.log(`router: nginx (pid ${pid}) still running ${QUIT_TIMEOUT_MS / 1000} s after SIGQUIT; terminating it`);
       process.kill(pid, "SIGTERM");
-      if (!(await this.waitExit(pid, 5000))) process.kill(pid, "SIGKILL");
+      if (!(await this.waitExit(pid, 5000))) killMaster(pid);
     }
     if (this.fallbackRoot) await rm(this.fallbackRoot, { recursive: true, force: true });
   }
@@ -568,7 +587,7 @@ export class NginxRouter implements RouterDriver {
     try {
       await this.waitForGeneration(pid, this.gen, logOffset, START_TIMEOUT_MS);
     } catch (err) {
-      if (alive(pid)) process.kill(pid, "SIGKILL");
+      if (alive(pid)) killMaster(pid);
       const startup = await readFile(this.startupLog, "utf8").catch(() => "");
       const detail = startup.trim() ? nginxMessage(startup) : (err as Error).message;
       throw new RouterError("not-running", `nginx did not start: ${detail}`);
@@ -631,7 +650,7 @@ export class NginxRouter implements RouterDriver {
   /** Stops a master quickly (open requests get 5 s): used on one we cannot drive. */
   private async terminate(pid: number): Promise<void> {
     process.kill(pid, "SIGQUIT");
-    if (!(await this.waitExit(pid, 5000))) process.kill(pid, "SIGKILL");
+    if (!(await this.waitExit(pid, 5000))) killMaster(pid);
     await this.waitExit(pid, 5000);
   }
 
