@@ -490,7 +490,9 @@ function getOnce(agent: http.Agent, port: number, host: string): Promise<Outcome
     });
     req.setTimeout(15_000, () => req.destroy(new Error("no answer within 15 s")));
     req.on("error", (err: RequestError) => {
-      err.retryable = req.reusedSocket && !responded && (socket === undefined || socket.bytesRead === bytesBefore);
+      // Reused: Node.js's flag, or the connection had read a response before (a request that
+      // waited for a socket is handed a freed one without the flag).
+      err.retryable = (req.reusedSocket || bytesBefore > 0) && !responded && (socket === undefined || socket.bytesRead === bytesBefore);
       reject(err);
     });
     req.end();

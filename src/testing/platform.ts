@@ -7,6 +7,7 @@ import { Agent, request } from "node:http";
 import { run, type RunResult } from "../core/run.ts";
 import { spawnServer, quai, type ServerProcess } from "./cli.ts";
 import { scratchDir } from "./scratch.ts";
+import { trackReuse } from "./reuse.ts";
 import { LocalRuntime } from "../runtime/local.ts";
 
 /** A running platform for end-to-end tests. */
@@ -146,7 +147,8 @@ export function startLoad(routerPort: number, host: string, clients = 2, path = 
         res.on("data", (c: Buffer) => (body += c.toString()));
         res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body }));
       });
-      req.on("error", (err) => reject(Object.assign(err, { reused: req.reusedSocket })));
+      const reused = trackReuse(req);
+      req.on("error", (err) => reject(Object.assign(err, { reused: reused() })));
       req.end();
     });
   const client = async () => {

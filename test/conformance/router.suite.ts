@@ -9,6 +9,7 @@ import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RouteApp, RouterDriver, RouterState } from "../../src/router/types.ts";
+import { trackReuse } from "../../src/testing/reuse.ts";
 
 /** What the suite gives a driver factory. */
 export interface RouterSuiteOptions {
@@ -310,7 +311,8 @@ export function runRouterSuite(name: string, newRouter: (opts: RouterSuiteOption
             res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, headers: res.headers, body }));
             res.on("error", reject);
           });
-          req.on("error", (err: NodeJS.ErrnoException) => reject(Object.assign(err, { reused: req.reusedSocket })));
+          const reused = trackReuse(req);
+          req.on("error", (err: NodeJS.ErrnoException) => reject(Object.assign(err, { reused: reused() })));
         });
       const client = async () => {
         while (!stop) {
