@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: PostgreSQL server (Quai's store), git and curl (the git front and its hook), zstd (slugs), util-linux (unshare,
-# setpriv, script), bubblewrap (the sandbox), nginx (the router and the PHP web server), and the
+# setpriv, script), bubblewrap (the sandbox), a C compiler (libexec/sandbox-exec, below), nginx (the router and the PHP web server), and the
 # runtimes the built-in buildpacks use: PHP with php-fpm and composer, Python with venv; and
 # the add-on engines: MariaDB and Redis servers and clients (PostgreSQL is above); and pebble,
 # the ACME test server the TLS tests issue certificates from, with openssl for test certificates.
-packages=(postgresql git openssh-client util-linux ca-certificates curl zstd bubblewrap nginx-light
+packages=(postgresql git openssh-client util-linux ca-certificates curl zstd bubblewrap gcc libc6-dev nginx-light
   php-fpm php-cli composer php-mbstring php-xml php-curl php-zip php-pgsql php-mysql php-intl unzip
   python3 python3-venv python3-pip python3-gunicorn
   mariadb-server mariadb-client redis-server redis-tools
@@ -47,4 +47,12 @@ if [ ! -x node_modules/.bin/node ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" !
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want" > "$stamp"
+fi
+
+# libexec/sandbox-exec prepares every container's sandbox (see its source): built here, and again
+# whenever its source is newer than the program.
+if [ ! -x libexec/sandbox-exec ] || [ libexec/sandbox-exec.c -nt libexec/sandbox-exec ]; then
+  echo "setup: building libexec/sandbox-exec"
+  cc -O2 -Wall -Wextra -Werror -o libexec/sandbox-exec.tmp libexec/sandbox-exec.c
+  mv libexec/sandbox-exec.tmp libexec/sandbox-exec
 fi

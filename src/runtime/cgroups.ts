@@ -28,7 +28,7 @@ export interface Cgroups {
   create(id: string, limits: CgroupLimits): Promise<void>;
   /**
    * Files a process writes its own pid into to join the group (one per v1 hierarchy, one for
-   * v2): libexec/cgroup-exec takes them so the app starts inside its limits.
+   * v2): libexec/sandbox-exec takes them so the app starts inside its limits.
    */
   procsFiles(id: string): string[];
   /** True while the group exists. */

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { randomBytes } from "node:crypto";
 import { LocalRuntime } from "./local.ts";
-import { probeHost } from "./sandbox.ts";
+import { hostRootEntries } from "./sandbox.ts";
 import { containerSizes, type ContainerSpec } from "./types.ts";
 
 const PY = "/usr/bin/python3";
@@ -84,7 +84,7 @@ describe("local sandbox isolation", () => {
       {},
       [JSON.stringify(paths)],
     );
-    const expected = ["app", "dev", "etc", "proc", "tmp", "usr", ...probeHost("").rootEntries.map((e) => e.name)].sort();
+    const expected = ["app", "dev", "etc", "proc", "tmp", "usr", ...hostRootEntries().map((e) => e.name)].sort();
     assert.deepEqual(got.root, expected);
     assert.deepEqual(got.tmp, [], "a private, empty /tmp");
     assert.deepEqual(got.visible, []);

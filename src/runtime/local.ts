@@ -20,10 +20,9 @@ export interface LocalRuntimeOptions {
   stateDir: string;
   /** Default: `detectCgroups()`. */
   cgroups?: Cgroups;
-  /** Directory of cgroup-exec. Default: the repository's libexec/. */
+  /** Directory of sandbox-exec. Default: the repository's libexec/. */
   libexecDir?: string;
   bwrap?: string;
-  setpriv?: string;
   /** Python run inside the sandbox to give a tty exec its pseudo-terminal. */
   python?: string;
   /** Limits per size; default `containerSizes`. Tests shrink them. */
@@ -44,7 +43,7 @@ export interface ExecResult {
 interface StateRecord {
   id: string;
   status: ContainerState["status"];
-  /** The outer bwrap (the process spawned, after cgroup-exec and setpriv exec'd into it). */
+  /** The outer bwrap (the process spawned, after sandbox-exec exec'd into it). */
   pid: number;
   pidStartTicks: number;
   bootId: string;
@@ -74,13 +73,13 @@ export interface BwrapStatus {
   exitCode?: number;
 }
 
-/** Only what cgroup-exec and setpriv need; bwrap clears it before the app starts anyway. */
+/** Only what sandbox-exec and bwrap need; bwrap clears it before the app starts anyway. */
 const HOST_ENV = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" };
 /** Fds of the spawned chain: 0-2 stdio, then bwrap's status and options. */
 const STATUS_FD = 3;
 const ARGS_FD = 4;
 /** Lines the sandbox's tools print when they cannot start the app (as opposed to the app's output). */
-const SETUP_ERROR = /^(bwrap|cgroup-exec|setpriv): /;
+const SETUP_ERROR = /^(bwrap|sandbox-exec): /;
 
 /**
  * Runs argv[1:] on a new pseudo-terminal and copies it to stdout, stdin to it (EOF becomes ^D),
@@ -203,7 +202,7 @@ export class LocalRuntime implements RuntimeDriver {
     this.stateDir = opts.stateDir;
     this.cgroups = opts.cgroups ?? detectCgroups();
     const libexec = opts.libexecDir ?? fileURLToPath(new URL("../../libexec", import.meta.url));
-    this.host = probeHost(join(libexec, "cgroup-exec"), opts.bwrap, opts.setpriv);
+    this.host = probeHost(join(libexec, "sandbox-exec"), opts.bwrap);
     this.python = opts.python ?? "/usr/bin/python3";
     this.limits = opts.limits ?? defaultLimits;
     this.pollMs = opts.pollMs ?? 200;

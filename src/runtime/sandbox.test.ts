@@ -6,10 +6,7 @@ import type { ContainerSpec } from "./types.ts";
 
 const host: SandboxHost = {
   bwrap: "/usr/bin/bwrap",
-  setpriv: "/usr/bin/setpriv",
-  cgroupExec: "/opt/quai/libexec/cgroup-exec",
-  overlayExec: "/opt/quai/libexec/overlay-exec",
-  unshare: "/usr/bin/unshare",
+  sandboxExec: "/opt/quai/libexec/sandbox-exec",
   rootEntries: [
     { name: "bin", kind: "symlink", target: "usr/bin" },
     { name: "sbin", kind: "symlink", target: "usr/sbin" },
@@ -40,8 +37,7 @@ describe("sandboxCommand", () => {
   it("builds an app container: cgroups as root, then the app's uid, then bwrap reading its options from a fd", () => {
     const cmd = sandboxCommand(web, host, { procsFiles: procs, argsFd: 4, statusFd: 3 });
     assert.deepEqual(cmd.argv, [
-      "/opt/quai/libexec/cgroup-exec", ...procs, "--",
-      "/usr/bin/setpriv", "--reuid=60010", "--regid=60010", "--clear-groups", "--no-new-privs", "--",
+      "/opt/quai/libexec/sandbox-exec", "--cgroup", procs[0], "--cgroup", procs[1], "--uid", "60010", "--gid", "60010", "--",
       "/usr/bin/bwrap", "--args", "4", "--",
       "/bin/sh", "-c", "node server.js --port $PORT; rm -rf / # $(whoami)",
     ]);
@@ -78,8 +74,7 @@ describe("sandboxCommand", () => {
     const oneOff: ContainerSpec = { ...web, appWritable: false, binds: undefined, network: "none", cwd: "/app/web", env: { HOME: "/tmp" }, command: ["rake", "db:migrate"] };
     const cmd = sandboxCommand(oneOff, { ...host, rootEntries: [{ name: "bin", kind: "dir" }] }, { procsFiles: procs.slice(0, 1), argsFd: 3, dieWithParent: true, command: ["/usr/bin/python3", "-c", "PTY", "rake", "db:migrate"] });
     assert.deepEqual(cmd.argv, [
-      "/opt/quai/libexec/cgroup-exec", procs[0], "--",
-      "/usr/bin/setpriv", "--reuid=60010", "--regid=60010", "--clear-groups", "--no-new-privs", "--",
+      "/opt/quai/libexec/sandbox-exec", "--cgroup", procs[0], "--uid", "60010", "--gid", "60010", "--",
       "/usr/bin/bwrap", "--args", "3", "--",
       "/usr/bin/python3", "-c", "PTY", "rake", "db:migrate",
     ]);
@@ -109,10 +104,9 @@ describe("sandboxCommand", () => {
     const layers = { lower: "/var/lib/quai/slugs/4f2a", upper: "/var/lib/quai/containers/shop-web-1-ab12/layer", work: "/var/lib/quai/containers/shop-web-1-ab12/layer-work" };
     const cmd = sandboxCommand({ ...web, appLayers: layers }, host, { procsFiles: procs, argsFd: 4 });
     assert.deepEqual(cmd.argv, [
-      "/opt/quai/libexec/cgroup-exec", ...procs, "--",
-      "/usr/bin/unshare", "--mount", "--propagation", "private", "--",
-      "/opt/quai/libexec/overlay-exec", layers.lower, layers.upper, layers.work, "/var/lib/quai/containers/shop-web-1-ab12/app", "--",
-      "/usr/bin/setpriv", "--reuid=60010", "--regid=60010", "--clear-groups", "--no-new-privs", "--",
+      "/opt/quai/libexec/sandbox-exec", "--cgroup", procs[0], "--cgroup", procs[1],
+      "--overlay", layers.lower, layers.upper, layers.work, "/var/lib/quai/containers/shop-web-1-ab12/app",
+      "--uid", "60010", "--gid", "60010", "--",
       "/usr/bin/bwrap", "--args", "4", "--",
       "/bin/sh", "-c", "node server.js --port $PORT; rm -rf / # $(whoami)",
     ]);

@@ -1,8 +1,8 @@
-// The command line of a sandboxed container: cgroup-exec (join the cgroups, as root) → for a
-// layered /app, unshare + overlay-exec (a private mount namespace holding the app's overlay) →
-// setpriv (drop to the app's uid) → bubblewrap (namespaces, read-only system, private /tmp) → the app.
-import { lstatSync, readlinkSync } from "node:fs";
-import { dirname, join } from "node:path";
+// The command line of a sandboxed container: libexec/sandbox-exec (as root: join the cgroups; for
+// a layered /app, mount its overlay in a mount namespace of its own; then drop to the app's uid
+// for good) → bubblewrap (namespaces, read-only system, private /tmp) → the app.
+import { accessSync, constants, lstatSync, readlinkSync } from "node:fs";
+import { basename } from "node:path";
 import type { ContainerSpec } from "./types.ts";
 
 /** A top-level entry of / recreated in the sandbox (merged-usr Debian: /bin → usr/bin, ...). */
@@ -11,12 +11,8 @@ export type RootEntry = { name: string; kind: "symlink"; target: string } | { na
 /** Facts about the host the argv depends on; `probeHost` reads them once. */
 export interface SandboxHost {
   bwrap: string;
-  setpriv: string;
-  /** libexec/cgroup-exec. */
-  cgroupExec: string;
-  /** libexec/overlay-exec and util-linux's unshare: for specs with `appLayers`. */
-  overlayExec: string;
-  unshare: string;
+  /** libexec/sandbox-exec (built from its C source by scripts/setup.sh). */
+  sandboxExec: string;
   /** /bin, /sbin, /lib* as found on the host (besides /usr and /etc, always bound read-only). */
   rootEntries: RootEntry[];
 }
@@ -126,9 +122,10 @@ export function sandboxCommand(spec: ContainerSpec, host: SandboxHost, opts: San
 
   const layers = spec.appLayers;
   const argv = [
-    host.cgroupExec, ...opts.procsFiles, "--",
-    ...(layers ? [host.unshare, "--mount", "--propagation", "private", "--", host.overlayExec, layers.lower, layers.upper, layers.work, spec.appDir, "--"] : []),
-    host.setpriv, `--reuid=${spec.uid}`, `--regid=${spec.gid}`, "--clear-groups", "--no-new-privs", "--",
+    host.sandboxExec,
+    ...opts.procsFiles.flatMap((f) => ["--cgroup", f]),
+    ...(layers ? ["--overlay", layers.lower, layers.upper, layers.work, spec.appDir] : []),
+    "--uid", String(spec.uid), "--gid", String(spec.gid), "--",
     host.bwrap, "--args", String(opts.argsFd), "--",
     ...(opts.command ?? spec.command),
   ];
@@ -140,8 +137,8 @@ export function encodeArgs(args: readonly string[]): Buffer {
   return Buffer.from(args.map((x) => `${x}\0`).join(""), "utf8");
 }
 
-/** Reads the host facts: which of /bin, /sbin, /lib* exist, as symlinks or directories. */
-export function probeHost(cgroupExec: string, bwrap = "/usr/bin/bwrap", setpriv = "/usr/bin/setpriv", unshare = "/usr/bin/unshare"): SandboxHost {
+/** Which of /bin, /sbin, /lib* exist on the host, as symlinks or directories. */
+export function hostRootEntries(): RootEntry[] {
   const rootEntries: RootEntry[] = [];
   for (const name of ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]) {
     try {
@@ -152,5 +149,15 @@ export function probeHost(cgroupExec: string, bwrap = "/usr/bin/bwrap", setpriv 
       // Absent on this host: nothing to recreate.
     }
   }
-  return { bwrap, setpriv, cgroupExec, overlayExec: join(dirname(cgroupExec), "overlay-exec"), unshare, rootEntries };
+  return rootEntries;
+}
+
+/** Reads the host facts; throws when `sandboxExec` was not built (scripts/setup.sh builds it). */
+export function probeHost(sandboxExec: string, bwrap = "/usr/bin/bwrap"): SandboxHost {
+  try {
+    accessSync(sandboxExec, constants.X_OK);
+  } catch {
+    throw new Error(`${sandboxExec} is missing or not executable: run \`npm run setup\` (it builds it from ${basename(sandboxExec)}.c)`);
+  }
+  return { bwrap, sandboxExec, rootEntries: hostRootEntries() };
 }
