@@ -7,7 +7,8 @@ import { join } from "node:path";
 import { runtimePaths, type PipelineContext } from "./context.ts";
 import { copySlug, detachCache, scheduleCacheDetach, settleCache, storeSlug, unpackSlug } from "./slug.ts";
 import { BlobTooLarge, LocalBlobStore } from "../blobs/store.ts";
-import { randomBytes } from "node:crypto";
+import { closeSpawner, useSpawner } from "../core/spawner.ts";
+import { createHash, randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { Readable } from "node:stream";
 
@@ -51,6 +52,33 @@ describe("slug and build cache", { skip: process.getuid?.() !== 0 && "needs root
     await link(join(cache, "npm", "blob"), join(cache, "npm", "blob-again"));
     return { cache, slug };
   }
+
+  it("stores the whole slug when the blob store starts reading after tar has ended", async () => {
+    const tree = join(dir, "tree-late");
+    await mkdir(tree, { recursive: true });
+    await writeFile(join(tree, "server.js"), "console.log('up');\n", { mode: 0o644 });
+    // A store whose put() first waits (a slow disk, a busy event loop): tar is long done by then.
+    const blobs = new LocalBlobStore(join(dir, "blobs-late"));
+    const late = { ...ctx, blobs: Object.assign(Object.create(blobs) as LocalBlobStore, { put: async (...a: Parameters<LocalBlobStore["put"]>) => (await new Promise((r) => setTimeout(r, 300)), blobs.put(...a)) }) } as PipelineContext;
+    // tar spawned by this process, then through the spawn helper (the server's way).
+    for (const through of ["spawn", "helper"]) {
+      if (through === "helper") {
+        const helper = useSpawner();
+        for (let i = 0; i < 500 && !helper.streamsReady; i++) await new Promise((r) => setTimeout(r, 10));
+        assert.ok(helper.streamsReady);
+      }
+      try {
+        const { key, size } = await storeSlug(late, tree);
+        assert.notEqual(key, createHash("sha256").digest("hex"), `not the empty blob (${through})`);
+        assert.ok(size > 0);
+        const out = join(dir, `unpacked-late-${through}`);
+        await unpackSlug(late, key, out);
+        assert.equal(await readFile(join(out, "server.js"), "utf8"), "console.log('up');\n");
+      } finally {
+        closeSpawner();
+      }
+    }
+  });
 
   it("stores a slug as a reproducible zstd tarball and unpacks it as root's, and unpacks a gzip slug stored before", async () => {
     const tree = join(dir, "tree");

@@ -11,7 +11,7 @@ import { spawnStreaming } from "../core/spawner.ts";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable, Transform } from "node:stream";
+import { PassThrough, type Readable, type Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import { run } from "../core/run.ts";
@@ -64,6 +64,10 @@ export async function copySlug(ctx: PipelineContext, dir: string, unpackTo: stri
  */
 export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ key: string; size: number }> {
   const tar = spawnStreaming("tar", ["-c", "--use-compress-program=zstd -1 -q", "--sort=name", "--mtime=@0", "--owner=0", "--group=0", "--numeric-owner", "-C", dir, "."], { env: process.env, stdio: ["ignore", "pipe", "pipe"] });
+  // Taken at once, held until the blob store reads it: the store starts after an await, and
+  // output nobody reads when its program exits is let go (spawn does so even for a paused
+  // stream). A small tree's tar could exit first, and its slug was then stored empty.
+  const archive = tar.stdout!.pipe(new PassThrough());
   let err = "";
   tar.stderr!.on("data", (b: Buffer) => (err += b.toString()));
   const closed = new Promise<number | null>((r) => {
@@ -73,7 +77,7 @@ export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ ke
       r(null);
     });
   });
-  const stored = await ctx.blobs.put(tar.stdout!, { maxBytes: ctx.settings.slugLimitBytes }).then(
+  const stored = await ctx.blobs.put(archive, { maxBytes: ctx.settings.slugLimitBytes }).then(
     (info) => info,
     (e: unknown) => {
       tar.kill("SIGKILL"); // Nothing reads its output any more.

@@ -172,37 +172,39 @@ describe("nginx router", () => {
     await second.stop();
   });
 
-  it("replaces a master it cannot drive instead of starting a second one", async () => {
-    const dir = await scratch(0o711);
-    const prefix = join(dir, "router");
+  /**
+   * Starts a router, runs `before` on its master, then starts a second router on the same prefix
+   * without the first one's saved state: it finds a master it cannot drive.
+   */
+  const replaceUndrivable = async (before: (oldPid: number) => Promise<void> = async () => {}) => {
+    const prefix = join(await scratch(0o711), "router");
     const first = new NginxRouter({ prefix });
     routers.push(first);
     await first.start();
     const oldPid = first.masterPid as number;
+    await before(oldPid);
     await rm(join(prefix, "router.json"));
     const second = new NginxRouter({ prefix });
     routers.push(second);
     await second.start();
+    return { oldPid, second };
+  };
+
+  it("replaces a master it cannot drive instead of starting a second one", async () => {
+    const { oldPid, second } = await replaceUndrivable();
     assert.notEqual(second.masterPid, oldPid);
     assert.throws(() => process.kill(oldPid, 0), /ESRCH/);
     await second.stop();
   });
 
   it("kills the workers too of a master that would not quit, so none holds the ports on", async () => {
-    const dir = await scratch(0o711);
-    const prefix = join(dir, "router");
-    const first = new NginxRouter({ prefix });
-    routers.push(first);
-    await first.start();
-    const oldPid = first.masterPid as number;
-    const workers = (await readFile(`/proc/${oldPid}/task/${oldPid}/children`, "utf8")).split(" ").filter(Boolean).map(Number);
-    assert.ok(workers.length > 0);
-    // A frozen master does not act on SIGQUIT: the new router waits 5 s, then kills.
-    process.kill(oldPid, "SIGSTOP");
-    await rm(join(prefix, "router.json"));
-    const second = new NginxRouter({ prefix });
-    routers.push(second);
-    await second.start();
+    let workers: number[] = [];
+    const { oldPid, second } = await replaceUndrivable(async (pid) => {
+      workers = (await readFile(`/proc/${pid}/task/${pid}/children`, "utf8")).split(" ").filter(Boolean).map(Number);
+      assert.ok(workers.length > 0);
+      // A frozen master does not act on SIGQUIT: the new router waits 5 s, then kills.
+      process.kill(pid, "SIGSTOP");
+    });
     /** Exited: no such process, or a zombie its parent has not reaped yet. */
     const gone = (pid: number) => {
       try {
