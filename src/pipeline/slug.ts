@@ -80,7 +80,9 @@ export async function storeSlug(ctx: PipelineContext, dir: string): Promise<{ ke
   const stored = await ctx.blobs.put(archive, { maxBytes: ctx.settings.slugLimitBytes }).then(
     (info) => info,
     (e: unknown) => {
-      tar.kill("SIGKILL"); // Nothing reads its output any more.
+      // Nothing reads its output any more: tar goes, and so does what it had written.
+      tar.kill("SIGKILL");
+      tar.stdout!.destroy();
       return e instanceof Error ? e : new Error(String(e));
     },
   );
