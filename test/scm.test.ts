@@ -161,7 +161,10 @@ describe("GitHub and GitLab integration, end to end", () => {
     assert.match(success?.target_url ?? "", /\/v1\/apps\/staging\/deployments\/[0-9a-f-]+\/output$/);
     const gh = forge.deployments.find((d) => d.sha === sha);
     assert.equal(gh?.environment, "staging");
-    assert.deepEqual(forge.deploymentStatuses.filter((s) => s.deploymentId === gh?.id).map((s) => s.state), ["in_progress", "success"]);
+    // The deployment's own status follows the commit status: a request later.
+    const ghStates = () => forge.deploymentStatuses.filter((s) => s.deploymentId === gh?.id).map((s) => s.state);
+    await until("the GitHub deployment's success", async () => (ghStates().at(-1) === "success" ? true : undefined), 10_000, 50);
+    assert.deepEqual(ghStates(), ["in_progress", "success"]);
   });
 
   it("does not deploy a commit whose check failed, and says why on the commit", async () => {
@@ -270,7 +273,9 @@ describe("GitHub and GitLab integration, end to end", () => {
     // Every deployment of the review app's environment ends inactive.
     const environments = forge.deployments.filter((d) => d.environment === "staging-pr7");
     assert.equal(environments.length, 2);
-    for (const d of environments) assert.equal(forge.deploymentStatuses.filter((s) => s.deploymentId === d.id).at(-1)?.state, "inactive");
+    // Posted once the review app is marked deleted: a request or two later.
+    const lastStates = () => environments.map((d) => forge.deploymentStatuses.filter((s) => s.deploymentId === d.id).at(-1)?.state);
+    await until("both deployments inactive", async () => (lastStates().every((st) => st === "inactive") ? true : undefined), 10_000, 50);
     assert.equal(forge.commentsOn("github", REPO, 7).length, 1);
     // pr-predestroy ran in the review app, with its database, before it was deleted.
     const all = JSON.parse((await p.quai(["--json", "events", "--per-page", "100"])).stdout) as { type: string; app_name: string; type_data: { hook?: string; exit_code?: number; output?: string } }[];

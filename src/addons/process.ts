@@ -33,7 +33,7 @@ function hostCgroups(): Cgroups | null {
 }
 
 /** cgroup name of an instance. */
-export const cgroupName = (inst: Instance): string => `addon-${inst.id}`;
+export const cgroupName = (inst: Pick<Instance, "id">): string => `addon-${inst.id}`;
 
 /** Argv prefix that runs `bin` as SERVER_UID in a user namespace when we are root. */
 export function unprivileged(bin: string, args: string[]): [string, string[]] {

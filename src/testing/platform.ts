@@ -9,6 +9,8 @@ import { spawnServer, quai, type ServerProcess } from "./cli.ts";
 import { scratchDir } from "./scratch.ts";
 import { trackReuse } from "./reuse.ts";
 import { LocalRuntime } from "../runtime/local.ts";
+import { detectCgroups } from "../runtime/cgroups.ts";
+import { cgroupName } from "../addons/process.ts";
 
 /** A running platform for end-to-end tests. */
 export interface TestPlatform {
@@ -208,6 +210,13 @@ export async function stopAddonServers(home: string): Promise<void> {
     } catch {
       // already gone
     }
+  }
+  // Their cgroups too (a server stopped by the platform has its group removed; these were not).
+  if (process.getuid?.() !== 0) return;
+  const cgroups = detectCgroups();
+  for (const instance of await readdir(join(home, "addons")).catch(() => [] as string[])) {
+    const group = cgroupName({ id: instance });
+    if (cgroups.exists(group)) await cgroups.remove(group).catch(() => {});
   }
 }
 
