@@ -12,6 +12,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
 import { chown, link, lstat, mkdir, readdir, rename, rm, stat, type FileHandle } from "node:fs/promises";
 import { openAppOwnedFile } from "../core/files.ts";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Transform } from "node:stream";
@@ -104,28 +105,8 @@ async function copyVerified(src: string, uid: number, hex: string, dest: string)
 /** A lockfile larger than this is left to the buildpack (which copies what it names). */
 const LOCKFILE_MAX_BYTES = 32 * 1024 * 1024;
 
-/** The hex SHA-512 digests an npm lockfile's packages name by integrity (v1's nested dependencies too). */
-function lockfileDigests(lock: unknown): string[] {
-  const digests = new Set<string>();
-  const collect = (deps: unknown) => {
-    if (!deps || typeof deps !== "object") return;
-    for (const meta of Object.values(deps as Record<string, unknown>)) {
-      if (!meta || typeof meta !== "object") continue;
-      const integrity = (meta as { integrity?: unknown }).integrity;
-      if (typeof integrity === "string") {
-        for (const part of integrity.split(/\s+/)) {
-          const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
-          const hex = m ? Buffer.from(m[1] as string, "base64").toString("hex") : "";
-          if (HEX.test(hex)) digests.add(hex);
-        }
-      }
-      collect((meta as { dependencies?: unknown }).dependencies);
-    }
-  };
-  const l = lock as { lockfileVersion?: unknown; packages?: unknown; dependencies?: unknown } | null;
-  if (l && typeof l === "object") collect(typeof l.lockfileVersion === "number" && l.lockfileVersion >= 2 && l.packages ? l.packages : l.dependencies);
-  return [...digests];
-}
+/** The lockfile's sha512 digests: the buildpack's own reading of it (buildpacks/nodejs/lib/lock-digests.cjs). */
+const { lockfileDigests } = createRequire(import.meta.url)("../../buildpacks/nodejs/lib/lock-digests.cjs") as { lockfileDigests: (lock: unknown) => string[] };
 
 /**
  * Hard-links into the app's new npm cache (`cacheDir`/npm/_cacache, owned by `uid`) the content files

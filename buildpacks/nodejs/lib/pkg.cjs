@@ -135,29 +135,13 @@ async function lockPlan(lockFile, store, cache, devPathsFile) {
     return { copied: 0, named: 0 };
   }
   const path = require("path");
-  const digests = new Set();
-  const collect = (deps) => {
-    if (!deps || typeof deps !== "object") return;
-    for (const meta of Object.values(deps)) {
-      if (!meta || typeof meta !== "object") continue;
-      if (typeof meta.integrity === "string") {
-        for (const part of meta.integrity.split(/\s+/)) {
-          const m = /^sha512-([A-Za-z0-9+/]+={0,2})$/.exec(part);
-          if (m) digests.add(Buffer.from(m[1], "base64").toString("hex"));
-        }
-      }
-      collect(meta.dependencies); // lockfileVersion 1 nests them
-    }
-  };
+  const digests = require("./lock-digests.cjs").lockfileDigests(lock);
   const packages = lock && lock.lockfileVersion >= 2 && lock.packages && typeof lock.packages === "object" ? lock.packages : undefined;
-  if (packages) collect(packages);
-  else collect(lock && lock.dependencies);
   const copies = [];
   // Files the platform linked into the cache before the build (the store's own, same inode).
   let linked = 0;
   if (fs.existsSync(path.join(store, "content-v2"))) {
     for (const hex of digests) {
-      if (hex.length !== 128) continue;
       const rel = path.join("content-v2", "sha512", hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
       const from = statOrNull(fs.statSync, path.join(store, rel));
       if (!from) continue;
@@ -184,7 +168,7 @@ async function lockPlan(lockFile, store, cache, devPathsFile) {
     }
   };
   await Promise.all(Array.from({ length: COPIES_AT_ONCE }, copyNext));
-  return { copied: copied + linked, named: digests.size };
+  return { copied: copied + linked, named: digests.length };
 }
 
 /** The start script when `node <file> [args]` can run it without npm (see direct-start), else "". */
