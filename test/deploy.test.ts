@@ -3,15 +3,24 @@
 // library so each deploy takes about a second.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { QUAI_BIN } from "../src/testing/cli.ts";
+import { run } from "../src/core/run.ts";
 import { clientFromToken } from "scalingo";
 import { commitAll, gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
+
+async function waitUntil(check: () => Promise<boolean>, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`${what}: still not so after ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 async function json<T>(args: string[]): Promise<T> {
   const res = await p.quai([...args, "--json"]);
@@ -78,6 +87,23 @@ describe("git push deploys", () => {
     assert.equal(push.code, 0, push.stderr);
     assert.match(push.stderr, /branch feature;\$\(id\) stored; only main or master deploys/);
     assert.equal((await json<unknown[]>(["--app", "web-app", "deployments"])).length, before.length);
+    // The build runner started for the push that might have deployed has ended, and its
+    // directory is gone (removed once the runner, and its cgroup, are).
+    await waitUntil(async () => (await readdir(join(p.home, "runtime", "builds"))).every((n) => !n.startsWith(".pre-")), "the runner started ahead is removed");
+  });
+
+  it("starts a push's build runner during the push: the build gets the pushed commit as SOURCE_VERSION", async () => {
+    assert.equal((await p.quai(["create", "node-sv"])).code, 0);
+    const node = await gitApp({
+      "package.json": JSON.stringify({ name: "sv", version: "1.0.0", private: true, scripts: { build: "echo built from $SOURCE_VERSION", start: "node server.js" } }),
+      "server.js": 'require("node:http").createServer((_q, r) => r.end("sv")).listen(process.env.PORT);\n',
+    });
+    const push = await p.push("node-sv", node);
+    assert.equal(push.code, 0, push.stderr);
+    const sha = (await run("git", ["-C", node, "rev-parse", "HEAD"])).stdout.trim();
+    assert.match(push.stderr, new RegExp(`built from ${sha}`));
+    assert.equal((await p.get("node-sv")).body, "sv");
+    assert.deepEqual((await readdir(join(p.home, "runtime", "builds"))).filter((n) => n.startsWith(".pre-")), []);
   });
 
   it("redeploys with no failed request under constant load", async () => {

@@ -5,6 +5,7 @@ import { recordEvent } from "../events/service.ts";
 import { PassThrough, pipeline, Readable } from "node:stream";
 import { rm } from "node:fs/promises";
 import { EventEmitter } from "node:events";
+import { randomUUID } from "node:crypto";
 import { sql } from "kysely";
 import { join } from "node:path";
 import type { Actor } from "../auth/service.ts";
@@ -14,7 +15,7 @@ import { isUuid } from "../core/ids.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
 import { listVariables, resolveVariables } from "../variables/service.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
-import { buildSlug, BuildError, cleanUpBuild, unpackOnReceipt, type Receipt } from "../pipeline/build.ts";
+import { buildSlug, BuildError, cleanUpBuild, prestartRunner, unpackOnReceipt, type PrestartedRunner, type Receipt } from "../pipeline/build.ts";
 import { startCacheDetach } from "../pipeline/slug.ts";
 import { harvestNpmContent } from "../pipeline/npm-store.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
@@ -64,6 +65,8 @@ export interface NewDeployment {
   /** Release to redeploy (rollback). */
   releaseId?: string;
   postdeploy?: string;
+  /** The id the deployment gets, given by `prestart` (its build runner started ahead). */
+  id?: string;
 }
 
 /** Removes a source unpacked on receipt; nothing is left to remove when its build took it. */
@@ -84,6 +87,8 @@ export class Deployments {
   private readonly pumping = new Set<string>();
   /** Sources unpacked as they were received, by deployment id, until their build takes them. */
   private readonly received = new Map<string, Promise<string | undefined>>();
+  /** Build runners started ahead (`prestart`), by the id their deployment is to have. */
+  private readonly prestarted = new Map<string, Promise<PrestartedRunner | undefined>>();
   private closed = false;
   private readonly bus = new EventEmitter();
 
@@ -114,6 +119,38 @@ export class Deployments {
   close(): void {
     this.closed = true;
     for (const a of this.running.values()) a.abort(new Error("server stopping"));
+    for (const id of [...this.prestarted.keys()]) this.dropPrestart(id);
+  }
+
+  /**
+   * A push to the app is under way: starts the build runner of the deployment it may create, so
+   * that the sandbox's start overlaps the rest of the push (ADR 0031). Returns the id that
+   * deployment is to have (`NewDeployment.id`), or undefined when the app has a deployment under
+   * way here (its build would wait anyway). One unclaimed after 2 minutes, or dropped, goes.
+   */
+  prestart(app: { id: string; name: string; uid: number }): string | undefined {
+    if (this.closed || this.pumping.has(app.id)) return undefined;
+    const id = randomUUID();
+    const started = prestartRunner(this.ctx, { deploymentId: id, app, gitRef: null }).catch((err: unknown) => {
+      this.ctx.log(`deployments: starting a build runner ahead: ${String(err)}`);
+      return undefined;
+    });
+    this.prestarted.set(id, started);
+    setTimeout(() => this.dropPrestart(id), 120_000).unref();
+    return id;
+  }
+
+  /** Stops the runner `prestart` started for deployment `id` and removes its directories, unless a build took it. */
+  dropPrestart(id: string): void {
+    const started = this.prestarted.get(id);
+    if (!started) return;
+    this.prestarted.delete(id);
+    void started.then(async (pre) => {
+      if (!pre) return;
+      pre.runner.stop(new Error("no build took it"));
+      await pre.runner.result.catch(() => undefined);
+      await rm(pre.work, { recursive: true, force: true });
+    });
   }
 
   /** Records a deployment (status queued) and starts the app's queue. */
@@ -143,7 +180,7 @@ export class Deployments {
     const prev = await this.ctx.db.selectFrom("deployments").select("git_ref").where("app_id", "=", app.id).where("status", "=", "success").orderBy("created_at", "desc").limit(1).executeTakeFirst();
     const row = await this.ctx.db
       .insertInto("deployments")
-      .values({ app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
+      .values({ ...(input.id && this.prestarted.has(input.id) ? { id: input.id } : {}), app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
       .returningAll()
       .executeTakeFirstOrThrow();
     if (receipt) this.keepReceived(row.id, receipt.done);
@@ -325,7 +362,9 @@ export class Deployments {
       } else {
         if (!d.source_blob) throw new BuildError("the deployment has no source");
         out(`-----> Building ${app.name}${d.git_ref ? ` at ${d.git_ref}` : ""}\n`);
-        const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env, received }, out, abort.signal);
+        const prestarted = this.prestarted.get(d.id);
+        this.prestarted.delete(d.id);
+        const built = await buildSlug(this.ctx, { deploymentId: d.id, app, sourceKey: d.source_blob, gitRef: d.git_ref, env, received, prestarted }, out, abort.signal);
         buildDone = true;
         [, release] = await Promise.all([
           this.setStatus(d.id, "pushing", { slug_blob: built.slugKey, image_size: built.slugSize }),

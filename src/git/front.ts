@@ -56,6 +56,8 @@ export async function ensureRepo(reposDir: string, appId: string): Promise<strin
 export interface PushGrant {
   actor: Actor;
   app: AppRecord;
+  /** The id of the deployment this push may create, whose build runner started ahead. */
+  deploymentId?: string;
 }
 
 /** Registers a push and returns the environment its pre-receive hook needs to call back. */
@@ -105,7 +107,9 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       const who = await authenticate(req, reply);
       if (!who) return reply;
       await ensureRepo(deps.reposDir, who.app.id);
-      const { token, env: hookEnv } = grantPush(deps, who);
+      // A push: the build runner of the deployment it may make starts now, beside the transfer.
+      const deploymentId = pathInfo === "/git-receive-pack" ? deps.deployments().prestart(who.app) : undefined;
+      const { token, env: hookEnv } = grantPush(deps, { ...who, deploymentId });
       const query = req.url.includes("?") ? req.url.slice(req.url.indexOf("?") + 1) : "";
       const env: NodeJS.ProcessEnv = {
         PATH: process.env.PATH,
@@ -157,6 +161,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       });
       child.on("close", () => {
         grants.delete(token);
+        if (deploymentId) deps.deployments().dropPrestart(deploymentId);
         if (!headersDone) res.writeHead(500, { "content-type": "text/plain" }).end("git failed\n");
         else res.end();
       });
@@ -186,7 +191,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
       let deployment;
       try {
-        deployment = await deps.deployments().create(grant.actor, grant.app, { source: "git", gitRef: sha, archive: req.body as NodeJS.ReadableStream as never });
+        deployment = await deps.deployments().create(grant.actor, grant.app, { source: "git", gitRef: sha, archive: req.body as NodeJS.ReadableStream as never, id: grant.deploymentId });
       } catch (err) {
         const msg = err instanceof QuaiError ? err.message : "internal error";
         res.end(`Quai: ${msg}\n\0build-error\n`);

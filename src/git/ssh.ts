@@ -96,7 +96,9 @@ export async function startSshFront(deps: GitFrontDeps, opts: { host: string; po
 async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; app: string }, channel: ServerChannel): Promise<void> {
   const app = await findApp(deps.db, actor, cmd.app);
   const repo = await ensureRepo(deps.reposDir, app.id);
-  const { token, env } = grantPush(deps, { actor, app });
+  // A push: the build runner of the deployment it may make starts now, beside the transfer.
+  const deploymentId = cmd.service === "git-receive-pack" ? deps.deployments().prestart(app) : undefined;
+  const { token, env } = grantPush(deps, { actor, app, deploymentId });
   const child = spawnStreaming("git", [cmd.service.replace(/^git-/, ""), repo], { env: { PATH: process.env.PATH, ...env }, stdio: ["pipe", "pipe", "pipe"] });
   channel.pipe(child.stdin!);
   child.stdout!.pipe(channel, { end: false });
@@ -108,6 +110,7 @@ async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; a
   });
   child.on("close", (code) => {
     deps.grants.delete(token);
+    if (deploymentId) deps.deployments().dropPrestart(deploymentId);
     channel.exit(code ?? 1);
     channel.end();
   });

@@ -6,11 +6,11 @@ import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "n
 import { openAppOwnedFile } from "../core/files.ts";
 import { join } from "node:path";
 import { spawnStreaming, type StreamChild } from "../core/spawner.ts";
-import type { Readable, Writable } from "node:stream";
+import { PassThrough, type Readable, type Writable } from "node:stream";
 import { randomBytes } from "node:crypto";
 import { run } from "../core/run.ts";
 import { BlobTooLarge } from "../blobs/store.ts";
-import type { ContainerSpec } from "../runtime/types.ts";
+import type { ContainerSpec, ExecResult } from "../runtime/types.ts";
 import { BUILD_BOX, type PipelineContext } from "./context.ts";
 import { plantCompileCache } from "./compile-cache.ts";
 import { plantNpmContent } from "./npm-store.ts";
@@ -54,6 +54,8 @@ export interface BuildJob {
   env: Record<string, string>;
   /** The source unpacked as it was received (`Receipt.done`), if it was. */
   received?: Promise<string | undefined>;
+  /** The build runner, started ahead (`prestartRunner`), if it was. */
+  prestarted?: Promise<PrestartedRunner | undefined>;
 }
 
 const shellish = /[\s;&|`$<>()\\'"*?[\]{}!#~]/;
@@ -85,18 +87,19 @@ export function parseBuildpackRef(line: string, where: string): { builtin: strin
 /** Runs the whole build; throws `BuildError` (or an abort) on failure. */
 export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text: string) => void, signal: AbortSignal): Promise<BuildResult> {
   const deadline = Date.now() + ctx.settings.buildTimeoutMs;
-  const work = join(ctx.paths.builds, job.deploymentId);
+  const { work, box, envDir } = buildDirs(ctx, job.deploymentId);
   const uid = job.app.uid;
-  await rm(work, { recursive: true, force: true });
-  await mkdir(work, { recursive: true, mode: 0o711 });
-  // One directory holds the app and its cache, mounted once at /quai/build, with /app and /cache
-  // linked into it: hard links between the two (node_modules reuse) then work.
-  const box = join(work, "box");
+  // A runner started ahead brings its directories: renamed to this build's (its sandbox holds
+  // them by inode, so it sees the same ones). Otherwise they are made now.
+  let pre = await job.prestarted?.catch(() => undefined);
+  if (pre && !(await rename(pre.work, work).then(() => true, () => false))) {
+    pre.runner.stop(new Error("its directory could not be taken over"));
+    pre = undefined;
+  }
+  if (!pre) await makeBuildDirs(work, uid);
   const cacheDir = join(ctx.paths.caches, job.app.id);
   const boxCache = join(box, "cache");
   try {
-    await mkdir(box, { mode: 0o700 });
-    await chown(box, uid, uid);
     const src = join(box, "src");
     // Unpacked as it was received (unpackOnReceipt) when it could be; else from the stored blob.
     const received = await job.received;
@@ -123,8 +126,6 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         ctx.settings.sharedNpmBytes > 0 ? plantNpmContent(ctx.paths.sharedNpm, boxCache, appDir, uid) : undefined,
       ]);
     }
-    const envDir = join(work, "env");
-    await mkdir(envDir, { mode: 0o700 });
     // Created here, by us, so chowned one by one without a process (or a symlink to follow).
     for (const [name, value] of Object.entries(job.env)) {
       await writeFile(join(envDir, name), value, { mode: 0o400, flag: "wx" });
@@ -133,42 +134,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     await chown(envDir, uid, uid);
     await chmod(envDir, 0o500);
 
-    const sandbox = (buildpacks: { source: string; target: string }, command: string[], id: string): ContainerSpec => ({
-      id: `build-${job.deploymentId.slice(0, 8)}-${id}`,
-      app: job.app.name,
-      uid,
-      gid: uid,
-      appDir: box,
-      ...BUILD_BOX,
-      symlinks: [...BUILD_BOX.symlinks],
-      binds: [
-        { source: envDir, target: "/env", writable: false },
-        { ...buildpacks, writable: false },
-        { source: ctx.paths.bin, target: "/quai/bin", writable: false },
-        { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
-        ...(ctx.settings.sharedNpmBytes > 0 ? [{ source: ctx.paths.sharedNpm, target: "/quai/shared/npm", writable: false }] : []),
-      ],
-      command,
-      env: {
-        PATH: "/usr/local/bin:/usr/bin:/bin",
-        HOME: "/app",
-        LANG: "C.UTF-8",
-        APP: job.app.name,
-        STACK: "quai-24",
-        SOURCE_VERSION: job.gitRef ?? "",
-        BUILD_DIR: "/app",
-        CACHE_DIR: "/cache",
-        ENV_DIR: "/env",
-        // Node.js's compile cache (npm turns it on; NODE_COMPILE_CACHE turns it on for every
-        // program), kept with the app's build cache: in the sandbox's fresh /tmp, its default
-        // place, npm compiled itself again at every build (~40 ms of each npm command).
-        NODE_COMPILE_CACHE: "/cache/.node-compile-cache",
-      },
-      cwd: "/app",
-      size: ctx.settings.buildSize,
-      network: "host",
-      logFile: "/dev/null",
-    });
+    const sandbox = (buildpacks: { source: string; target: string }, command: string[], id: string) => buildSpec(ctx, job, work, buildpacks, command, id);
     /** Runs `command` in the build sandbox; `what` names the step for a timeout or out-of-memory message. */
     const inSandbox = async (mount: { source: string; target: string }, command: string[], id: string, onOut: (t: string) => void, what: () => Promise<string>) => {
       const left = deadline - Date.now();
@@ -179,8 +145,12 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         signal,
         timeoutMs: left,
       });
+      return settle(res, what);
+    };
+    /** The exit code of a build step that ran, or the BuildError that says why it was stopped. */
+    const settle = async (res: ExecResult, what: () => Promise<string>) => {
       if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error("aborted");
-      if (Date.now() >= deadline) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s (${await what()} was stopped)`);
+      if (res.timedOut || Date.now() >= deadline) throw new BuildError(`build timed out after ${Math.round(ctx.settings.buildTimeoutMs / 1000)} s (${await what()} was stopped)`);
       if (res.oomKilled) throw new BuildError(`${await what()} ran out of memory (build limit ${ctx.settings.buildSize}) and was killed`);
       return res.exitCode;
     };
@@ -188,6 +158,10 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       inSandbox({ source: bp.dir, target: "/buildpack" }, [`/buildpack/bin/${step}`, ...args], step, onOut, async () => `${bp.label} ${step}`);
 
     const chosen = await chooseBuildpacks(ctx, appDir, job.env, work, uid, out);
+    if (chosen && pre) {
+      pre.runner.stop(new Error("the app names its buildpacks"));
+      await pre.runner.result.catch(() => undefined);
+    }
     let types: ProcessTypes = {};
     if (!chosen) {
       // Detection over the built-ins, then the chosen one's compile and release, in one sandbox
@@ -199,10 +173,30 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         const b = builtinBuildpacks.find((x) => x.name === name);
         return { verb, label: b?.title ?? "The build" };
       };
-      const code = await inSandbox({ source: ctx.paths.buildpacks, target: "/buildpacks" }, ["/quai/bin/build", ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)], "build", out, async () => {
+      const what = async () => {
         const s = await step();
         return `${s.label} ${s.verb}`;
-      });
+      };
+      let code: number | null;
+      if (pre) {
+        // Started ahead and waiting: told to go on, now that the app and its cache are in place.
+        const runner = pre.runner;
+        runner.sink.out = out;
+        const onAbort = () => runner.stop(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+        signal.addEventListener("abort", onAbort, { once: true });
+        if (signal.aborted) onAbort();
+        try {
+          runner.go(job.gitRef ?? "");
+          code = await settle(await runner.result.catch((err: unknown) => {
+            if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : err;
+            throw err;
+          }), what);
+        } finally {
+          signal.removeEventListener("abort", onAbort);
+        }
+      } else {
+        code = await inSandbox(RUNNER_MOUNT(ctx), runnerCommand(false), "build", out, what);
+      }
       const last = await step();
       if (code === NO_BUILDPACK) {
         const tried = builtinBuildpacks.map((b) => `       ${b.title}: looks for ${b.looksFor}`).join("\n");
@@ -260,8 +254,156 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     }
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
+    // A runner started ahead that a failure left waiting goes too (a no-op once it has ended).
+    pre?.runner.stop(new Error("the build ended"));
+    await pre?.runner.result.catch(() => undefined);
     await cleanUpBuild(ctx, job.deploymentId, job.app.id);
   }
+}
+
+/** A build's directories: `builds/<deployment id>/` with the box (/quai/build: app and cache) and env. */
+function buildDirs(ctx: PipelineContext, deploymentId: string): { work: string; box: string; envDir: string } {
+  const work = join(ctx.paths.builds, deploymentId);
+  return { work, box: join(work, "box"), envDir: join(work, "env") };
+}
+
+/**
+ * Makes a build's directories, empty: the box (the app's) and the env directory (root's until
+ * the variables are written into it). One directory holds the app and its cache, mounted once at
+ * /quai/build, with /app and /cache linked into it: hard links between the two (node_modules
+ * reuse) then work.
+ */
+async function makeBuildDirs(work: string, uid: number): Promise<void> {
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work, { recursive: true, mode: 0o711 });
+  await mkdir(join(work, "box"), { mode: 0o700 });
+  await chown(join(work, "box"), uid, uid);
+  await mkdir(join(work, "env"), { mode: 0o700 });
+}
+
+/** What the build runner mounts: the built-in buildpacks. */
+const RUNNER_MOUNT = (ctx: PipelineContext) => ({ source: ctx.paths.buildpacks, target: "/buildpacks" });
+
+/** The build runner's command; gated, it waits for a line on its stdin first (`startRunner`). */
+const runnerCommand = (gated: boolean) => ["/quai/bin/build", ...(gated ? ["--gated"] : []), ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)];
+
+/** The sandbox of a build step: the build's box, its env directory, `buildpacks` mounted where it says. */
+function buildSpec(ctx: PipelineContext, job: { deploymentId: string; app: { name: string; uid: number }; gitRef: string | null }, work: string, buildpacks: { source: string; target: string }, command: string[], id: string): ContainerSpec {
+  const uid = job.app.uid;
+  return {
+    id: `build-${job.deploymentId.slice(0, 8)}-${id}`,
+    app: job.app.name,
+    uid,
+    gid: uid,
+    appDir: join(work, "box"),
+    ...BUILD_BOX,
+    symlinks: [...BUILD_BOX.symlinks],
+    binds: [
+      { source: join(work, "env"), target: "/env", writable: false },
+      { ...buildpacks, writable: false },
+      { source: ctx.paths.bin, target: "/quai/bin", writable: false },
+      { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
+      ...(ctx.settings.sharedNpmBytes > 0 ? [{ source: ctx.paths.sharedNpm, target: "/quai/shared/npm", writable: false }] : []),
+    ],
+    command,
+    env: {
+      PATH: "/usr/local/bin:/usr/bin:/bin",
+      HOME: "/app",
+      LANG: "C.UTF-8",
+      APP: job.app.name,
+      STACK: "quai-24",
+      SOURCE_VERSION: job.gitRef ?? "",
+      BUILD_DIR: "/app",
+      CACHE_DIR: "/cache",
+      ENV_DIR: "/env",
+      // Node.js's compile cache (npm turns it on; NODE_COMPILE_CACHE turns it on for every
+      // program), kept with the app's build cache: in the sandbox's fresh /tmp, its default
+      // place, npm compiled itself again at every build (~40 ms of each npm command).
+      NODE_COMPILE_CACHE: "/cache/.node-compile-cache",
+    },
+    cwd: "/app",
+    size: ctx.settings.buildSize,
+    network: "host",
+    logFile: "/dev/null",
+  };
+}
+
+/** A build runner under way: its outcome, where its output goes, and its gate. */
+export interface RunnerStart {
+  /** Its exit; rejects when it was stopped. */
+  result: Promise<ExecResult>;
+  /** Where its output goes (the build that claims it sets this). */
+  sink: { out: (text: string) => void };
+  /** Lets a gated runner go on, with its SOURCE_VERSION (unknown when it started). */
+  go(sourceVersion: string): void;
+  /** Stops it (a gated runner that was never let go exits at once). */
+  stop(reason: Error): void;
+}
+
+/** A build runner started ahead of its deployment, waiting in its sandbox for the build to claim it. */
+export interface PrestartedRunner {
+  deploymentId: string;
+  /** Its directories (`builds/.pre-<deployment id>/`) until a build takes them. */
+  work: string;
+  runner: RunnerStart;
+}
+
+/** Prefix of the build directories of runners started ahead. */
+export const PRESTART_PREFIX = ".pre-";
+
+/**
+ * Starts the build runner of a deployment that is about to be created (a push is under way), in
+ * its sandbox with its directories empty, gated: it waits for word that the app and its cache are
+ * in place. A sandbox start costs ~20 ms on the path of every build; started ahead, it overlaps
+ * the rest of the push (see ADR 0031).
+ */
+export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: string; app: { name: string; uid: number }; gitRef: string | null }): Promise<PrestartedRunner | undefined> {
+  const work = join(ctx.paths.builds, `${PRESTART_PREFIX}${job.deploymentId}`);
+  await makeBuildDirs(work, job.app.uid);
+  const gate = new PassThrough();
+  const stopper = new AbortController();
+  const sink = { out: (_text: string): void => undefined };
+  // The gated runner says "ready" on stdout once its sandbox is up (bubblewrap has bound the
+  // directories by path by then: they may be renamed from that moment on), then nothing more
+  // until it is let go.
+  let ready: (ok: boolean) => void = () => undefined;
+  const isReady = new Promise<boolean>((resolve) => (ready = resolve));
+  let head: string | undefined = "";
+  const onStdout = (b: Buffer) => {
+    if (head === undefined) return sink.out(b.toString("utf8"));
+    head += b.toString("utf8");
+    const eol = head.indexOf("\n");
+    if (eol < 0) return;
+    const [line, rest] = [head.slice(0, eol), head.slice(eol + 1)];
+    head = undefined;
+    ready(line === "ready");
+    if (rest) sink.out(rest);
+  };
+  const result = ctx.runtime.exec(buildSpec(ctx, job, work, RUNNER_MOUNT(ctx), runnerCommand(true), "build"), {
+    stdin: gate,
+    onStdout,
+    onStderr: (b) => sink.out(b.toString("utf8")),
+    signal: stopper.signal,
+    timeoutMs: ctx.settings.buildTimeoutMs,
+  });
+  // Ended before it said ready (stopped, or its sandbox failed): not usable.
+  result.then(() => ready(false), () => ready(false));
+  const runner: RunnerStart = {
+    result,
+    sink,
+    go: (sourceVersion) => void gate.end(`${sourceVersion.replace(/\s/g, "")}\n`),
+    stop: (reason) => {
+      gate.end();
+      if (!stopper.signal.aborted) stopper.abort(reason);
+    },
+  };
+  if (!(await isReady)) {
+    runner.stop(new Error("its sandbox did not start"));
+    await result.catch(() => undefined);
+    await rm(work, { recursive: true, force: true });
+    return undefined;
+  }
+  return { deploymentId: job.deploymentId, work, runner };
 }
 
 /** Exit code of the build runner when no built-in buildpack accepts the app. */

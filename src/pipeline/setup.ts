@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import { run } from "../core/run.ts";
 import { QuaiError } from "../core/errors.ts";
 import type { RuntimePaths } from "./context.ts";
-import { RECEIVED_PREFIX, TRASH_PREFIX } from "./build.ts";
+import { PRESTART_PREFIX, RECEIVED_PREFIX, TRASH_PREFIX } from "./build.ts";
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -30,7 +30,8 @@ exec "$@"
 
 /**
  * The build runner (mounted read-only at /quai/bin/build in builds, the built-in buildpacks at
- * /buildpacks): bin/detect of each built-in named (`name:Title`), in order; the first that accepts
+ * /buildpacks): with --gated, waits for a line on stdin first (see `prestartRunner`); then
+ * bin/detect of each built-in named (`name:Title`), in order; the first that accepts
  * the app runs bin/compile, then bin/release, all in one sandbox. The step under way is in
  * /quai/build/.quai-step ("detect|compile|release|done NAME"), the release's YAML goes to
  * /quai/build/.quai-release.yml (both outside /app, so not in the slug). Exit 100: no buildpack
@@ -39,21 +40,33 @@ exec "$@"
 const buildRunner = `#!/bin/bash
 # Quai's build runner (see src/pipeline/setup.ts).
 set -u
-step=/quai/build/.quai-step
-for spec in "$@"; do
-  name="\${spec%%:*}" title="\${spec#*:}"
-  bp="/buildpacks/$name"
-  printf 'detect %s\n' "$name" >"$step"
-  if said="$("$bp/bin/detect" /app 2>/dev/null)"; then
-    said="\${said%%$'\n'*}"
-    printf -- '-----> %s app detected\n' "\${said:-$title}"
-    printf 'compile %s\n' "$name" >"$step"
-    "$bp/bin/compile" /app /cache /env || exit $?
-    if [ -x "$bp/bin/release" ]; then
-      printf 'release %s\n' "$name" >"$step"
-      "$bp/bin/release" /app >/quai/build/.quai-release.yml || exit $?
+if [ "\${1:-}" = --gated ]; then
+  # Started ahead of its build (a push under way): says it is up, then waits for the control
+  # plane's word, a line on stdin, that the app and its cache are in place. The line is the
+  # commit (SOURCE_VERSION), unknown when the sandbox started. End of input: not needed after all.
+  shift
+  echo ready
+  IFS= read -r SOURCE_VERSION || exit 125
+  export SOURCE_VERSION
+fi
+quai_step=/quai/build/.quai-step
+# The built-ins' bin/detect and bin/release are short bash scripts: sourced in a subshell (a
+# fork) rather than run (a fork, an exec and a bash start each), with the runner's own names
+# prefixed so that they cannot show through.
+for quai_spec in "$@"; do
+  quai_name="\${quai_spec%%:*}" quai_title="\${quai_spec#*:}"
+  quai_bp="/buildpacks/$quai_name"
+  printf 'detect %s\n' "$quai_name" >"$quai_step"
+  if quai_said="$(. "$quai_bp/bin/detect" /app 2>/dev/null)"; then
+    quai_said="\${quai_said%%$'\n'*}"
+    printf -- '-----> %s app detected\n' "\${quai_said:-$quai_title}"
+    printf 'compile %s\n' "$quai_name" >"$quai_step"
+    "$quai_bp/bin/compile" /app /cache /env || exit $?
+    if [ -x "$quai_bp/bin/release" ]; then
+      printf 'release %s\n' "$quai_name" >"$quai_step"
+      (. "$quai_bp/bin/release" /app) >/quai/build/.quai-release.yml || exit $?
     fi
-    printf 'done %s\n' "$name" >"$step"
+    printf 'done %s\n' "$quai_name" >"$quai_step"
     exit 0
   fi
 done
@@ -81,7 +94,7 @@ export async function prepareRuntime(paths: RuntimePaths): Promise<void> {
   // Build trees a stopped server was still deleting, and sources it had unpacked as they were
   // received (only the process that unpacked one can hand it to its build).
   for (const name of await readdir(paths.builds)) {
-    if (name.startsWith(TRASH_PREFIX) || name.startsWith(RECEIVED_PREFIX)) await rm(join(paths.builds, name), { recursive: true, force: true });
+    if (name.startsWith(TRASH_PREFIX) || name.startsWith(RECEIVED_PREFIX) || name.startsWith(PRESTART_PREFIX)) await rm(join(paths.builds, name), { recursive: true, force: true });
   }
   await mkdir(join(paths.sharedNpm, "content-v2"), { recursive: true, mode: 0o755 });
   await chmod(join(paths.sharedNpm, ".."), 0o755);

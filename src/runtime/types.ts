@@ -92,11 +92,19 @@ export interface RuntimeDriver {
    * Runs a one-off process in the same sandbox as `spec` and streams it (pipes). `timedOut` is
    * true when `io.timeoutMs` ended it; an abort of `io.signal` kills it and rejects.
    */
-  exec(spec: ContainerSpec, io: ExecIo): Promise<{ exitCode: number | null; signal: string | null; oomKilled: boolean; timedOut?: boolean }>;
+  exec(spec: ContainerSpec, io: ExecIo): Promise<ExecResult>;
   /** Memory, pids and CPU of a running container. */
   stats(id: string): Promise<ContainerStats | undefined>;
   /** Forgets an exited container: removes its cgroup and state files. */
   remove(id: string): Promise<void>;
+}
+
+/** How a one-off process ended. */
+export interface ExecResult {
+  exitCode: number | null;
+  signal: string | null;
+  oomKilled: boolean;
+  timedOut?: boolean;
 }
 
 /** Streams of a one-off process. */

@@ -24,36 +24,40 @@ mark() {
   local us="${EPOCHREALTIME//[!0-9]/}"
   printf -v "$1" '%s' "$((10#$us / 1000))"
 }
-# Seconds elapsed since a mark, e.g. "1.234s".
-elapsed() {
+# Sets variable NAME to the seconds elapsed since a mark, e.g. "1.234s" (no subshell: `$(...)`
+# forks one).
+elapsed_to() {
   local now
   mark now
-  local ms=$((now - $1))
-  printf '%d.%03ds' "$((ms / 1000))" "$((ms % 1000))"
+  local ms=$((now - $2))
+  printf -v "$1" '%d.%03ds' "$((ms / 1000))" "$((ms % 1000))"
 }
 
 # Copies the directory tree SRC into DEST (which must not exist) with hard links when SRC and
 # DEST share a mount, and a plain copy otherwise (link(2) fails with EXDEV across bind mounts).
-# Prints "linked" or "copied".
+# Sets `how` to "linked" or "copied".
 copy_tree() {
   local src="$1" dest="$2"
+  how=linked
   if [[ ! -e $dest ]] && cp -al "$src" "$dest" 2>/dev/null; then
-    printf 'linked'
+    :
   elif mkdir -p "$dest" && cp -al "$src/." "$dest/" 2>/dev/null; then
-    printf 'linked'
+    :
   else
     rm -rf "$dest"
     mkdir -p "$dest"
     cp -a "$src/." "$dest/"
-    printf 'copied'
+    how=copied
   fi
 }
 
-# Gives FILE an inode of its own, so that an in-place rewrite cannot reach a hard-linked twin.
+# Gives FILE an inode of its own, so that an in-place rewrite cannot reach a hard-linked twin:
+# sed -i writes the same bytes to a new file and renames it over FILE (one process; the mode is
+# kept, the modification time becomes now).
 detach_file() {
   local f="$1"
   [[ -f $f && ! -L $f ]] || return 0
-  cp -p "$f" "$f.quai-detach" && mv -f "$f.quai-detach" "$f"
+  sed -i -e '' "$f"
 }
 
 # Keeps the KEEP most recently used entries of DIR (by mtime) and removes the others.
