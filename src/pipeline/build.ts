@@ -178,6 +178,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         return `${s.label} ${s.verb}`;
       };
       let code: number | null;
+      if (pre?.runner.ended()) pre = undefined; // It died waiting (killed, say): a new one starts.
       if (pre) {
         // Started ahead and waiting: told to go on, now that the app and its cache are in place.
         const runner = pre.runner;
@@ -338,6 +339,8 @@ export interface RunnerStart {
   go(sourceVersion: string): void;
   /** Stops it (a gated runner that was never let go exits at once). */
   stop(reason: Error): void;
+  /** Whether it has ended already (a gated one before it was let go: not usable). */
+  ended(): boolean;
 }
 
 /** A build runner started ahead of its deployment, waiting in its sandbox for the build to claim it. */
@@ -387,7 +390,12 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
     timeoutMs: ctx.settings.buildTimeoutMs,
   });
   // Ended before it said ready (stopped, or its sandbox failed): not usable.
-  result.then(() => ready(false), () => ready(false));
+  let ended = false;
+  const end = () => {
+    ended = true;
+    ready(false);
+  };
+  result.then(end, end);
   const runner: RunnerStart = {
     result,
     sink,
@@ -396,6 +404,7 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
       gate.end();
       if (!stopper.signal.aborted) stopper.abort(reason);
     },
+    ended: () => ended,
   };
   if (!(await isReady)) {
     runner.stop(new Error("its sandbox did not start"));
