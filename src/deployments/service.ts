@@ -158,6 +158,9 @@ export class Deployments {
     if (input.gitRef !== null) assertGitRef(input.gitRef);
     let sourceKey: string | null = null;
     let receipt: Receipt | undefined;
+    // Asked beside the archive's storing: a round trip fewer on the way to the build.
+    const previous = this.ctx.db.selectFrom("deployments").select("git_ref").where("app_id", "=", app.id).where("status", "=", "success").orderBy("created_at", "desc").limit(1).executeTakeFirst();
+    previous.catch(() => undefined); // Awaited below unless the storing failed first.
     if (input.archive) {
       // Stored, and unpacked as it arrives for the build to find (both streams start together).
       receipt = await unpackOnReceipt(this.ctx, app.uid).catch((err: unknown) => {
@@ -177,17 +180,19 @@ export class Deployments {
         throw err;
       }
     }
-    const prev = await this.ctx.db.selectFrom("deployments").select("git_ref").where("app_id", "=", app.id).where("status", "=", "success").orderBy("created_at", "desc").limit(1).executeTakeFirst();
+    const prev = await previous;
     const row = await this.ctx.db
       .insertInto("deployments")
       .values({ ...(input.id && this.prestarted.has(input.id) ? { id: input.id } : {}), app_id: app.id, status: "queued", git_ref: input.gitRef, previous_git_ref: prev?.git_ref ?? null, source: input.source, source_blob: sourceKey, rollback_release_id: input.releaseId ?? null, postdeploy_hook: input.postdeploy ?? null, pusher_id: actor.id, pusher_email: actor.email, pusher_username: actor.username })
       .returningAll()
       .executeTakeFirstOrThrow();
     if (receipt) this.keepReceived(row.id, receipt.done);
-    await recordEvent(this.ctx.db, { actor, app, type: "deployment", data: { deployment_id: row.id, git_ref: input.gitRef, source: input.source } });
+    // The queue starts beside the event's recording.
+    const recorded = recordEvent(this.ctx.db, { actor, app, type: "deployment", data: { deployment_id: row.id, git_ref: input.gitRef, source: input.source } });
     this.bus.emit("new", app.id, row.id);
     this.ctx.outputs.status(row.id, "queued");
     void this.pump(app.id);
+    await recorded;
     return row;
   }
 
@@ -340,8 +345,8 @@ export class Deployments {
     const received = this.claimReceived(d.id);
     try {
       if (!app) throw new Error("the app was deleted");
-      await this.setStatus(d.id, "building", { started_at: new Date() });
-      const vars = resolveVariables(await listVariables(this.ctx.db, this.ctx.keyring, { id: app.id } as AppRecord));
+      const [, listed] = await Promise.all([this.setStatus(d.id, "building", { started_at: new Date() }), listVariables(this.ctx.db, this.ctx.keyring, { id: app.id } as AppRecord)]);
+      const vars = resolveVariables(listed);
       const env = Object.fromEntries(vars.map((v) => [v.name, v.value]));
       const actor = d.pusher_email;
       let release;
