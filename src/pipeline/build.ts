@@ -406,7 +406,11 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
     },
     ended: () => ended,
   };
-  if (!(await isReady)) {
+  // A sandbox that neither says ready nor ends (it should take tens of milliseconds) is not waited for.
+  const slow = setTimeout(() => ready(false), 10_000);
+  const isUp = await isReady;
+  clearTimeout(slow);
+  if (!isUp) {
     runner.stop(new Error("its sandbox did not start"));
     await result.catch(() => undefined);
     await rm(work, { recursive: true, force: true });
