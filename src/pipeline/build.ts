@@ -188,10 +188,8 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         if (signal.aborted) onAbort();
         try {
           runner.go(job.gitRef ?? "");
-          code = await settle(await runner.result.catch((err: unknown) => {
-            if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : err;
-            throw err;
-          }), what);
+          // Stopped by the abort, it rejects with the abort's reason.
+          code = await settle(await runner.result, what);
         } finally {
           signal.removeEventListener("abort", onAbort);
         }
@@ -285,7 +283,7 @@ async function makeBuildDirs(work: string, uid: number): Promise<void> {
 /** What the build runner mounts: the built-in buildpacks. */
 const RUNNER_MOUNT = (ctx: PipelineContext) => ({ source: ctx.paths.buildpacks, target: "/buildpacks" });
 
-/** The build runner's command; gated, it waits for a line on its stdin first (`startRunner`). */
+/** The build runner's command; gated, it waits for a line on its stdin first (`prestartRunner`). */
 const runnerCommand = (gated: boolean) => ["/quai/bin/build", ...(gated ? ["--gated"] : []), ...builtinBuildpacks.map((b) => `${b.name}:${b.title}`)];
 
 /** The sandbox of a build step: the build's box, its env directory, `buildpacks` mounted where it says. */
@@ -345,7 +343,6 @@ export interface RunnerStart {
 
 /** A build runner started ahead of its deployment, waiting in its sandbox for the build to claim it. */
 export interface PrestartedRunner {
-  deploymentId: string;
   /** Its directories (`builds/.pre-<deployment id>/`) until a build takes them. */
   work: string;
   runner: RunnerStart;
@@ -416,7 +413,7 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
     await rm(work, { recursive: true, force: true });
     return undefined;
   }
-  return { deploymentId: job.deploymentId, work, runner };
+  return { work, runner };
 }
 
 /** Exit code of the build runner when no built-in buildpack accepts the app. */

@@ -12,7 +12,7 @@ import { spawner, spawnStreaming, type HelperChild, type Spawner } from "../core
 import { detectCgroups, type CgroupLimits, type Cgroups } from "./cgroups.ts";
 import { bootId, isAlive, procStat } from "./proc.ts";
 import { assertContainerId, encodeArgs, probeHost, sandboxCommand, validateSpec, type SandboxHost } from "./sandbox.ts";
-import { containerSizes, type ContainerSize, type ContainerSpec, type ContainerState, type ContainerStats, type ExecIo, type RuntimeDriver } from "./types.ts";
+import { containerSizes, type ContainerSize, type ContainerSpec, type ContainerState, type ContainerStats, type ExecIo, type ExecResult, type RuntimeDriver } from "./types.ts";
 
 /** Options of the local driver. */
 export interface LocalRuntimeOptions {
@@ -29,14 +29,6 @@ export interface LocalRuntimeOptions {
   limits?: (size: ContainerSize) => CgroupLimits;
   /** How often containers this process did not start are checked for exit. */
   pollMs?: number;
-}
-
-/** The result of `exec`: the contract's fields, and whether `timeoutMs` ended it. */
-export interface ExecResult {
-  exitCode: number | null;
-  signal: string | null;
-  oomKilled: boolean;
-  timedOut: boolean;
 }
 
 /** What state.json holds. */
