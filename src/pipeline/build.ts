@@ -379,7 +379,10 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
     ready(line === "ready");
     if (rest) sink.out(rest);
   };
-  const result = ctx.runtime.exec(buildSpec(ctx, job, work, RUNNER_MOUNT(ctx), runnerCommand(true), "build"), {
+  // Its box is empty until the build fills it (/app, a link into it, leads nowhere yet): it
+  // starts in the box itself, and the runner goes to /app once let go.
+  const spec = { ...buildSpec(ctx, job, work, RUNNER_MOUNT(ctx), runnerCommand(true), "build"), cwd: BUILD_BOX.appMount };
+  const result = ctx.runtime.exec(spec, {
     stdin: gate,
     onStdout,
     onStderr: (b) => sink.out(b.toString("utf8")),

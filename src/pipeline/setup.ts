@@ -48,6 +48,7 @@ if [ "\${1:-}" = --gated ]; then
   echo ready
   IFS= read -r SOURCE_VERSION || exit 125
   export SOURCE_VERSION
+  cd /app || exit 1
 fi
 quai_step=/quai/build/.quai-step
 # The built-ins' bin/detect and bin/release are short bash scripts: sourced in a subshell (a
