@@ -230,6 +230,8 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     out(`-----> Discovering process types\n       Procfile declares types -> ${runnableTypes(types).join(", ")}${types.postdeploy ? " (and a postdeploy hook)" : ""}\n`);
 
     out("-----> Compressing the slug\n");
+    // The release's containers start in a few tens of milliseconds: the runtime readies itself.
+    ctx.runtime.warm?.();
     // The build tree becomes the unpacked slug as it is, renamed (see slug.ts): containers mount
     // it read-only under a layer of their own, so nothing is copied between built and running.
     await mkdir(ctx.paths.slugs, { recursive: true, mode: 0o711 });

@@ -35,6 +35,8 @@ export async function formationFor(ctx: PipelineContext, appId: string, release:
  * old ones keep serving; the error says which outcome it was.
  */
 export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, out: (text: string) => void, opts: { postdeploy?: string; signal?: AbortSignal } = {}): Promise<void> {
+  // Containers start once the formation is read and their rows made: the runtime readies itself meanwhile.
+  ctx.runtime.warm?.();
   const [formation, old, settings] = await Promise.all([
     formationFor(ctx, app.id, release),
     ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute(),

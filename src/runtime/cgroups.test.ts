@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CgroupsV1, CgroupsV2, detectCgroups, parseCgroupMounts, sharesToWeight } from "./cgroups.ts";
+import { CgroupsV1, CgroupsV2, detectCgroups, ownProcsFile, parseCgroupMounts, sharesToWeight, warmMoves } from "./cgroups.ts";
 
 const limits = { memoryBytes: 256 * 1024 * 1024, pids: 256, cpuShares: 256 };
 
@@ -128,5 +128,39 @@ describe("detectCgroups", () => {
 
   it("refuses a host where memory cannot be limited", () => {
     assert.throws(() => detectCgroups(unified, () => "cpu io\n"), /no usable cgroup/);
+  });
+});
+
+describe("readying moves between groups", () => {
+  const self = "12:pids:/system.slice/quai.service\n4:memory:/process_api/2805\n1:name=systemd:/\n0::/user.slice/quai\n";
+
+  it("finds the cgroup.procs of this process's own group, per hierarchy", () => {
+    assert.equal(ownProcsFile("/sys/fs/cgroup/pids", "pids", self), "/sys/fs/cgroup/pids/system.slice/quai.service/cgroup.procs");
+    assert.equal(ownProcsFile("/sys/fs/cgroup", "", self), "/sys/fs/cgroup/user.slice/quai/cgroup.procs");
+    assert.equal(ownProcsFile("/sys/fs/cgroup/cpu", "cpu", self), undefined, "no line for it");
+    assert.equal(ownProcsFile("/sys/fs/cgroup/pids", "pids", "12:pids:/../escape\n"), undefined);
+  });
+
+  it("writes this process's pid into its own group's file while called, then stops", async () => {
+    const file = join(root, "warm-procs");
+    await writeFile(file, "");
+    const writes: string[] = [];
+    const warm = warmMoves(() => file);
+    const watcher = setInterval(() => void readFile(file, "utf8").then((t) => t && writes.push(t)), 1);
+    const first = warm();
+    assert.equal(warm(), first, "a warm-up under way is shared");
+    await first;
+    clearInterval(watcher);
+    assert.ok(writes.length > 0);
+    assert.ok(writes.every((w) => w === String(process.pid)));
+    await writeFile(file, "");
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(await readFile(file, "utf8"), "", "nothing more once it ended");
+  });
+
+  it("leaves this process in the groups it was in", { skip: process.getuid?.() !== 0 && "needs root (the host's cgroups)" }, async () => {
+    const before = await readFile("/proc/self/cgroup", "utf8");
+    await detectCgroups().warm();
+    assert.equal(await readFile("/proc/self/cgroup", "utf8"), before);
   });
 });

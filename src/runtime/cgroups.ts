@@ -43,6 +43,60 @@ export interface Cgroups {
   killAll(id: string): Promise<void>;
   /** Removes the group (killing what is left in it); no error if it is already gone. */
   remove(id: string): Promise<void>;
+  /**
+   * Readies the kernel for a process joining a group within milliseconds (see `warmMoves`);
+   * moves nothing. Resolves when done; never rejects.
+   */
+  warm(): Promise<void>;
+}
+
+/**
+ * The first process to change groups after a pause waits for the kernel: every move takes one
+ * global lock, whose first taker after a pause waits for a read-copy-update grace period (5–15 ms
+ * measured here, holding the mutex that creating a group needs too), while a move within a grace
+ * period of the last one is quick (~0.2 ms). A sandbox joins its groups as its first step, on the
+ * path of every container start. Writing the control plane's own pid into the group it is already
+ * in takes that lock and moves nothing; repeated every few milliseconds, it keeps the lock quick.
+ * The returned function keeps it so for `WARM_MS` from its last call: called a few tens of
+ * milliseconds ahead of a start (a build packing its slug), the wait falls there, and the start's
+ * own moves are quick. A worker thread waits, never the event loop. `procsFile` is that group's
+ * `cgroup.procs`, from /proc/self/cgroup; nothing is done when it cannot be found.
+ */
+export function warmMoves(procsFile: () => string | undefined): () => Promise<void> {
+  let until = 0;
+  let running: Promise<void> | undefined;
+  return () => {
+    until = performance.now() + WARM_MS;
+    return (running ??= (async () => {
+      const file = procsFile();
+      if (file === undefined) return;
+      while (performance.now() < until) {
+        await writeFile(file, String(process.pid)).catch(() => undefined);
+        await sleep(WARM_EVERY_MS);
+      }
+    })().finally(() => (running = undefined)));
+  };
+}
+
+/** How long `warmMoves` keeps moves quick after its last call, and how often it moves nothing then. */
+const WARM_MS = 40;
+const WARM_EVERY_MS = 4;
+
+/**
+ * The `cgroup.procs` of the group this process is in, in the hierarchy mounted at `mount`:
+ * `controller` names a v1 hierarchy, "" the v2 one. Undefined when /proc/self/cgroup lacks it.
+ */
+export function ownProcsFile(mount: string, controller: string, selfCgroup: string = readFileSync("/proc/self/cgroup", "utf8")): string | undefined {
+  for (const line of selfCgroup.split("\n")) {
+    const [, controllers, path] = /^\d+:([^:]*):(\/.*)$/.exec(line) ?? [];
+    if (controllers === undefined || path === undefined) continue;
+    if (controller === "" ? controllers === "" : controllers.split(",").includes(controller)) {
+      // The path is relative to the cgroup namespace's root, which is what the mount shows.
+      if (path.split("/").includes("..")) return undefined;
+      return join(mount, path, "cgroup.procs");
+    }
+  }
+  return undefined;
 }
 
 /** Name of the parent group every container group lives under. */
@@ -133,6 +187,9 @@ export class CgroupsV1 implements Cgroups {
   constructor(mounts: V1Mounts) {
     this.mounts = mounts;
   }
+
+  // The pids hierarchy: the lightest to take part in a move.
+  readonly warm = warmMoves(() => ownProcsFile(this.mounts.pids, "pids"));
 
   private dir(controller: keyof V1Mounts, id: string): string | undefined {
     const root = this.mounts[controller];
@@ -226,11 +283,16 @@ export function sharesToWeight(shares: number): number {
 export class CgroupsV2 implements Cgroups {
   readonly version = 2 as const;
   private readonly root: string;
+  /** The cgroup2 mount, which /proc/self/cgroup's paths start from. */
+  private readonly mount: string;
 
   /** `root` is the cgroup2 mount (or a delegated subtree) under which `quai/` is created. */
-  constructor(root: string) {
+  constructor(root: string, mount: string = root) {
     this.root = root;
+    this.mount = mount;
   }
+
+  readonly warm = warmMoves(() => ownProcsFile(this.mount, ""));
 
   private dir(id: string): string {
     return join(this.root, PARENT, id);

@@ -97,6 +97,11 @@ export interface RuntimeDriver {
   stats(id: string): Promise<ContainerStats | undefined>;
   /** Forgets an exited container: removes its cgroup and state files. */
   remove(id: string): Promise<void>;
+  /**
+   * A hint that a start or exec follows within milliseconds: the driver may ready what that
+   * start waits on. Never fails; a driver may do nothing.
+   */
+  warm?(): void;
 }
 
 /** How a one-off process ended. */
