@@ -303,8 +303,6 @@ export class LocalRuntime implements RuntimeDriver {
 
   async start(spec: ContainerSpec): Promise<ContainerState> {
     validateSpec(spec);
-    // The sandbox joins its groups as its first step: the kernel is readied meanwhile.
-    this.warm();
     const previous = await this.entry(spec.id);
     if (previous && (await this.refresh(previous)).status === "running") throw new Error(`container ${spec.id} is already running`);
     if (!statSync(spec.appDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`container ${spec.id}: appDir ${spec.appDir} is not a directory`);
@@ -489,7 +487,6 @@ export class LocalRuntime implements RuntimeDriver {
     if (io.tty && !existsSync(this.python)) throw new Error(`a tty needs ${this.python} on the host (bound into the sandbox with /usr)`);
     // Its own group: its OOM count and its kill are its own, even beside a running container.
     const group = `${spec.id}.exec-${randomBytes(4).toString("hex")}`;
-    this.warm();
     await this.cgroups.create(group, this.limits(spec.size));
     const command = io.tty ? [this.python, "-c", PTY_WRAPPER, ...spec.command] : spec.command;
     const { argv, bwrapArgs } = sandboxCommand(spec, this.host, { procsFiles: this.cgroups.procsFiles(group), argsFd: 3, dieWithParent: true, command });
