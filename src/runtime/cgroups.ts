@@ -68,7 +68,12 @@ export function warmMoves(procsFile: () => string | undefined): () => Promise<vo
   return () => {
     until = performance.now() + WARM_MS;
     return (running ??= (async () => {
-      const file = procsFile();
+      let file: string | undefined;
+      try {
+        file = procsFile();
+      } catch {
+        return; // No /proc/self/cgroup to read: nothing to warm.
+      }
       if (file === undefined) return;
       while (performance.now() < until) {
         await writeFile(file, String(process.pid)).catch(() => undefined);
