@@ -98,12 +98,30 @@ describe("git push deploys", () => {
       "package.json": JSON.stringify({ name: "sv", version: "1.0.0", private: true, scripts: { build: "echo built from $SOURCE_VERSION", start: "node server.js" } }),
       "server.js": 'require("node:http").createServer((_q, r) => r.end("sv")).listen(process.env.PORT);\n',
     });
-    const push = await p.push("node-sv", node);
+    // The runner's directory, named by the deployment's id, exists while the push is received.
+    const builds = join(p.home, "runtime", "builds");
+    const seen = new Set<string>();
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        for (const n of await readdir(builds).catch(() => [])) if (n.startsWith(".pre-")) seen.add(n.slice(".pre-".length));
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    const logBefore = p.server.log.length;
+    const push = await p.push("node-sv", node).finally(() => (watching = false));
+    await watcher;
     assert.equal(push.code, 0, push.stderr);
     const sha = (await run("git", ["-C", node, "rev-parse", "HEAD"])).stdout.trim();
     assert.match(push.stderr, new RegExp(`built from ${sha}`));
     assert.equal((await p.get("node-sv")).body, "sv");
-    assert.deepEqual((await readdir(join(p.home, "runtime", "builds"))).filter((n) => n.startsWith(".pre-")), []);
+    assert.deepEqual((await readdir(builds)).filter((n) => n.startsWith(".pre-")), []);
+    // ...and that runner is the one that built: the deployment has its id, and no build had to
+    // start another (which the server's log says).
+    const [deployment] = await json<{ id: string }[]>(["--app", "node-sv", "deployments"]);
+    assert.ok(deployment && seen.has(deployment.id), `the deployment ${deployment?.id} is the one whose runner started during the push (seen: ${[...seen].join(", ") || "none"})`);
+    const said = p.server.log.slice(logBefore).join("\n");
+    assert.doesNotMatch(said, /runner started ahead/);
   });
 
   it("redeploys with no failed request under constant load", async () => {

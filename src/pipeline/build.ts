@@ -178,7 +178,12 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         return `${s.label} ${s.verb}`;
       };
       let code: number | null;
-      if (pre?.runner.ended()) pre = undefined; // It died waiting (killed, say): a new one starts.
+      if (pre?.runner.ended()) {
+        // It died waiting (killed, say): a new one starts. Said in the server's log: a push's
+        // build then pays a sandbox start that the runner started ahead was there to save.
+        ctx.log(`builds: the build runner started ahead for deployment ${job.deploymentId} had ended; starting another`);
+        pre = undefined;
+      }
       if (pre) {
         // Started ahead and waiting: told to go on, now that the app and its cache are in place.
         const runner = pre.runner;
@@ -364,7 +369,13 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
   await makeBuildDirs(work, job.app.uid);
   const gate = new PassThrough();
   const stopper = new AbortController();
-  const sink = { out: (_text: string): void => undefined };
+  // Until a build claims it, what it prints is kept (a little), for the log if it fails to start.
+  let early = "";
+  const sink = {
+    out: (text: string): void => {
+      if (early.length < 1000) early += text;
+    },
+  };
   // The gated runner says "ready" on stdout once its sandbox is up (bubblewrap has bound the
   // directories by path by then: they may be renamed from that moment on), then nothing more
   // until it is let go.
@@ -413,6 +424,7 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
   const isUp = await isReady;
   clearTimeout(slow);
   if (!isUp) {
+    ctx.log(`builds: the build runner started ahead for deployment ${job.deploymentId} did not start${early.trim() ? `: ${early.trim().slice(0, 300)}` : ""}; its build will start one`);
     runner.stop(new Error("its sandbox did not start"));
     await result.catch(() => undefined);
     await rm(work, { recursive: true, force: true });
