@@ -147,8 +147,7 @@ export class Deployments {
     this.prestarted.delete(id);
     void started.then(async (pre) => {
       if (!pre) return;
-      pre.runner.stop(new Error("no build took it"));
-      await pre.runner.result.catch(() => undefined);
+      await pre.runner.stop(new Error("no build took it"));
       await rm(pre.work, { recursive: true, force: true });
     });
   }

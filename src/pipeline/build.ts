@@ -87,13 +87,14 @@ export function parseBuildpackRef(line: string, where: string): { builtin: strin
 /** Runs the whole build; throws `BuildError` (or an abort) on failure. */
 export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text: string) => void, signal: AbortSignal): Promise<BuildResult> {
   const deadline = Date.now() + ctx.settings.buildTimeoutMs;
-  const { work, box, envDir } = buildDirs(ctx, job.deploymentId);
+  const work = join(ctx.paths.builds, job.deploymentId);
+  const { box, envDir } = buildDirs(work);
   const uid = job.app.uid;
   // A runner started ahead brings its directories: renamed to this build's (its sandbox holds
   // them by inode, so it sees the same ones). Otherwise they are made now.
   let pre = await job.prestarted?.catch(() => undefined);
   if (pre && !(await rename(pre.work, work).then(() => true, () => false))) {
-    pre.runner.stop(new Error("its directory could not be taken over"));
+    void pre.runner.stop(new Error("its directory could not be taken over"));
     pre = undefined;
   }
   if (!pre) await makeBuildDirs(work, uid);
@@ -158,10 +159,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
       inSandbox({ source: bp.dir, target: "/buildpack" }, [`/buildpack/bin/${step}`, ...args], step, onOut, async () => `${bp.label} ${step}`);
 
     const chosen = await chooseBuildpacks(ctx, appDir, job.env, work, uid, out);
-    if (chosen && pre) {
-      pre.runner.stop(new Error("the app names its buildpacks"));
-      await pre.runner.result.catch(() => undefined);
-    }
+    if (chosen) await pre?.runner.stop(new Error("the app names its buildpacks"));
     let types: ProcessTypes = {};
     if (!chosen) {
       // Detection over the built-ins, then the chosen one's compile and release, in one sandbox
@@ -188,7 +186,7 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         // Started ahead and waiting: told to go on, now that the app and its cache are in place.
         const runner = pre.runner;
         runner.sink.out = out;
-        const onAbort = () => runner.stop(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+        const onAbort = () => void runner.stop(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
         signal.addEventListener("abort", onAbort, { once: true });
         if (signal.aborted) onAbort();
         try {
@@ -261,16 +259,14 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
     return { slugKey: key, slugSize: size, slugDir, processTypes: types };
   } finally {
     // A runner started ahead that a failure left waiting goes too (a no-op once it has ended).
-    pre?.runner.stop(new Error("the build ended"));
-    await pre?.runner.result.catch(() => undefined);
+    await pre?.runner.stop(new Error("the build ended"));
     await cleanUpBuild(ctx, job.deploymentId, job.app.id);
   }
 }
 
-/** A build's directories: `builds/<deployment id>/` with the box (/quai/build: app and cache) and env. */
-function buildDirs(ctx: PipelineContext, deploymentId: string): { work: string; box: string; envDir: string } {
-  const work = join(ctx.paths.builds, deploymentId);
-  return { work, box: join(work, "box"), envDir: join(work, "env") };
+/** What a build's directory (`builds/<deployment id>/`) holds: the box (/quai/build: app and cache) and env. */
+function buildDirs(work: string): { box: string; envDir: string } {
+  return { box: join(work, "box"), envDir: join(work, "env") };
 }
 
 /**
@@ -280,11 +276,12 @@ function buildDirs(ctx: PipelineContext, deploymentId: string): { work: string; 
  * reuse) then work.
  */
 async function makeBuildDirs(work: string, uid: number): Promise<void> {
+  const { box, envDir } = buildDirs(work);
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true, mode: 0o711 });
-  await mkdir(join(work, "box"), { mode: 0o700 });
-  await chown(join(work, "box"), uid, uid);
-  await mkdir(join(work, "env"), { mode: 0o700 });
+  await mkdir(box, { mode: 0o700 });
+  await chown(box, uid, uid);
+  await mkdir(envDir, { mode: 0o700 });
 }
 
 /** What the build runner mounts: the built-in buildpacks. */
@@ -296,16 +293,17 @@ const runnerCommand = (gated: boolean) => ["/quai/bin/build", ...(gated ? ["--ga
 /** The sandbox of a build step: the build's box, its env directory, `buildpacks` mounted where it says. */
 function buildSpec(ctx: PipelineContext, job: { deploymentId: string; app: { name: string; uid: number }; gitRef: string | null }, work: string, buildpacks: { source: string; target: string }, command: string[], id: string): ContainerSpec {
   const uid = job.app.uid;
+  const { box, envDir } = buildDirs(work);
   return {
     id: `build-${job.deploymentId.slice(0, 8)}-${id}`,
     app: job.app.name,
     uid,
     gid: uid,
-    appDir: join(work, "box"),
+    appDir: box,
     ...BUILD_BOX,
     symlinks: [...BUILD_BOX.symlinks],
     binds: [
-      { source: join(work, "env"), target: "/env", writable: false },
+      { source: envDir, target: "/env", writable: false },
       { ...buildpacks, writable: false },
       { source: ctx.paths.bin, target: "/quai/bin", writable: false },
       { source: ctx.paths.runtimes, target: "/quai/runtimes", writable: false },
@@ -342,8 +340,8 @@ export interface RunnerStart {
   sink: { out: (text: string) => void };
   /** Lets a gated runner go on, with its SOURCE_VERSION (unknown when it started). */
   go(sourceVersion: string): void;
-  /** Stops it (a gated runner that was never let go exits at once). */
-  stop(reason: Error): void;
+  /** Stops it (a gated runner that was never let go exits at once); resolves once it has ended. */
+  stop(reason: Error): Promise<void>;
   /** Whether it has ended already (a gated one before it was let go: not usable). */
   ended(): boolean;
 }
@@ -413,9 +411,10 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
     result,
     sink,
     go: (sourceVersion) => void gate.end(`${sourceVersion.replace(/\s/g, "")}\n`),
-    stop: (reason) => {
+    stop: async (reason) => {
       gate.end();
       if (!stopper.signal.aborted) stopper.abort(reason);
+      await result.catch(() => undefined);
     },
     ended: () => ended,
   };
@@ -425,8 +424,7 @@ export async function prestartRunner(ctx: PipelineContext, job: { deploymentId: 
   clearTimeout(slow);
   if (!isUp) {
     ctx.log(`builds: the build runner started ahead for deployment ${job.deploymentId} did not start${early.trim() ? `: ${early.trim().slice(0, 300)}` : ""}; its build will start one`);
-    runner.stop(new Error("its sandbox did not start"));
-    await result.catch(() => undefined);
+    await runner.stop(new Error("its sandbox did not start"));
     await rm(work, { recursive: true, force: true });
     return undefined;
   }

@@ -288,16 +288,14 @@ export function sharesToWeight(shares: number): number {
 export class CgroupsV2 implements Cgroups {
   readonly version = 2 as const;
   private readonly root: string;
-  /** The cgroup2 mount, which /proc/self/cgroup's paths start from. */
-  private readonly mount: string;
 
   /** `root` is the cgroup2 mount (or a delegated subtree) under which `quai/` is created. */
-  constructor(root: string, mount: string = root) {
+  constructor(root: string) {
     this.root = root;
-    this.mount = mount;
   }
 
-  readonly warm = warmMoves(() => ownProcsFile(this.mount, ""));
+  // /proc/self/cgroup's paths start from the cgroup2 mount, which `root` is when detected.
+  readonly warm = warmMoves(() => ownProcsFile(this.root, ""));
 
   private dir(id: string): string {
     return join(this.root, PARENT, id);
