@@ -8,9 +8,24 @@ import http from "node:http";
 import { join } from "node:path";
 import { freePort } from "../src/core/net.ts";
 
-/** Starts the backend; `close` ends its connections and stops it. */
-export async function startBenchBackend(body: string): Promise<{ server: http.Server; port: number; close(): void }> {
-  const server = http.createServer((_req, res) => {
+/** The bench backend. */
+export interface BenchBackend {
+  server: http.Server;
+  port: number;
+  /** Resolves to the headers of the next request it serves (headers are not read otherwise). */
+  nextHeaders(): Promise<http.IncomingHttpHeaders>;
+  /** Ends its connections and stops it. */
+  close(): void;
+}
+
+/** Starts the backend. */
+export async function startBenchBackend(body: string): Promise<BenchBackend> {
+  let waiting: ((h: http.IncomingHttpHeaders) => void) | undefined;
+  const server = http.createServer((req, res) => {
+    if (waiting) {
+      waiting(req.headers);
+      waiting = undefined;
+    }
     res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
     res.end(body);
   });
@@ -20,6 +35,7 @@ export async function startBenchBackend(body: string): Promise<{ server: http.Se
   return {
     server,
     port: (server.address() as { port: number }).port,
+    nextHeaders: () => new Promise((resolve) => (waiting = resolve)),
     close() {
       server.closeAllConnections();
       server.close();

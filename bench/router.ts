@@ -24,9 +24,11 @@ export interface RouterBenchOptions {
   /** Concurrent keep-alive clients (default 10). */
   concurrency?: number;
   /**
-   * Interleaved rounds (default 10). Short runs, many rounds: on a shared 2-CPU machine the noise
-   * between runs is larger than the difference measured, so ratios are taken within each round
-   * (variants run back to back) and the median of those ratios is reported.
+   * Interleaved rounds (default 16). On a shared 2-CPU machine the noise between runs is larger
+   * than the difference measured, so ratios are taken within each round (variants run back to
+   * back) and the median of those ratios is reported, with their interquartile range. Runs stay
+   * long (about 0.7 s): short ones (1,000 requests) pull every ratio towards 1, as the load
+   * generator's own start weighs more (ADR 0022).
    */
   rounds?: number;
   /** nginx binary (default /usr/sbin/nginx). */
@@ -55,6 +57,8 @@ export interface RouterBenchResult {
 }
 
 const TARGET = 0.95;
+/** Request headers the router must set (lower case, as node:http gives them). */
+const REQUIRED_HEADERS = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"];
 const WORKERS = 2;
 
 function percentile(sorted: number[], p: number): number {
@@ -75,16 +79,17 @@ function summarise(r: LoadResult): { rps: number; p50: number; p99: number } {
 /**
  * The comparison point: what an operator would write by hand for one app. With `headers`, it also
  * sets the request headers the router is required to set (a request id, X-Forwarded-*): the
- * bare proxy measures those requirements as much as the router.
+ * bare proxy measures those requirements as much as the router. They sit in the location, beside
+ * `Connection ""`: a location with any proxy_set_header of its own inherits none from `http`.
  */
 function handWrittenConf(dir: string, port: number, backendPort: number, headers: boolean): string {
   const required = headers
     ? `
-  proxy_set_header Host $host;
-  proxy_set_header X-Request-ID $request_id;
-  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Proto $scheme;
-  proxy_set_header X-Forwarded-Port $server_port;`
+      proxy_set_header Host $host;
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Port $server_port;`
     : "";
   return `worker_processes ${WORKERS};
 pid "${dir}/nginx.pid";
@@ -99,7 +104,7 @@ http {
   uwsgi_temp_path "${dir}/uwsgi";
   scgi_temp_path "${dir}/scgi";
   log_format bench '$time_iso8601 request_id=$request_id client=$remote_addr method=$request_method path="$request_uri" host=$host status=$status bytes=$body_bytes_sent duration=$request_time upstream="$upstream_addr" upstream_duration="$upstream_response_time"';
-  access_log "${dir}/access.log" bench;${required}
+  access_log "${dir}/access.log" bench;
   upstream backend {
     server 127.0.0.1:${backendPort};
     keepalive 16;
@@ -109,7 +114,7 @@ http {
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection "";${required}
     }
   }
 }
@@ -131,7 +136,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
   const requests = opts.requests ?? 4_000;
   const warmup = opts.warmup ?? 400;
   const concurrency = opts.concurrency ?? 10;
-  const rounds = opts.rounds ?? 10;
+  const rounds = opts.rounds ?? 16;
   const nginx = opts.nginx ?? "/usr/sbin/nginx";
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
 
@@ -167,16 +172,28 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       "hand-nginx-headers": `http://127.0.0.1:${handHeaders.port}`,
     };
     const names = Object.keys(origins) as RouterBenchRow["name"][];
+    // Each proxy must send what its name says, or the comparison means nothing.
+    for (const name of names) {
+      const headers = backend.nextHeaders();
+      const u = new URL(origins[name]);
+      if (!(await answers200((cb) => http.get({ host: u.hostname, port: u.port, path: "/", agent: false }, cb)))) throw new Error(`bench router: ${name} does not answer 200`);
+      const got = await headers;
+      const sent = REQUIRED_HEADERS.filter((h) => got[h] !== undefined);
+      const want = name === "quai-nginx" || name === "hand-nginx-headers" ? REQUIRED_HEADERS : [];
+      if (sent.join() !== want.join()) throw new Error(`bench router: ${name} sent ${sent.join(", ") || "none"} of the required headers; it must send ${want.join(", ") || "none"}`);
+    }
     const samples = new Map(names.map((n) => [n, [] as { rps: number; p50: number; p99: number }[]]));
     for (let round = 0; round < rounds; round++) {
       // Rotate the order each round so no variant always runs first (or on a warmer machine).
       const order = names.map((_, i) => names[(i + round) % names.length] as RouterBenchRow["name"]);
+      const line: string[] = [];
       for (const name of order) {
         const r = await runLoadInWorker({ origin: origins[name], scenario: { kind: "get", path: "/" }, warmup, requests, concurrency });
         const s = summarise(r);
         samples.get(name)?.push(s);
-        log(`bench router: round ${round + 1}/${rounds} ${name}: ${s.rps.toFixed(0)} req/s, p99 ${s.p99.toFixed(2)} ms`);
+        line.push(`${name} ${s.rps.toFixed(0)}`);
       }
+      log(`bench router: round ${round + 1}/${rounds}, req/s: ${line.join(", ")}`);
     }
     const rows: RouterBenchRow[] = names.map((name) => {
       const ss = samples.get(name) ?? [];
@@ -190,11 +207,15 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
     }
 
     // Paired: the ratio within each round, then the median over rounds.
-    const paired = (a: RouterBenchRow["name"], b: RouterBenchRow["name"], field: "rps" | "p99") => {
+    const perRound = (a: RouterBenchRow["name"], b: RouterBenchRow["name"], field: "rps" | "p99") => {
       const sa = samples.get(a) ?? [];
       const sb = samples.get(b) ?? [];
-      return median(sa.map((s, i) => s[field] / (sb[i]?.[field] ?? NaN)));
+      return sa.map((s, i) => s[field] / (sb[i]?.[field] ?? NaN));
     };
+    const paired = (a: RouterBenchRow["name"], b: RouterBenchRow["name"], field: "rps" | "p99") => median(perRound(a, b, field));
+    // How far single rounds stray: the interquartile range of Quai ÷ bare.
+    const bareRounds = perRound("quai-nginx", "hand-nginx", "rps").sort((a, b) => a - b);
+    const spread = [percentile(bareRounds, 0.25), percentile(bareRounds, 0.75)];
     const ratios = {
       quaiVsDirect: paired("quai-nginx", "direct", "rps"),
       handVsDirect: paired("hand-nginx", "direct", "rps"),
@@ -215,7 +236,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       ),
     );
     console.log(
-      `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}).` +
+      `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}); single rounds' middle half: ${spread.map((r) => r?.toFixed(2)).join("–")}x.` +
         `\nQuai ÷ hand-written proxy setting the same required request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99.` +
         `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
     );

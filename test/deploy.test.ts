@@ -11,6 +11,7 @@ import { QUAI_BIN } from "../src/testing/cli.ts";
 import { run } from "../src/core/run.ts";
 import { clientFromToken } from "scalingo";
 import { commitAll, gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+import { scratchDir } from "../src/testing/scratch.ts";
 
 let p: TestPlatform;
 
@@ -212,7 +213,8 @@ describe("git push deploys", () => {
     assert.match(failing.stderr, /oops/);
     const withInput = await p.quai(["--app", "web-app", "run", "--env", "X=42", "sh", "-c", "read line; echo \"$X:$line\""], "hello\n");
     assert.equal(withInput.stdout.trim(), "42:hello");
-    const upload = join(dir, "..", `dump-${Date.now()}.sql`);
+    // Outside the app's work tree, in a scratch directory the run removes.
+    const upload = join(await scratchDir("quai-upload-"), "dump.sql");
     await writeFile(upload, "INSERT INTO t VALUES (1);\n");
     const withFile = await p.quai(["--app", "web-app", "run", "--file", upload, "sh", "-c", "cat /tmp/uploads/*.sql"]);
     assert.equal(withFile.code, 0, withFile.stderr);
