@@ -27,8 +27,8 @@ export interface RouterBenchOptions {
    * Interleaved rounds (default 16). On a shared 2-CPU machine the noise between runs is larger
    * than the difference measured, so ratios are taken within each round (variants run back to
    * back) and the median of those ratios is reported, with their interquartile range. Runs stay
-   * long (about 0.7 s): short ones (1,000 requests) pull every ratio towards 1, as the load
-   * generator's own start weighs more (ADR 0022).
+   * long (about 0.7 s): in short ones (1,000 requests) the load generator, fresh in each run, has
+   * not reached its steady speed and pulls every ratio towards 1 (ADR 0022).
    */
   rounds?: number;
   /** nginx binary (default /usr/sbin/nginx). */
@@ -82,7 +82,7 @@ function summarise(r: LoadResult): { rps: number; p50: number; p99: number } {
  * bare proxy measures those requirements as much as the router. They sit in the location, beside
  * `Connection ""`: a location with any proxy_set_header of its own inherits none from `http`.
  */
-function handWrittenConf(dir: string, port: number, backendPort: number, headers: boolean): string {
+export function handWrittenConf(dir: string, port: number, backendPort: number, headers: boolean): string {
   const required = headers
     ? `
       proxy_set_header Host $host;

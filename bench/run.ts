@@ -1,7 +1,7 @@
 // `npm run bench`: API latency under load (on a durable embedded PostgreSQL holding 1,000 apps),
 // then the deploy pipeline (bench/deploy.ts). Each benchmark prints its figures against a baseline
 // measured in the same run and the target. `node bench/run.ts deploy sandbox` runs only those named
-// (api, deploy, redeploy-load, router, tls, sandbox, addons, addon-backups, review-apps).
+// (api, deploy, redeploy-load, router, router-cost, tls, sandbox, addons, addon-backups, review-apps).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir, cpus } from "node:os";
 import { join } from "node:path";
@@ -17,6 +17,7 @@ import { benchDeployTimes, benchRedeployLoad, benchRouterThroughput, benchSandbo
 import { benchAddonProvisioning, benchPostgresBackups } from "./addons.ts";
 import { benchTls } from "./tls.ts";
 import { benchReviewApps } from "./review-apps.ts";
+import { benchRouterCost } from "./router-cost.ts";
 
 const APPS = 1000;
 const CONCURRENCY = 10;
@@ -160,6 +161,7 @@ const benchmarks: { name: string; run: () => Promise<unknown> }[] = [
   { name: "deploy", run: () => benchDeployTimes() },
   { name: "redeploy-load", run: () => benchRedeployLoad() },
   { name: "router", run: () => benchRouterThroughput() },
+  { name: "router-cost", run: () => benchRouterCost() },
   { name: "tls", run: () => benchTls() },
   { name: "sandbox", run: () => benchSandbox() },
   { name: "addons", run: () => benchAddonProvisioning() },

@@ -14,6 +14,8 @@ packages=(postgresql git openssh-client util-linux ca-certificates curl zstd bub
   python3 python3-venv python3-pip python3-gunicorn
   mariadb-server mariadb-client redis-server redis-tools
   pebble openssl)
+# `--bench` (npm run bench): valgrind too, for the router's instruction counts (bench/router-cost.ts).
+if [ "${1:-}" = "--bench" ]; then packages+=(valgrind); fi
 missing=()
 for p in "${packages[@]}"; do
   if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]; then missing+=("$p"); fi
