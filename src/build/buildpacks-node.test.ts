@@ -70,9 +70,12 @@ async function build(fixture: string, buildpack: string, opts: { cache?: string;
   await mkdir(cache, { recursive: true });
   for (const [name, value] of Object.entries(opts.env ?? {})) await writeFile(join(envDir, name), value);
   if (opts.edit) await opts.edit(app);
-  // What the sandbox gives a buildpack: a plain PATH, HOME = the app; plus where the platform
+  // What the sandbox gives a buildpack: a plain PATH, HOME = the app, a /tmp of its own (here one
+  // under `work`: yarn 1 leaves its script shims in the temp directory); plus where the platform
   // keeps its Node.js runtimes (/quai/runtimes in the sandbox).
-  const env = { PATH: SYSTEM_PATH, HOME: app, QUAI_RUNTIMES_DIR: runtimes };
+  const tmp = join(dir, "tmp");
+  await mkdir(tmp);
+  const env = { PATH: SYSTEM_PATH, HOME: app, TMPDIR: tmp, QUAI_RUNTIMES_DIR: runtimes };
   const bin = join(buildpacks, buildpack, "bin");
   const detect = await run(join(bin, "detect"), [app], { env, cwd: app });
   const t0 = performance.now();
