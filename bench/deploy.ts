@@ -1,10 +1,10 @@
 // Deploy pipeline benchmarks, each against a floor measured in the same run: push → built and
 // push → live of the Express fixture (new app, code-only redeploy) against the same steps done
-// by hand, failed requests during redeploys under load, router throughput (bench/router.ts), and
-// the sandbox's start cost and memory per idle container.
+// by hand, failed requests during redeploys under load, and the sandbox's start cost and memory
+// per idle container. Router throughput, the fourth of the issue's figures, is bench/router.ts.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, statSync, watch } from "node:fs";
+import { chownSync, closeSync, mkdirSync, openSync, statSync, watch } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -590,25 +590,7 @@ export async function benchRedeployLoad(opts: { redeploys?: number; clients?: nu
   }
 }
 
-// --- 4: router throughput ------------------------------------------------------------------------------
-
-/** Runs `benchRouter()` from bench/router.ts when that module exists and exports it. */
-export async function benchRouterThroughput(): Promise<unknown> {
-  const file = fileURLToPath(new URL("./router.ts", import.meta.url));
-  if (!existsSync(file)) {
-    console.log("\nRouter throughput: skipped (bench/router.ts does not exist yet).");
-    return undefined;
-  }
-  // Loaded by path at run time: this module must not fail to load while router.ts is missing.
-  const mod = (await import(new URL("./router.ts", import.meta.url).href)) as { benchRouter?: unknown };
-  if (typeof mod.benchRouter !== "function") {
-    console.log("\nRouter throughput: skipped (bench/router.ts does not export benchRouter()).");
-    return undefined;
-  }
-  return (mod.benchRouter as () => Promise<unknown>)();
-}
-
-// --- 5: sandbox start cost and memory per idle container ----------------------------------------------
+// --- 4: sandbox start cost and memory per idle container ----------------------------------------------
 
 /** Figures of `benchSandbox` (ms and bytes). */
 export interface SandboxResult {

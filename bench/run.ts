@@ -13,7 +13,8 @@ import { Keyring } from "../src/variables/keyring.ts";
 import { buildApi } from "../src/server/api.ts";
 import { createApiToken, ensureUser, exchangeToken } from "../src/auth/service.ts";
 import { runLoadInWorker, type LoadResult, type Scenario } from "./load.ts";
-import { benchDeployTimes, benchRedeployLoad, benchRouterThroughput, benchSandbox, closeDeployBenches } from "./deploy.ts";
+import { benchDeployTimes, benchRedeployLoad, benchSandbox, closeDeployBenches } from "./deploy.ts";
+import { benchRouter } from "./router.ts";
 import { benchAddonProvisioning, benchPostgresBackups } from "./addons.ts";
 import { benchTls } from "./tls.ts";
 import { benchReviewApps } from "./review-apps.ts";
@@ -160,7 +161,7 @@ const benchmarks: { name: string; run: () => Promise<unknown> }[] = [
   { name: "api", run: benchApi },
   { name: "deploy", run: () => benchDeployTimes() },
   { name: "redeploy-load", run: () => benchRedeployLoad() },
-  { name: "router", run: () => benchRouterThroughput() },
+  { name: "router", run: () => benchRouter() },
   { name: "router-cost", run: () => benchRouterCost() },
   { name: "tls", run: () => benchTls() },
   { name: "sandbox", run: () => benchSandbox() },
