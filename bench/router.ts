@@ -49,7 +49,7 @@ export interface RouterBenchRow {
 export interface RouterBenchResult {
   rows: RouterBenchRow[];
   /** Throughput ratios (higher is better) and p99 ratio (lower is better). */
-  ratios: { quaiVsDirect: number; handVsDirect: number; quaiVsHand: number; p99QuaiVsHand: number; quaiVsBare: number };
+  ratios: { quaiVsDirect: number; handVsDirect: number; quaiVsHand: number; p99QuaiVsHand: number; quaiVsBare: number; p99QuaiVsBare: number };
   /** SIGHUP → live for 5 applies that switch the backend (ms). */
   reloadLiveMs: number[];
   target: number;
@@ -222,6 +222,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       quaiVsHand: paired("quai-nginx", "hand-nginx-headers", "rps"),
       p99QuaiVsHand: paired("quai-nginx", "hand-nginx-headers", "p99"),
       quaiVsBare: paired("quai-nginx", "hand-nginx", "rps"),
+      p99QuaiVsBare: paired("quai-nginx", "hand-nginx", "p99"),
     };
     const pass = ratios.quaiVsBare >= TARGET;
     console.log(
@@ -236,7 +237,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       ),
     );
     console.log(
-      `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}); single rounds' middle half: ${spread.map((r) => r?.toFixed(2)).join("–")}x.` +
+      `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}); single rounds' middle half: ${spread.map((r) => r?.toFixed(2)).join("–")}x; ${ratios.p99QuaiVsBare.toFixed(3)}x p99.` +
         `\nQuai ÷ hand-written proxy setting the same required request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99.` +
         `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
     );
