@@ -12,7 +12,7 @@ import { buildApi } from "../src/server/api.ts";
 import { Keyring } from "../src/variables/keyring.ts";
 import { createApiToken, ensureUser } from "../src/auth/service.ts";
 import { testDb, type TestDb } from "../src/testing/db.ts";
-import { serversUnder } from "../src/testing/platform.ts";
+import { stopServersUnder } from "../src/testing/platform.ts";
 import { Addons } from "../src/addons/service.ts";
 import { RedisEngine } from "../src/addons/engines/redis.ts";
 import { LocalBlobStore } from "../src/blobs/store.ts";
@@ -95,7 +95,7 @@ describe("scalingo npm client against a listening Quai", () => {
     await addons?.close();
     await scm?.close();
     await forge.close();
-    if (keyDir) for (const { pid } of await serversUnder(join(keyDir, "addons"))) process.kill(pid, "SIGKILL");
+    if (keyDir) await stopServersUnder(join(keyDir, "addons"));
     await store?.close();
     if (keyDir) await rm(keyDir, { recursive: true, force: true });
   });

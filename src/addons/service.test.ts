@@ -10,7 +10,7 @@ import { Redis } from "ioredis";
 import { sql } from "kysely";
 import { randomBytes } from "node:crypto";
 import { testDb, type TestDb } from "../testing/db.ts";
-import { serversUnder } from "../testing/platform.ts";
+import { stopServersUnder } from "../testing/platform.ts";
 import { ensureUser, type Actor } from "../auth/service.ts";
 import { createApp } from "../apps/service.ts";
 import { Keyring } from "../variables/keyring.ts";
@@ -64,7 +64,7 @@ describe("add-on capability", () => {
   after(async () => {
     await addons?.close();
     // The servers outlive the capability by design: end those this file started.
-    for (const { pid } of await serversUnder(join(dir, "instances"))) process.kill(pid, "SIGKILL");
+    await stopServersUnder(join(dir, "instances"));
     await store.close();
     await rm(dir, { recursive: true, force: true });
   });

@@ -203,18 +203,26 @@ export async function stopLeftovers(home: string, runtimeDir: string): Promise<v
  * SIGKILLs the add-on servers a test server left running (they outlive it by design): every
  * process whose working directory is an instance directory under `<home>/addons`.
  */
-export async function stopAddonServers(home: string): Promise<void> {
-  for (const { pid } of await addonServers(home)) {
+export function stopAddonServers(home: string): Promise<void> {
+  return stopServersUnder(join(home, "addons"));
+}
+
+/**
+ * SIGKILLs every process whose working directory is below `dir` (a directory of add-on instance
+ * directories), then removes those instances' cgroups: a server stopped by the platform has its
+ * group removed, these were not, and an empty group would outlive the test.
+ */
+export async function stopServersUnder(dir: string): Promise<void> {
+  for (const { pid } of await serversUnder(dir)) {
     try {
       process.kill(pid, "SIGKILL");
     } catch {
       // already gone
     }
   }
-  // Their cgroups too (a server stopped by the platform has its group removed; these were not).
   if (process.getuid?.() !== 0) return;
   const cgroups = detectCgroups();
-  for (const instance of await readdir(join(home, "addons")).catch(() => [] as string[])) {
+  for (const instance of await readdir(dir).catch(() => [] as string[])) {
     const group = cgroupName({ id: instance });
     if (cgroups.exists(group)) await cgroups.remove(group).catch(() => {});
   }
