@@ -96,6 +96,12 @@ export class Supervisor {
         await this.destroy(c.id, 0);
       }
     }
+    // One-off processes (hooks, `run`) of the control plane that died went with it; their traces go now.
+    const swept = await (this.ctx.runtime.sweep?.() ?? Promise.resolve([])).catch((err: unknown) => {
+      this.ctx.log(`supervisor: clearing what earlier one-off processes left failed: ${String(err)}`);
+      return [];
+    });
+    if (swept.length > 0) this.ctx.log(`supervisor: cleared ${swept.length} cgroup(s) left by one-off processes of an earlier control plane: ${swept.join(", ")}`);
     this.shipTimer = setInterval(() => void this.shipLogs(), 250);
     await this.syncRouter();
     for (const id of cutShort) await this.destroy(id, 1000);

@@ -1,6 +1,7 @@
 // The cgroup implementations against a directory standing in for the cgroup filesystem, and
 // the detection of v1 / v2 from mount tables.
 import { after, before, describe, it } from "node:test";
+import { spawn } from "node:child_process";
 import assert from "node:assert/strict";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -32,6 +33,17 @@ describe("CgroupsV2", () => {
     assert.deepEqual(cg.procsFiles("web-1"), [join(root, "v2", "quai", "web-1", "cgroup.procs")]);
     assert.equal(cg.exists("web-1"), true);
     assert.equal(cg.exists("web-2"), false);
+  });
+
+  it("lists its groups with when each was made, and nothing that is not a directory", async () => {
+    const cg = new CgroupsV2(join(root, "v2-list"));
+    const before = Date.now();
+    await cg.create("web-1", limits);
+    await cg.create("web-1.exec-0123abcd", limits);
+    const groups = await cg.list();
+    assert.deepEqual(groups.map((g) => g.id), ["web-1", "web-1.exec-0123abcd"]);
+    for (const g of groups) assert.ok(g.createdMs >= before - 1000 && g.createdMs <= Date.now() + 1000, `${g.id} made at ${g.createdMs}`);
+    assert.deepEqual(await new CgroupsV2(join(root, "v2-none")).list(), []);
   });
 
   it("reads usage, pids and the OOM-kill count from the group's files", async () => {
@@ -84,6 +96,14 @@ describe("CgroupsV1", () => {
       join(root, "v1", "pids", "quai", "web-1", "cgroup.procs"),
       join(root, "v1", "cpu,cpuacct", "quai", "web-1", "cgroup.procs"),
     ]);
+  });
+
+  it("lists each group once across its hierarchies, even one left in a single hierarchy", async () => {
+    const m = { memory: join(root, "v1-list", "memory"), pids: join(root, "v1-list", "pids"), cpu: join(root, "v1-list", "cpu,cpuacct"), cpuacct: join(root, "v1-list", "cpu,cpuacct") };
+    const cg = new CgroupsV1(m);
+    await cg.create("web-1", limits);
+    await mkdir(join(m.pids, "quai", "web-2.exec-89abcdef"), { recursive: true });
+    assert.deepEqual((await cg.list()).map((g) => g.id), ["web-1", "web-2.exec-89abcdef"]);
   });
 
   it("turns swapping off when swap is not accounted", async () => {
@@ -169,5 +189,26 @@ describe("readying moves between groups", () => {
     const before = await readFile("/proc/self/cgroup", "utf8");
     await detectCgroups().warm();
     assert.equal(await readFile("/proc/self/cgroup", "utf8"), before);
+  });
+});
+
+describe("listing the host's groups", () => {
+  it("gives a group's creation time, which a process joining it later does not change", { skip: process.getuid?.() !== 0 && "needs root (the host's cgroups)" }, async () => {
+    const cg = detectCgroups();
+    const id = `list-test-${process.pid}`;
+    const made = Date.now();
+    await cg.create(id, limits);
+    try {
+      await new Promise((r) => setTimeout(r, 1100));
+      // A process joins, as a container's first process does.
+      const child = spawn("sleep", ["30"], { stdio: "ignore" });
+      for (const file of cg.procsFiles(id)) await writeFile(file, String(child.pid));
+      assert.deepEqual(await cg.pids(id), [child.pid]);
+      const found = (await cg.list()).find((g) => g.id === id);
+      assert.ok(found, "listed");
+      assert.ok(Math.abs(found.createdMs - made) < 1000, `made at ${made}, listed as ${found.createdMs}`);
+    } finally {
+      await cg.remove(id);
+    }
   });
 });

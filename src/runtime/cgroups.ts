@@ -1,7 +1,7 @@
 // Container resource limits through Linux cgroups: one group per container under a `quai/` parent,
 // behind one interface for cgroup v1 (these machines) and v2, with the root directory injectable.
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rmdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** Limits of one group, from the container size. */
@@ -43,6 +43,8 @@ export interface Cgroups {
   killAll(id: string): Promise<void>;
   /** Removes the group (killing what is left in it); no error if it is already gone. */
   remove(id: string): Promise<void>;
+  /** Every group under Quai's parent, with when it was made (ms since the epoch). */
+  list(): Promise<{ id: string; createdMs: number }[]>;
   /**
    * Readies the kernel for a process joining a group within milliseconds (see `warmMoves`);
    * moves nothing. Resolves when done; never rejects.
@@ -106,6 +108,20 @@ export function ownProcsFile(mount: string, controller: string, selfCgroup: stri
 
 /** Name of the parent group every container group lives under. */
 export const PARENT = "quai";
+
+/** The group directories under `parents` (by name, the oldest creation time of each). */
+async function groupsUnder(parents: string[]): Promise<{ id: string; createdMs: number }[]> {
+  const found = new Map<string, number>();
+  for (const parent of parents) {
+    for (const entry of await readdir(parent, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory()) continue;
+      // A group's ctime is its creation: joining or leaving it changes no attribute of the directory.
+      const created = (await stat(join(parent, entry.name)).catch(() => undefined))?.ctimeMs;
+      if (created !== undefined) found.set(entry.name, Math.min(created, found.get(entry.name) ?? Infinity));
+    }
+  }
+  return [...found].map(([id, createdMs]) => ({ id, createdMs })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -274,6 +290,11 @@ export class CgroupsV1 implements Cgroups {
     if (this.exists(id)) await this.killAll(id);
     for (const dir of this.dirs(id)) if (existsSync(dir)) await rmdirRetry(dir, () => this.killAll(id));
   }
+
+  list(): Promise<{ id: string; createdMs: number }[]> {
+    const parents = (["memory", "pids", "cpu", "cpuacct"] as const).map((c) => this.mounts[c]).filter((m): m is string => m !== undefined);
+    return groupsUnder([...new Set(parents)].map((m) => join(m, PARENT)));
+  }
 }
 
 /**
@@ -368,6 +389,10 @@ export class CgroupsV2 implements Cgroups {
     if (!this.exists(id)) return;
     await this.killAll(id);
     await rmdirRetry(this.dir(id), () => this.killAll(id));
+  }
+
+  list(): Promise<{ id: string; createdMs: number }[]> {
+    return groupsUnder([join(this.root, PARENT)]);
   }
 }
 

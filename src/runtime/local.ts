@@ -72,6 +72,9 @@ const STATUS_FD = 3;
 const ARGS_FD = 4;
 /** Lines the sandbox's tools print when they cannot start the app (as opposed to the app's output). */
 const SETUP_ERROR = /^(bwrap|sandbox-exec): /;
+/** An exec's cgroup is its container's id, this, and 8 hex digits. */
+const EXEC_SUFFIX = ".exec-";
+const EXEC_GROUP = /\.exec-[0-9a-f]{8}$/;
 
 /**
  * Runs argv[1:] on a new pseudo-terminal and copies it to stdout, stdin to it (EOF becomes ^D),
@@ -297,6 +300,20 @@ export class LocalRuntime implements RuntimeDriver {
     });
   }
 
+  async sweep(minAgeMs = 60_000): Promise<string[]> {
+    // An exec's group holds its process from its first milliseconds until `exec` removes it: one
+    // that is empty and a minute old belongs to an exec whose control plane died.
+    const removed: string[] = [];
+    const now = Date.now();
+    for (const g of await this.cgroups.list()) {
+      if (!EXEC_GROUP.test(g.id) || now - g.createdMs < minAgeMs) continue;
+      if ((await this.cgroups.pids(g.id)).length > 0) continue;
+      await this.cgroups.remove(g.id);
+      removed.push(g.id);
+    }
+    return removed;
+  }
+
   warm(): void {
     void this.cgroups.warm();
   }
@@ -486,7 +503,7 @@ export class LocalRuntime implements RuntimeDriver {
     io.signal?.throwIfAborted();
     if (io.tty && !existsSync(this.python)) throw new Error(`a tty needs ${this.python} on the host (bound into the sandbox with /usr)`);
     // Its own group: its OOM count and its kill are its own, even beside a running container.
-    const group = `${spec.id}.exec-${randomBytes(4).toString("hex")}`;
+    const group = `${spec.id}${EXEC_SUFFIX}${randomBytes(4).toString("hex")}`;
     await this.cgroups.create(group, this.limits(spec.size));
     const command = io.tty ? [this.python, "-c", PTY_WRAPPER, ...spec.command] : spec.command;
     const { argv, bwrapArgs } = sandboxCommand(spec, this.host, { procsFiles: this.cgroups.procsFiles(group), argsFd: 3, dieWithParent: true, command });

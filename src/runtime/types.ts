@@ -102,6 +102,13 @@ export interface RuntimeDriver {
    * start waits on. Never fails; a driver may do nothing.
    */
   warm?(): void;
+  /**
+   * Removes what one-off processes of an earlier control plane left: a control plane killed
+   * during an exec loses the exec with it (it dies with its parent), and nothing else would
+   * clear its traces. Only traces older than `minAgeMs` go, so another control plane's exec
+   * being set up on the same host is never touched. Resolves to what it removed.
+   */
+  sweep?(minAgeMs?: number): Promise<string[]>;
 }
 
 /** How a one-off process ended. */
