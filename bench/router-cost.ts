@@ -5,10 +5,11 @@
 // fraction of a percent, so a change to the router's config shows here first.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { access, chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { freePort } from "../src/core/net.ts";
 import { errorPages, renderNginxConf } from "../src/router/render.ts";
 import { answers200, startBenchBackend } from "./backend.ts";
@@ -23,14 +24,6 @@ const MANY = 2_500;
 export interface RouterCostRow {
   name: "hand-nginx" | "hand-nginx-headers" | "quai-nginx";
   instructionsPerRequest: number;
-}
-
-async function onPath(cmd: string): Promise<string | undefined> {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    const file = join(dir, cmd);
-    if (await access(file).then(() => true, () => false)) return file;
-  }
-  return undefined;
 }
 
 /**
@@ -64,10 +57,10 @@ async function countRun(valgrind: string, nginx: string, dir: string, conf: stri
 }
 
 /** Counts each config, prints the table and returns the figures; undefined when valgrind is missing. */
-export async function benchRouterCost(opts: { nginx?: string } = {}): Promise<RouterCostRow[] | undefined> {
+export async function benchRouterCost(opts: { nginx?: string; valgrind?: string } = {}): Promise<RouterCostRow[] | undefined> {
   const nginx = opts.nginx ?? "/usr/sbin/nginx";
-  const valgrind = await onPath("valgrind");
-  if (!valgrind) {
+  const valgrind = opts.valgrind ?? "/usr/bin/valgrind";
+  if (!existsSync(valgrind)) {
     console.log("\nRouter cost: skipped (valgrind is not installed; `npm run bench` installs it).");
     return undefined;
   }

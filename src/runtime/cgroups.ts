@@ -217,10 +217,15 @@ export class CgroupsV1 implements Cgroups {
     return root === undefined ? undefined : join(root, PARENT, id);
   }
 
-  /** Distinct group directories (co-mounted hierarchies share one). */
+  /** Distinct parents of the groups, `<hierarchy>/quai` (co-mounted hierarchies share one). */
+  private parents(): string[] {
+    const all = (["memory", "pids", "cpu", "cpuacct"] as const).map((c) => this.mounts[c]).filter((m): m is string => m !== undefined);
+    return [...new Set(all)].map((m) => join(m, PARENT));
+  }
+
+  /** Distinct group directories, one per hierarchy. */
   private dirs(id: string): string[] {
-    const all = (["memory", "pids", "cpu", "cpuacct"] as const).map((c) => this.dir(c, id)).filter((d): d is string => d !== undefined);
-    return [...new Set(all)];
+    return this.parents().map((p) => join(p, id));
   }
 
   async create(id: string, limits: CgroupLimits): Promise<void> {
@@ -292,8 +297,7 @@ export class CgroupsV1 implements Cgroups {
   }
 
   list(): Promise<{ id: string; createdMs: number }[]> {
-    const parents = (["memory", "pids", "cpu", "cpuacct"] as const).map((c) => this.mounts[c]).filter((m): m is string => m !== undefined);
-    return groupsUnder([...new Set(parents)].map((m) => join(m, PARENT)));
+    return groupsUnder(this.parents());
   }
 }
 

@@ -72,8 +72,8 @@ const STATUS_FD = 3;
 const ARGS_FD = 4;
 /** Lines the sandbox's tools print when they cannot start the app (as opposed to the app's output). */
 const SETUP_ERROR = /^(bwrap|sandbox-exec): /;
-/** An exec's cgroup is its container's id, this, and 8 hex digits. */
-const EXEC_SUFFIX = ".exec-";
+/** An exec's cgroup: its container's id, `.exec-` and 8 hex digits (what `sweep` looks for). */
+const execGroup = (id: string) => `${id}.exec-${randomBytes(4).toString("hex")}`;
 const EXEC_GROUP = /\.exec-[0-9a-f]{8}$/;
 
 /**
@@ -503,7 +503,7 @@ export class LocalRuntime implements RuntimeDriver {
     io.signal?.throwIfAborted();
     if (io.tty && !existsSync(this.python)) throw new Error(`a tty needs ${this.python} on the host (bound into the sandbox with /usr)`);
     // Its own group: its OOM count and its kill are its own, even beside a running container.
-    const group = `${spec.id}${EXEC_SUFFIX}${randomBytes(4).toString("hex")}`;
+    const group = execGroup(spec.id);
     await this.cgroups.create(group, this.limits(spec.size));
     const command = io.tty ? [this.python, "-c", PTY_WRAPPER, ...spec.command] : spec.command;
     const { argv, bwrapArgs } = sandboxCommand(spec, this.host, { procsFiles: this.cgroups.procsFiles(group), argsFd: 3, dieWithParent: true, command });
