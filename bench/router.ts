@@ -71,6 +71,17 @@ function median(values: number[]): number {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
+/**
+ * The order of `n` variants (n even) in round `round`: a Williams design. Over n rounds each
+ * variant runs once in each position and follows each other variant exactly once, so whatever
+ * one variant leaves behind (the bench process's garbage, a warm or cold CPU) falls on every
+ * other equally. A plain rotation always ran the same variant right after another.
+ */
+export function balancedOrder(n: number, round: number): number[] {
+  const first = Array.from({ length: n }, (_, i) => (i % 2 ? (i + 1) / 2 : (n - i / 2) % n));
+  return first.map((v) => (v + round) % n);
+}
+
 function summarise(r: LoadResult): { rps: number; p50: number; p99: number } {
   const sorted = [...r.latenciesMs].sort((a, b) => a - b);
   return { rps: sorted.length / (r.wallMs / 1000), p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
@@ -184,8 +195,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
     }
     const samples = new Map(names.map((n) => [n, [] as { rps: number; p50: number; p99: number }[]]));
     for (let round = 0; round < rounds; round++) {
-      // Rotate the order each round so no variant always runs first (or on a warmer machine).
-      const order = names.map((_, i) => names[(i + round) % names.length] as RouterBenchRow["name"]);
+      const order = balancedOrder(names.length, round).map((i) => names[i] as RouterBenchRow["name"]);
       const line: string[] = [];
       for (const name of order) {
         const r = await runLoadInWorker({ origin: origins[name], scenario: { kind: "get", path: "/" }, warmup, requests, concurrency });
