@@ -202,6 +202,16 @@ describe("git push deploys", () => {
     }
     const bad = await p.quai(["--app", "web-app", "scale", "web:2:M:extra"]);
     assert.equal(bad.code, 64, bad.stderr);
+    // A fraction is an amount that is wrong, not a size.
+    const fraction = await p.quai(["--app", "web-app", "scale", "web:1.5"]);
+    assert.equal(fraction.code, 64, fraction.stderr);
+    assert.match(fraction.stderr, /amount "1\.5" is not a whole number/);
+    // The same type twice is ambiguous: refused, and the formation is left as it was.
+    const before = await json<{ formation: { name: string; amount: number }[] }>(["--app", "web-app", "ps"]);
+    const twice = await p.quai(["--app", "web-app", "scale", "web:2:M", "web:3"]);
+    assert.equal(twice.code, 65, twice.stderr);
+    assert.match(twice.stderr, /web is named twice/);
+    assert.deepEqual((await json<{ formation: { name: string; amount: number }[] }>(["--app", "web-app", "ps"])).formation, before.formation);
   });
 
   it("runs one-off commands as argv, keeps their exit code, and records who ran what", async () => {
@@ -221,6 +231,13 @@ describe("git push deploys", () => {
     assert.equal(withFile.stdout, "INSERT INTO t VALUES (1);\n");
     const badName = await p.quai(["--app", "web-app", "run", "--file", join(dir, "missing.sql"), "true"]);
     assert.equal(badName.code, 64);
+    assert.match(badName.stderr, /missing\.sql: no such file/);
+    // An empty program, as a shell line or as argv, is refused before any container starts.
+    for (const argv of [[""], ["  "], ["", "-c", "true"]]) {
+      const empty = await p.quai(["--app", "web-app", "run", ...argv]);
+      assert.equal(empty.code, 65, `${JSON.stringify(argv)}: ${empty.stderr}`);
+      assert.match(empty.stderr, /the command is empty/);
+    }
     const events = await json<{ type: string; type_data: { command: unknown } }[]>(["--app", "web-app", "events"]);
     assert.ok(events.some((e) => e.type === "run" && JSON.stringify(e.type_data.command).includes("exit 7")));
   });

@@ -34,7 +34,9 @@ export async function readArgFile(path: string, label = `cannot read ${path}`): 
   try {
     return await readFile(path);
   } catch (err) {
-    throw new QuaiError("cli_usage", `${label}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : code === "EISDIR" ? "is a directory, not a file" : (code ?? String(err));
+    throw new QuaiError("cli_usage", `${label}: ${why}`);
   }
 }
 

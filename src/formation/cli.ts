@@ -33,7 +33,7 @@ export function parseScaleArgs(args: string[]): { name: string; amount?: number;
     const [, name, x, y] = m as unknown as [string, string, string, string | undefined];
     const out: { name: string; amount?: number; size?: string } = { name };
     if (/^-?\d+$/.test(x)) out.amount = Number(x);
-    else if (y === undefined) out.size = x;
+    else if (y === undefined && !/^[-+]?\d*[.,]\d*$/.test(x)) out.size = x;
     else throw new QuaiError("cli_usage", `"${a}": the amount "${x}" is not a whole number`);
     if (y !== undefined) out.size = y;
     return out;
@@ -62,9 +62,9 @@ const restartCmd: Command = {
   example: "quai --app histologe restart web",
   async run(ctx, args) {
     const app = requireApp(ctx);
-    const { positionals } = parseFlags(args);
-    await (await ctx.api()).request("POST", `/v1/apps/${encodeURIComponent(app)}/restart`, { scope: positionals });
-    ctx.out(`Restarted ${positionals.length ? positionals.join(", ") : "every process type"} of ${app}`);
+    const types = [...new Set(parseFlags(args).positionals)];
+    await (await ctx.api()).request("POST", `/v1/apps/${encodeURIComponent(app)}/restart`, { scope: types });
+    ctx.out(`Restarted ${types.length ? types.join(", ") : "every process type"} of ${app}`);
   },
 };
 

@@ -222,7 +222,9 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const release = await currentRelease(ctx, sup, found.id);
       if (!release) throw new QuaiError("no_release", "the app has no release yet: deploy it first, then run commands in it");
       const argv = typeof body.command === "string" ? ["/quai/bin/launch", "--shell", body.command] : Array.isArray(body.command) && body.command.length > 0 && body.command.every((a) => typeof a === "string") ? ["/quai/bin/launch", ...(body.command as string[])] : undefined;
-      if (!argv || (typeof body.command === "string" && body.command.trim() === "")) throw new QuaiError("run_command_invalid", "the command is empty");
+      // A shell line of blanks, or a program named "": nothing to run (the launcher would say "not found").
+      const program = typeof body.command === "string" ? body.command : (body.command as string[] | undefined)?.[0];
+      if (!argv || program === undefined || program.trim() === "") throw new QuaiError("run_command_invalid", "the command is empty");
       const size = (body.size ?? "M") as ContainerSize;
       if (!(size in containerSizes)) throw new QuaiError("formation_invalid", `unknown size "${body.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
       for (const k of Object.keys(body.env ?? {})) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new QuaiError("variable_name_invalid", `--env name ${JSON.stringify(k)} is not a valid variable name`);

@@ -32,7 +32,10 @@ export function serialized<T>(appId: string, fn: () => Promise<T>): Promise<T> {
 export function validateScale(input: ScaleInput[], release: Release | undefined): void {
   if (input.length === 0) throw new QuaiError("formation_invalid", "name at least one process type to scale");
   const types = release ? runnableTypes(release.processTypes) : undefined;
+  const seen = new Set<string>();
   for (const c of input) {
+    if (seen.has(c.name)) throw new QuaiError("formation_invalid", `${c.name} is named twice: give each process type once (for example web:2:M)`);
+    seen.add(c.name);
     if (types && !types.includes(c.name)) throw new QuaiError("formation_invalid", `unknown process type "${c.name}": the current release has ${types.join(", ") || "none"}`);
     if (c.amount !== undefined && (!Number.isInteger(c.amount) || c.amount < 0 || c.amount > maxContainersPerType)) {
       throw new QuaiError("formation_invalid", `amount of ${c.name} must be a whole number from 0 to ${maxContainersPerType}, got ${c.amount}`);
@@ -70,7 +73,7 @@ export async function restart(ctx: PipelineContext, sup: Supervisor, app: AppRef
   if (!release) throw new QuaiError("no_release", "the app has no release yet: deploy it first");
   const known = runnableTypes(release.processTypes);
   for (const t of types) if (!known.includes(t)) throw new QuaiError("formation_invalid", `unknown process type "${t}": the current release has ${known.join(", ")}`);
-  await serialized(app.id, () => converge(ctx, sup, app, release, types.length ? types : known));
+  await serialized(app.id, () => converge(ctx, sup, app, release, types.length ? [...new Set(types)] : known));
 }
 
 /**
