@@ -79,6 +79,7 @@ describe("quai CLI against a running server", () => {
     const a = ["--app", "rdv-solidarites"];
     const set = await quai([...a, "env-set", "DATABASE_URL=$PG_URL", "PG_URL=postgres://db:5432/rdv", "GREETING=hello world; $(rm -rf /)$$"], env);
     assert.equal(set.code, 0, set.stderr);
+    assert.equal(set.stderr, "", "every reference resolves: no warning");
     const listed = (await quai([...a, "env"], env)).stdout;
     assert.match(listed, /^DATABASE_URL=\$PG_URL$/m);
     const resolved = JSON.parse((await quai([...a, "env", "--resolved", "--json"], env)).stdout) as { name: string; value: string }[];
@@ -91,7 +92,14 @@ describe("quai CLI against a running server", () => {
     const cycle = await quai([...a, "env-set", "X=$Y", "Y=$X"], env);
     assert.equal(cycle.code, 65);
     assert.match(cycle.stderr, /cycle/);
-    assert.equal((await quai([...a, "env-unset", "GREETING", "PG_URL"], env)).code, 0);
+    // Unsetting a name another variable refers to is stored, and said to leave the app as it is.
+    const unset = await quai([...a, "env-unset", "GREETING", "PG_URL"], env);
+    assert.equal(unset.code, 0, unset.stderr);
+    assert.match(unset.stderr, /^warning: undefined variable referenced: DATABASE_URL refers to \$PG_URL; rdv-solidarites keeps running its current config/);
+    const dangling = await quai([...a, "env-set", "CACHE_URL=$REDIS_URL"], env);
+    assert.equal(dangling.code, 0, dangling.stderr);
+    assert.match(dangling.stderr, /CACHE_URL refers to \$REDIS_URL/);
+    assert.equal((await quai([...a, "env-unset", "CACHE_URL"], env)).code, 0);
     const missing = await quai([...a, "env", "--resolved"], env);
     assert.equal(missing.code, 65);
     assert.match(missing.stderr, /DATABASE_URL refers to \$PG_URL/);
@@ -101,7 +109,7 @@ describe("quai CLI against a running server", () => {
 
   it("shows events with who did what", async () => {
     const events = JSON.parse((await quai(["--app", "rdv-solidarites", "events", "--json"], env)).stdout) as { type: string; user: { email: string } }[];
-    assert.deepEqual(events.map((e) => e.type), ["delete_variable", "edit_variables", "new_app"]);
+    assert.deepEqual(events.map((e) => e.type), ["delete_variable", "edit_variables", "delete_variable", "edit_variables", "new_app"]);
     assert.ok(events.every((e) => e.user.email === "admin@example.org" || e.user.email === "dev@example.org"));
   });
 

@@ -113,13 +113,26 @@ describe("archive deploys and the deployment queue", () => {
     const ref = await post({ deployment: { source_url: `${filesUrl}/v2.tar.gz`, git_ref: "main; rm -rf /" } });
     assert.equal(ref.status, 422);
     assert.equal(((await ref.json()) as { error: string }).error, "git_ref_invalid");
-    await writeFile(join(work, "garbage.tar.gz"), "this is not a tarball");
+    // Garbage that starts like gzip gets past the CLI: the server refuses it and cleans up.
+    await writeFile(join(work, "garbage.tar.gz"), Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.from("this is not a tarball")]));
     const garbage = await p.quai(["--app", "archive-app", "deploy", join(work, "garbage.tar.gz")]);
     assert.notEqual(garbage.code, 0);
     assert.match(garbage.stdout + garbage.stderr, /could not be unpacked/);
     assert.deepEqual(await unpackedOnReceipt(), [], "what tar made of the garbage is gone");
+    // A file that is not gzip at all, or a URL Quai does not download, never makes a deployment.
+    const deployments = async () => (JSON.parse((await p.quai(["--app", "archive-app", "deployments", "--json"])).stdout) as unknown[]).length;
+    const before = await deployments();
+    await writeFile(join(work, "notes.txt"), "this is not a tarball");
+    const text = await p.quai(["--app", "archive-app", "deploy", join(work, "notes.txt")]);
+    assert.equal(text.code, 65, text.stderr);
+    assert.match(text.stderr, /notes\.txt is not a gzipped tar archive/);
+    const ftpCli = await p.quai(["--app", "archive-app", "deploy", "ftp://127.0.0.1/x.tar.gz"]);
+    assert.equal(ftpCli.code, 65, ftpCli.stderr);
+    assert.match(ftpCli.stderr, /http and https URLs only/);
+    assert.equal(await deployments(), before);
     const none = await p.quai(["--app", "archive-app", "deploy", join(work, "absent.tar.gz")]);
     assert.equal(none.code, 64);
+    assert.match(none.stderr, /absent\.tar\.gz: no such file/);
     assert.equal((await p.get("archive-app")).body, "archive v2");
   });
 

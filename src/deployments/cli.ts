@@ -1,7 +1,6 @@
 // CLI: deploy, deployments, deployment-logs, deployment-cancel, deployment-delete-cache.
-import { readFile } from "node:fs/promises";
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, requireApp, type CliContext, type Command } from "../cli/command.ts";
+import { parseFlags, readArgFile, requireApp, type CliContext, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 import type { ApiClient } from "../cli/client.ts";
 
@@ -45,12 +44,10 @@ const deploy: Command = {
     if (/^https?:\/\//.test(source)) {
       ({ deployment } = await api.request<{ deployment: DeploymentJson }>("POST", `/v1/apps/${encodeURIComponent(app)}/deployments`, { deployment: { source_url: source, ...(gitRef ? { git_ref: gitRef } : {}) } }));
     } else {
-      let data: Buffer;
-      try {
-        data = await readFile(source);
-      } catch (err) {
-        throw new QuaiError("cli_usage", `cannot read ${source}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-      }
+      if (/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(source)) throw new QuaiError("deployment_source_invalid", `${source}: Quai downloads http and https URLs only; for anything else, download the archive and deploy the file`);
+      const data = await readArgFile(source);
+      // Refused here rather than after a deployment is queued: gzip data starts with 1f 8b.
+      if (data[0] !== 0x1f || data[1] !== 0x8b) throw new QuaiError("deployment_source_invalid", `${source} is not a gzipped tar archive (make one with: git archive --format=tar.gz HEAD)`);
       const res = await api.stream("POST", `/v1/apps/${encodeURIComponent(app)}/deployments/upload${gitRef ? `?git_ref=${encodeURIComponent(gitRef)}` : ""}`, { data, contentType: "application/gzip" });
       ({ deployment } = (await res.json()) as { deployment: DeploymentJson });
     }

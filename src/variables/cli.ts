@@ -1,12 +1,26 @@
 // CLI: env, env-set, env-unset, and the host-side master key rotation.
 import { QuaiError } from "../core/errors.ts";
-import { parseFlags, requireApp, type Command } from "../cli/command.ts";
+import { parseFlags, requireApp, type CliContext, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 import { withAdminStore } from "../store/admin.ts";
 import { Keyring } from "./keyring.ts";
 import { rotateMasterKey, type Variable } from "./service.ts";
 
 const path = (app: string) => `/v1/apps/${encodeURIComponent(app)}/variables`;
+
+/**
+ * After a change, says so on stderr when a variable now refers to one that does not exist: the
+ * change is stored (ADR 0006: an add-on may bring the name later), but the app cannot be
+ * released with it, and keeps running its current config until the reference resolves.
+ */
+async function warnMissingReferences(ctx: CliContext, app: string): Promise<void> {
+  try {
+    await (await ctx.api()).request("GET", path(app) + "?resolved=true");
+  } catch (err) {
+    if (!(err instanceof QuaiError) || err.code !== "variable_reference_missing") throw err;
+    ctx.err(`warning: ${err.message}; ${app} keeps running its current config until that variable exists`);
+  }
+}
 
 const env: Command = {
   name: "env",
@@ -36,8 +50,9 @@ const envSet: Command = {
       return { name: a.slice(0, eq), value: a.slice(eq + 1) };
     });
     const res = await (await ctx.api()).request<{ variables: Variable[] }>("PUT", path(app), { variables });
-    if (ctx.json) return ctx.out(JSON.stringify(res.variables));
-    ctx.out(table(["NAME", "VALUE"], res.variables.map((v) => [v.name, v.value.length > 60 ? v.value.slice(0, 57) + "..." : v.value])));
+    if (ctx.json) ctx.out(JSON.stringify(res.variables));
+    else ctx.out(table(["NAME", "VALUE"], res.variables.map((v) => [v.name, v.value.length > 60 ? v.value.slice(0, 57) + "..." : v.value])));
+    await warnMissingReferences(ctx, app);
   },
 };
 
@@ -51,6 +66,7 @@ const envUnset: Command = {
     if (args.length === 0) throw new QuaiError("cli_usage", "usage: quai --app <name> env-unset KEY [KEY ...]");
     await (await ctx.api()).request("DELETE", path(app), { variable_ids: args });
     ctx.out(ctx.json ? JSON.stringify({ deleted: args }) : `Removed ${args.join(", ")} from ${app}.`);
+    await warnMissingReferences(ctx, app);
   },
 };
 
