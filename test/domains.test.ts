@@ -56,7 +56,10 @@ describe("custom domains", () => {
   it("gives a domain to one app at a time (409), and refuses names it cannot serve (422)", async () => {
     const taken = await p.quai(["--app", "other", "domains-add", "WWW.Site.Test."]);
     assert.equal(taken.code, 73);
-    assert.match(taken.stderr, /already belongs/);
+    assert.match(taken.stderr, /www\.site\.test already belongs to another app/);
+    const again = await p.quai(["--app", "site", "domains-add", "www.site.test"]);
+    assert.equal(again.code, 73);
+    assert.match(again.stderr, /www\.site\.test is already a domain of site/);
     for (const bad of ["localhost", "127.0.0.1", "*.site.test", `${"a".repeat(300)}.test`, "other.localhost"]) {
       const res = await p.quai(["--app", "other", "domains-add", bad]);
       assert.equal(res.code, 65, `${bad}: ${res.stderr}`);

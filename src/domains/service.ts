@@ -51,7 +51,12 @@ export async function addDomain(db: Db, actor: Actor, appRef: string, name: unkn
       return { app, domain };
     });
   } catch (err) {
-    if ((err as { code?: string }).code === "23505") throw new QuaiError("domain_taken", `${ascii}${unicode !== ascii ? ` (${unicode})` : ""} already belongs to an app`);
+    if ((err as { code?: string }).code === "23505") {
+      const shown = `${ascii}${unicode !== ascii ? ` (${unicode})` : ""}`;
+      // Which other app holds it is not said: the caller may not be allowed to see that app.
+      const own = await db.selectFrom("domains").select("id").where("app_id", "=", app.id).where("name", "=", ascii).executeTakeFirst();
+      throw new QuaiError("domain_taken", own ? `${shown} is already a domain of ${app.name}` : `${shown} already belongs to another app`);
+    }
     throw err;
   }
 }
