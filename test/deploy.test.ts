@@ -332,5 +332,11 @@ describe("git push deploys", () => {
     assert.match(lines, new RegExp(`\\[${label}\\] detached-output`));
     const web = await p.quai(["--app", "web-app", "logs", "--filter", "router", "-n", "5"]);
     assert.doesNotMatch(web.stdout, /\[web-1\]/);
+    assert.equal(web.stderr, "");
+    // A filter that matches nothing (a typo) says so rather than printing nothing.
+    const typo = await p.quai(["--app", "web-app", "logs", "--filter", "wbe"]);
+    assert.equal(typo.code, 0, typo.stderr);
+    assert.equal(typo.stdout, "");
+    assert.match(typo.stderr, /no log lines from "wbe"/);
   });
 });

@@ -117,7 +117,15 @@ const logs: Command = {
     if (typeof flags.filter === "string") url.searchParams.set("filter", flags.filter);
     const res = await fetch(url);
     if (!res.ok) throw new QuaiError("token_invalid", `the log stream answered ${res.status}`);
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) process.stdout.write(chunk);
+    let printed = 0;
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      printed += chunk.length;
+      process.stdout.write(chunk);
+    }
+    // Silence would look like an app that logs nothing: say the filter matched nothing.
+    if (printed === 0 && typeof flags.filter === "string") {
+      ctx.err(`no log lines from "${flags.filter}": --filter takes a process type (web), a container (web-2, one-off-3) or router`);
+    }
   },
 };
 
