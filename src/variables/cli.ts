@@ -9,7 +9,7 @@ import { rotateMasterKey, type Variable } from "./service.ts";
 const path = (app: string) => `/v1/apps/${encodeURIComponent(app)}/variables`;
 
 /**
- * After a change, says so on stderr when a variable now refers to one that does not exist: the
+ * After a change, says on stderr when a variable now refers to one that does not exist: the
  * change is stored (ADR 0006: an add-on may bring the name later), but the app cannot be
  * released with it, and keeps running its current config until the reference resolves.
  */
@@ -17,8 +17,10 @@ async function warnMissingReferences(ctx: CliContext, app: string): Promise<void
   try {
     await (await ctx.api()).request("GET", path(app) + "?resolved=true");
   } catch (err) {
-    if (!(err instanceof QuaiError) || err.code !== "variable_reference_missing") throw err;
-    ctx.err(`warning: ${err.message}; ${app} keeps running its current config until that variable exists`);
+    // Only a check: the change itself is done, whatever else this read meets.
+    if (err instanceof QuaiError && err.code === "variable_reference_missing") {
+      ctx.err(`warning: ${err.message}; ${app} keeps running its current config until that variable exists`);
+    }
   }
 }
 
