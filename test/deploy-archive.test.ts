@@ -107,6 +107,10 @@ describe("archive deploys and the deployment queue", () => {
     const ftp = await post({ deployment: { source_url: "ftp://127.0.0.1/x.tar.gz" } });
     assert.equal(ftp.status, 422);
     assert.equal(((await ftp.json()) as { error: string }).error, "deployment_source_invalid");
+    // The control plane downloads on the user's behalf: never from where cloud metadata lives.
+    const metadata = await post({ deployment: { source_url: "http://169.254.169.254/latest/meta-data/" } });
+    assert.equal(metadata.status, 422);
+    assert.equal(((await metadata.json()) as { error: string }).error, "deployment_source_invalid");
     const missing = await post({ deployment: { source_url: `${filesUrl}/nope.tar.gz` } });
     assert.equal(missing.status, 422);
     assert.equal(((await missing.json()) as { error: string }).error, "deployment_source_unreachable");

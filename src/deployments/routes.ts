@@ -11,28 +11,10 @@ import type { ApiDeps } from "../server/api.ts";
 import { findApp } from "../apps/service.ts";
 import type { Authenticator } from "../auth/service.ts";
 import { deploymentJson } from "./service.ts";
+import { fetchArchive } from "./download.ts";
 import { finalStatuses } from "../pipeline/output.ts";
 
 const idParams = { type: "object", required: ["app", "id"], additionalProperties: false, properties: { app: { type: "string" }, id: { type: "string" } } } as const;
-
-/** Downloads `url` (http or https only) as a stream, refusing anything but a 200. */
-async function fetchArchive(url: string): Promise<Readable> {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new QuaiError("deployment_source_invalid", `source_url ${JSON.stringify(url)} is not a URL`);
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new QuaiError("deployment_source_invalid", "source_url must be an http:// or https:// URL");
-  let res: Response;
-  try {
-    res = await fetch(parsed, { redirect: "follow", signal: AbortSignal.timeout(60_000) });
-  } catch (err) {
-    throw new QuaiError("deployment_source_unreachable", `could not download ${parsed.origin}${parsed.pathname}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
-  }
-  if (!res.ok || !res.body) throw new QuaiError("deployment_source_unreachable", `downloading ${parsed.origin}${parsed.pathname} answered ${res.status}`);
-  return Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>);
-}
 
 export function deploymentRoutes(deps: ApiDeps, auth: Authenticator): FastifyPluginAsync {
   return async (app) => {
