@@ -3,7 +3,8 @@
 // itself, and the banner variables reach the app with a zero-downtime release.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { request } from "node:http";
+import { once } from "node:events";
+import { createServer, request } from "node:http";
 import { gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
 let p: TestPlatform;
@@ -105,6 +106,34 @@ describe("maintenance mode", () => {
     await untilStatus(503, 30_000);
     assert.match((await get("/")).body, /Planned/);
     await untilStatus(200, 30_000);
+  });
+
+  it("serves a page fetched from a URL, never one from a cloud metadata address, and none too large", async () => {
+    const pages = createServer((req, res) => {
+      if (req.url === "/page.html") res.writeHead(200, { "content-type": "text/html" }).end("<h1>Back at two</h1>");
+      else if (req.url === "/to-metadata") res.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" }).end();
+      else res.writeHead(200).end("x".repeat(300 * 1024));
+    });
+    pages.listen(0, "127.0.0.1");
+    await once(pages, "listening");
+    const base = `http://127.0.0.1:${(pages.address() as { port: number }).port}`;
+    try {
+      for (const [url, pattern] of [["http://169.254.169.254/latest/meta-data/iam/", /link-local/], [`${base}/to-metadata`, /169\.254\.169\.254/], [`${base}/huge`, /larger than 262144 bytes/]] as const) {
+        const res = await p.quai(["--app", "shop", "maintenance", "on", "--page-url", url]);
+        assert.equal(res.code, 65, `${url}: ${res.stderr}`);
+        assert.match(res.stderr, pattern);
+      }
+      assert.equal((await get("/")).status, 200, "none of them turned maintenance on");
+      const on = await p.quai(["--app", "shop", "maintenance", "on", "--page-url", `${base}/page.html`]);
+      assert.equal(on.code, 0, on.stderr);
+      const res = await get("/");
+      assert.equal(res.status, 503);
+      assert.equal(res.body, "<h1>Back at two</h1>");
+      assert.equal((await p.quai(["--app", "shop", "maintenance", "off"])).code, 0);
+      await untilStatus(200);
+    } finally {
+      pages.close();
+    }
   });
 
   it("refuses bad input with the catalogue's errors", async () => {

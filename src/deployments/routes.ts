@@ -11,7 +11,7 @@ import type { ApiDeps } from "../server/api.ts";
 import { findApp } from "../apps/service.ts";
 import type { Authenticator } from "../auth/service.ts";
 import { deploymentJson } from "./service.ts";
-import { fetchArchive } from "./download.ts";
+import { fetchArchive } from "../core/outbound.ts";
 import { finalStatuses } from "../pipeline/output.ts";
 
 const idParams = { type: "object", required: ["app", "id"], additionalProperties: false, properties: { app: { type: "string" }, id: { type: "string" } } } as const;

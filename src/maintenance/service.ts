@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
 import type { Selectable } from "kysely";
 import { QuaiError } from "../core/errors.ts";
+import { getUrl } from "../core/outbound.ts";
 import type { Db } from "../store/db.ts";
 import type { MaintenanceWindowsTable } from "../store/schema.ts";
 import type { Keyring } from "../variables/keyring.ts";
@@ -227,22 +228,26 @@ export class Maintenance {
   }
 }
 
-/** Fetches a maintenance page from an http(s) URL (at most 256 KiB, 10 s). */
+/**
+ * Fetches a maintenance page from an http(s) URL: at most 256 KiB, read within 10 s. The page is
+ * then served to anyone, so it never comes from a link-local or metadata address (ADR 0033).
+ */
 async function fetchPage(url: string): Promise<string> {
-  let parsed: URL;
+  const body = await getUrl(url, { what: "the page URL", invalid: "maintenance_invalid", unreachable: "maintenance_invalid", idleTimeoutMs: 10_000 });
+  const timer = setTimeout(() => body.destroy(new Error("it took more than 10 s")), 10_000);
   try {
-    parsed = new URL(url);
-  } catch {
-    throw new QuaiError("maintenance_invalid", `${JSON.stringify(url)} is not a URL`);
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") throw new QuaiError("maintenance_invalid", "a maintenance page URL is http or https");
-  try {
-    const res = await fetch(parsed, { signal: AbortSignal.timeout(10_000) });
-    if (!res.ok) throw new Error(`it answered ${res.status}`);
-    const text = await res.text();
-    if (Buffer.byteLength(text) > MAX_PAGE) throw new Error(`it is larger than ${MAX_PAGE} bytes`);
-    return text;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body) {
+      size += (chunk as Buffer).length;
+      if (size > MAX_PAGE) throw new Error(`it is larger than ${MAX_PAGE} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks).toString("utf8");
   } catch (err) {
-    throw new QuaiError("maintenance_invalid", `the page at ${parsed.toString()} could not be used: ${(err as Error).message}`);
+    throw new QuaiError("maintenance_invalid", `the page at ${url} could not be used: ${(err as Error).message}`);
+  } finally {
+    clearTimeout(timer);
+    body.destroy();
   }
 }

@@ -1,16 +1,15 @@
-// Downloads the archive of `POST /v1/apps/:app/deployments` (source_url). The control plane makes
-// this request on a user's behalf, so it never connects to a link-local address (where clouds
-// serve instance metadata and credentials), an unspecified or a multicast one: checked on every
-// address a name resolves to, at connect time, and again after each redirect (ADR 0033).
+// Requests the control plane makes to a URL a user gave (a deployment's source_url, a maintenance
+// page): they never connect to a link-local address (where clouds serve instance metadata and
+// credentials), an unspecified, a multicast or a cloud metadata one, checked on every address a
+// name resolves to, at connect time, and again after each redirect (ADR 0033).
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
 import type { Readable } from "node:stream";
-import { QuaiError } from "../core/errors.ts";
+import { QuaiError, type ErrorCode } from "./errors.ts";
 
 const MAX_REDIRECTS = 5;
-/** No byte for this long (connecting, waiting for headers, or mid-body): the download fails. */
 const IDLE_TIMEOUT_MS = 60_000;
 const FORBIDDEN = "QUAI_FORBIDDEN_ADDRESS";
 
@@ -28,8 +27,18 @@ export function forbiddenAddress(address: string): boolean {
   return /^::0*$/.test(x) || /^fe[89ab]/.test(x) || x.startsWith("ff") || x === "fd00:ec2::254";
 }
 
-function refused(host: string, address: string): QuaiError {
-  return new QuaiError("deployment_source_invalid", `source_url's host ${host} is ${address === host ? "" : `at ${address}, `}a link-local, unspecified, multicast or cloud metadata address: Quai does not download from those`);
+/** The catalogue's codes for a URL that is not allowed, and for one that cannot be fetched. */
+export interface UrlErrors {
+  /** What the URL is, in messages ("source_url", "the page URL"). */
+  what: string;
+  invalid: ErrorCode;
+  unreachable: ErrorCode;
+  /** No byte for this long (connecting, waiting for headers, or mid-body): the request fails (default 60 s). */
+  idleTimeoutMs?: number;
+}
+
+function refused(e: UrlErrors, host: string, address: string): QuaiError {
+  return new QuaiError(e.invalid, `${e.what}'s host ${host} is ${address === host ? "" : `at ${address}, `}a link-local, unspecified, multicast or cloud metadata address: Quai does not fetch from those`);
 }
 
 type Resolve = (hostname: string, options: LookupOptions & { all: true }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
@@ -52,52 +61,55 @@ export const guardLookup = (resolve: Resolve): Lookup => (hostname, options, cal
 };
 const guardedLookup = guardLookup(dnsLookup as unknown as Resolve);
 
-function get(url: URL): Promise<http.IncomingMessage> {
+function get(url: URL, idleTimeoutMs: number): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
     const req = (url.protocol === "https:" ? https : http).get(url, { lookup: guardedLookup as unknown as typeof dnsLookup }, resolve);
     req.on("error", reject);
-    req.setTimeout(IDLE_TIMEOUT_MS, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+    req.setTimeout(idleTimeoutMs, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
   });
 }
 
-function parse(raw: string, base?: URL): URL {
+function parse(e: UrlErrors, raw: string, base?: URL): URL {
   let url: URL;
   try {
     url = new URL(raw, base);
   } catch {
-    throw new QuaiError("deployment_source_invalid", `source_url ${JSON.stringify(raw)} is not a URL`);
+    throw new QuaiError(e.invalid, `${e.what} ${JSON.stringify(raw)} is not a URL`);
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") throw new QuaiError("deployment_source_invalid", base ? `source_url redirects to ${url.protocol} (only http:// and https://)` : "source_url must be an http:// or https:// URL");
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new QuaiError(e.invalid, base ? `${e.what} redirects to ${url.protocol} (only http:// and https://)` : `${e.what} must be an http:// or https:// URL`);
   // A literal address is never looked up: check it here (URL gives IPv6 in its compressed form).
   const host = url.hostname.replace(/^\[|\]$/g, "");
-  if (isIP(host) && forbiddenAddress(host)) throw refused(host, host);
+  if (isIP(host) && forbiddenAddress(host)) throw refused(e, host, host);
   return url;
 }
 
-/** Downloads `raw` (http or https, up to 5 redirects) as a stream; anything but a final 200 is an error. */
-export async function fetchArchive(raw: string): Promise<Readable> {
-  let url = parse(raw);
+/** GETs `raw` (http or https, up to 5 redirects) and returns the body as a stream; anything but a final 200 is an error. */
+export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
+  let url = parse(e, raw);
   for (let hop = 0; ; hop++) {
     const where = `${url.origin}${url.pathname}`;
     let res: http.IncomingMessage;
     try {
-      res = await get(url);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException & { address?: string };
-      if (e.code === FORBIDDEN) throw refused(url.hostname, e.address ?? "");
-      throw new QuaiError("deployment_source_unreachable", `could not download ${where}: ${e.code ?? e.message}`);
+      res = await get(url, e.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
+    } catch (caught) {
+      const err = caught as NodeJS.ErrnoException & { address?: string };
+      if (err.code === FORBIDDEN) throw refused(e, url.hostname, err.address ?? "");
+      throw new QuaiError(e.unreachable, `could not fetch ${where}: ${err.code ?? err.message}`);
     }
     const status = res.statusCode ?? 0;
     if ([301, 302, 303, 307, 308].includes(status) && res.headers.location) {
       res.resume();
-      if (hop >= MAX_REDIRECTS) throw new QuaiError("deployment_source_unreachable", `downloading ${where}: more than ${MAX_REDIRECTS} redirects`);
-      url = parse(res.headers.location, url);
+      if (hop >= MAX_REDIRECTS) throw new QuaiError(e.unreachable, `fetching ${where}: more than ${MAX_REDIRECTS} redirects`);
+      url = parse(e, res.headers.location, url);
       continue;
     }
     if (status !== 200) {
       res.resume();
-      throw new QuaiError("deployment_source_unreachable", `downloading ${where} answered ${status}`);
+      throw new QuaiError(e.unreachable, `fetching ${where} answered ${status}`);
     }
     return res;
   }
 }
+
+/** A deployment's archive at `source_url`, as a stream. */
+export const fetchArchive = (url: string): Promise<Readable> => getUrl(url, { what: "source_url", invalid: "deployment_source_invalid", unreachable: "deployment_source_unreachable" });

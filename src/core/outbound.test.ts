@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { once } from "node:events";
 import http from "node:http";
 import { text } from "node:stream/consumers";
-import { QuaiError } from "../core/errors.ts";
-import { fetchArchive, forbiddenAddress, guardLookup } from "./download.ts";
+import { QuaiError } from "./errors.ts";
+import { fetchArchive, forbiddenAddress, guardLookup } from "./outbound.ts";
 
 describe("archive downloads", () => {
   let server: http.Server;
