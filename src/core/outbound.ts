@@ -2,7 +2,7 @@
 // page): they never connect to a link-local address (where clouds serve instance metadata and
 // credentials), an unspecified, a multicast or a cloud metadata one, checked on every address a
 // name resolves to, at connect time, and again after each redirect (ADR 0033).
-import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
+import { lookup as dnsLookup, promises as dns, type LookupAddress, type LookupOptions } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
@@ -37,7 +37,7 @@ export interface UrlErrors {
   idleTimeoutMs?: number;
 }
 
-function refused(e: UrlErrors, host: string, address: string): QuaiError {
+function refused(e: Pick<UrlErrors, "what" | "invalid">, host: string, address: string): QuaiError {
   return new QuaiError(e.invalid, `${e.what}'s host ${host} is ${address === host ? "" : `at ${address}, `}a link-local, unspecified, multicast or cloud metadata address: Quai does not fetch from those`);
 }
 
@@ -109,6 +109,23 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
     }
     return res;
   }
+}
+
+/**
+ * Throws `e.invalid` when `url`'s host is, or now resolves to, a forbidden address. For requests
+ * made with fetch(), which takes no lookup function: unlike getUrl's, a name whose answer changes
+ * between this check and the connection is not caught (ADR 0033).
+ */
+export async function assertAllowedHost(url: URL, e: Pick<UrlErrors, "what" | "invalid">): Promise<void> {
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  if (isIP(host)) {
+    if (forbiddenAddress(host)) throw refused(e, host, host);
+    return;
+  }
+  // A name that does not resolve is the request's failure to report, not this check's.
+  const addresses = await dns.lookup(host, { all: true }).catch(() => [] as LookupAddress[]);
+  const bad = addresses.find((a) => forbiddenAddress(a.address));
+  if (bad) throw refused(e, host, bad.address);
 }
 
 /** A deployment's archive at `source_url`, as a stream. */

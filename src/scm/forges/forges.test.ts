@@ -373,6 +373,24 @@ describe("http helpers", () => {
     }
   });
 
+  it("never calls a cloud metadata address, given as the forge's url or behind its redirect", async () => {
+    const direct = new ForgeHttp({ forge: "GitLab", baseUrl: "http://169.254.169.254/latest/meta-data", headers: {}, attempts: 3 });
+    await assert.rejects(direct.request("GET", "/user"), (e: unknown) => e instanceof QuaiError && e.code === "scm_integration_invalid" && /link-local/.test(e.message));
+    let hits = 0;
+    const api = createServer((_req, res) => {
+      hits++;
+      res.writeHead(302, { location: "http://169.254.169.254/latest/meta-data/" }).end();
+    });
+    await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
+    try {
+      const http = new ForgeHttp({ forge: "GitLab", baseUrl: `http://127.0.0.1:${(api.address() as AddressInfo).port}`, headers: {}, attempts: 3 });
+      await assert.rejects(http.request("GET", "/user"), (e: unknown) => e instanceof QuaiError && e.code === "scm_integration_invalid" && /169\.254\.169\.254/.test(e.message));
+      assert.equal(hits, 1, "refused at once, not retried");
+    } finally {
+      await new Promise((r) => api.close(r));
+    }
+  });
+
   it("does not retry a download the caller aborted", async () => {
     const forge = await new FakeForge({ token: TOKEN }).start();
     try {
