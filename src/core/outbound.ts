@@ -27,7 +27,7 @@ export function forbiddenAddress(address: string): boolean {
   return /^::0*$/.test(x) || /^fe[89ab]/.test(x) || x.startsWith("ff") || x === "fd00:ec2::254";
 }
 
-/** The catalogue's codes for a URL that is not allowed, and for one that cannot be fetched. */
+/** How a request to a user's URL reports (the catalogue's codes for a URL not allowed and for one that cannot be fetched) and times out. */
 export interface UrlErrors {
   /** What the URL is, in messages ("source_url", "the page URL"). */
   what: string;
@@ -39,6 +39,13 @@ export interface UrlErrors {
 
 function refused(e: Pick<UrlErrors, "what" | "invalid">, host: string, address: string): QuaiError {
   return new QuaiError(e.invalid, `${e.what}'s host ${host} is ${address === host ? "" : `at ${address}, `}a link-local, unspecified, multicast or cloud metadata address: Quai does not fetch from those`);
+}
+
+/** The host of `url` when it is a literal address (never looked up, so checked apart), else undefined. */
+function literalHost(url: URL): string | undefined {
+  // URL gives IPv6 in brackets, in its compressed form.
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  return isIP(host) ? host : undefined;
 }
 
 type Resolve = (hostname: string, options: LookupOptions & { all: true }, callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void) => void;
@@ -77,9 +84,8 @@ function parse(e: UrlErrors, raw: string, base?: URL): URL {
     throw new QuaiError(e.invalid, `${e.what} ${JSON.stringify(raw)} is not a URL`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new QuaiError(e.invalid, base ? `${e.what} redirects to ${url.protocol} (only http:// and https://)` : `${e.what} must be an http:// or https:// URL`);
-  // A literal address is never looked up: check it here (URL gives IPv6 in its compressed form).
-  const host = url.hostname.replace(/^\[|\]$/g, "");
-  if (isIP(host) && forbiddenAddress(host)) throw refused(e, host, host);
+  const literal = literalHost(url);
+  if (literal && forbiddenAddress(literal)) throw refused(e, literal, literal);
   return url;
 }
 
@@ -93,7 +99,7 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
       res = await get(url, e.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
     } catch (caught) {
       const err = caught as NodeJS.ErrnoException & { address?: string };
-      if (err.code === FORBIDDEN) throw refused(e, url.hostname, err.address ?? "");
+      if (err.code === FORBIDDEN) throw refused(e, url.hostname, err.address ?? url.hostname);
       throw new QuaiError(e.unreachable, `could not fetch ${where}: ${err.code ?? err.message}`);
     }
     const status = res.statusCode ?? 0;
@@ -117,15 +123,15 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
  * between this check and the connection is not caught (ADR 0033).
  */
 export async function assertAllowedHost(url: URL, e: Pick<UrlErrors, "what" | "invalid">): Promise<void> {
-  const host = url.hostname.replace(/^\[|\]$/g, "");
-  if (isIP(host)) {
-    if (forbiddenAddress(host)) throw refused(e, host, host);
+  const literal = literalHost(url);
+  if (literal) {
+    if (forbiddenAddress(literal)) throw refused(e, literal, literal);
     return;
   }
   // A name that does not resolve is the request's failure to report, not this check's.
-  const addresses = await dns.lookup(host, { all: true }).catch(() => [] as LookupAddress[]);
+  const addresses = await dns.lookup(url.hostname, { all: true }).catch(() => [] as LookupAddress[]);
   const bad = addresses.find((a) => forbiddenAddress(a.address));
-  if (bad) throw refused(e, host, bad.address);
+  if (bad) throw refused(e, url.hostname, bad.address);
 }
 
 /** A deployment's archive at `source_url`, as a stream. */
