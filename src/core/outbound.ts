@@ -2,11 +2,11 @@
 // page): they never connect to a link-local address (where clouds serve instance metadata and
 // credentials), an unspecified, a multicast or a cloud metadata one, checked on every address a
 // name resolves to, at connect time, and again after each redirect (ADR 0033).
-import { lookup as dnsLookup, promises as dns, type LookupAddress, type LookupOptions } from "node:dns";
+import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
 import http from "node:http";
 import https from "node:https";
 import { isIP } from "node:net";
-import type { Readable } from "node:stream";
+import { Readable } from "node:stream";
 import { QuaiError, type ErrorCode } from "./errors.ts";
 
 const MAX_REDIRECTS = 5;
@@ -118,20 +118,46 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
 }
 
 /**
- * Throws `e.invalid` when `url`'s host is, or now resolves to, a forbidden address. For requests
- * made with fetch(), which takes no lookup function: unlike getUrl's, a name whose answer changes
- * between this check and the connection is not caught (ADR 0033).
+ * fetch() for a user's URL, made with node:http and the guarded lookup: the same Response, with
+ * no redirect followed (the caller follows them, and each goes through here again). A forbidden
+ * address throws `e.invalid`; a network failure rejects like fetch ("fetch failed", the node
+ * error as its cause); an abort rejects with the signal's reason, before or during the body.
  */
-export async function assertAllowedHost(url: URL, e: Pick<UrlErrors, "what" | "invalid">): Promise<void> {
-  const literal = literalHost(url);
-  if (literal) {
-    if (forbiddenAddress(literal)) throw refused(e, literal, literal);
-    return;
-  }
-  // A name that does not resolve is the request's failure to report, not this check's.
-  const addresses = await dns.lookup(url.hostname, { all: true }).catch(() => [] as LookupAddress[]);
-  const bad = addresses.find((a) => forbiddenAddress(a.address));
-  if (bad) throw refused(e, url.hostname, bad.address);
+export function guardedFetch(url: URL, init: { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal }, e: Pick<UrlErrors, "what" | "invalid">): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const literal = literalHost(url);
+    if (literal && forbiddenAddress(literal)) return reject(refused(e, literal, literal));
+    if (init.signal.aborted) return reject(init.signal.reason);
+    let response: http.IncomingMessage | undefined;
+    const onAbort = () => {
+      req.destroy(init.signal.reason);
+      response?.destroy(init.signal.reason);
+    };
+    const req = (url.protocol === "https:" ? https : http).request(url, { method: init.method, headers: init.headers, lookup: guardedLookup as unknown as typeof dnsLookup }, (res) => {
+      response = res;
+      res.once("close", () => init.signal.removeEventListener("abort", onAbort));
+      const status = res.statusCode ?? 0;
+      const headers = new Headers();
+      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+        try {
+          headers.append(res.rawHeaders[i] as string, res.rawHeaders[i + 1] as string);
+        } catch {
+          // A header value fetch() would refuse too: left out.
+        }
+      }
+      const noBody = init.method === "HEAD" || [101, 204, 205, 304].includes(status);
+      if (noBody) res.resume();
+      resolve(new Response(noBody ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, headers }));
+    });
+    init.signal.addEventListener("abort", onAbort, { once: true });
+    req.on("error", (err: NodeJS.ErrnoException & { address?: string }) => {
+      init.signal.removeEventListener("abort", onAbort);
+      if (err === init.signal.reason) reject(err);
+      else if (err.code === FORBIDDEN) reject(refused(e, url.hostname, err.address ?? url.hostname));
+      else reject(new TypeError("fetch failed", { cause: err }));
+    });
+    req.end(init.body);
+  });
 }
 
 /** A deployment's archive at `source_url`, as a stream. */

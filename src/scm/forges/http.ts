@@ -3,7 +3,7 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { QuaiError } from "../../core/errors.ts";
-import { assertAllowedHost } from "../../core/outbound.ts";
+import { guardedFetch } from "../../core/outbound.ts";
 
 /** How `ForgeHttp` reaches one forge. */
 export interface ForgeHttpOptions {
@@ -148,9 +148,8 @@ export class ForgeHttp {
     let headers: Record<string, string> = { ...this.#opts.headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     for (let hop = 0; hop <= 5; hop++) {
-      // The forge's url is a user's: never a cloud metadata address, nor a redirect to one.
-      await assertAllowedHost(url, { what: "the forge's url", invalid: "scm_integration_invalid" });
-      const res = await fetch(url, { method, headers, body, redirect: "manual", signal });
+      // The forge's url is a user's: never a cloud metadata address, nor a redirect to one (ADR 0033).
+      const res = await guardedFetch(url, { method, headers, ...(body !== undefined ? { body } : {}), signal }, { what: "the forge's url", invalid: "scm_integration_invalid" });
       const location = res.headers.get("location");
       if (res.status < 300 || res.status >= 400 || !location) return res;
       await res.body?.cancel();
