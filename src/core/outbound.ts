@@ -1,5 +1,5 @@
 // Requests the control plane makes to a URL a user gave (a deployment's source_url, a maintenance
-// page): they never connect to a link-local address (where clouds serve instance metadata and
+// page, a self-hosted forge's API): they never connect to a link-local address (where clouds serve instance metadata and
 // credentials), an unspecified, a multicast or a cloud metadata one, checked on every address a
 // name resolves to, at connect time, and again after each redirect (ADR 0033).
 import { lookup as dnsLookup, type LookupAddress, type LookupOptions } from "node:dns";
