@@ -68,11 +68,45 @@ export const guardLookup = (resolve: Resolve): Lookup => (hostname, options, cal
 };
 const guardedLookup = guardLookup(dnsLookup as unknown as Resolve);
 
-function get(url: URL, idleTimeoutMs: number): Promise<http.IncomingMessage> {
+/** One request: its method, headers and body, and when to give up. */
+interface Send {
+  method: string;
+  headers?: Record<string, string>;
+  body?: string;
+  /** Aborts the request, before or during the body; it then fails with the signal's reason. */
+  signal?: AbortSignal;
+  /** No byte for this long (connecting, waiting for headers, or mid-body): it fails with ETIMEDOUT. */
+  idleTimeoutMs?: number;
+}
+
+/**
+ * Sends one request to `url` through the guarded lookup and resolves with the response (its body
+ * still to read). A forbidden address, literal or looked up, rejects with `e.invalid`; any other
+ * failure with the node error, or the signal's reason.
+ */
+function send(url: URL, o: Send, e: Pick<UrlErrors, "what" | "invalid">): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = (url.protocol === "https:" ? https : http).get(url, { lookup: guardedLookup as unknown as typeof dnsLookup }, resolve);
-    req.on("error", reject);
-    req.setTimeout(idleTimeoutMs, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+    const literal = literalHost(url);
+    if (literal && forbiddenAddress(literal)) return reject(refused(e, literal, literal));
+    const signal = o.signal;
+    if (signal?.aborted) return reject(signal.reason);
+    let response: http.IncomingMessage | undefined;
+    const onAbort = () => {
+      req.destroy(signal?.reason);
+      response?.destroy(signal?.reason);
+    };
+    const req = (url.protocol === "https:" ? https : http).request(url, { method: o.method, headers: o.headers, lookup: guardedLookup as unknown as typeof dnsLookup }, (res) => {
+      response = res;
+      res.once("close", () => signal?.removeEventListener("abort", onAbort));
+      resolve(res);
+    });
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (o.idleTimeoutMs) req.setTimeout(o.idleTimeoutMs, () => req.destroy(Object.assign(new Error("timed out"), { code: "ETIMEDOUT" })));
+    req.on("error", (err: NodeJS.ErrnoException & { address?: string }) => {
+      signal?.removeEventListener("abort", onAbort);
+      reject(err.code === FORBIDDEN ? refused(e, url.hostname, err.address ?? url.hostname) : err);
+    });
+    req.end(o.body);
   });
 }
 
@@ -84,8 +118,6 @@ function parse(e: UrlErrors, raw: string, base?: URL): URL {
     throw new QuaiError(e.invalid, `${e.what} ${JSON.stringify(raw)} is not a URL`);
   }
   if (url.protocol !== "http:" && url.protocol !== "https:") throw new QuaiError(e.invalid, base ? `${e.what} redirects to ${url.protocol} (only http:// and https://)` : `${e.what} must be an http:// or https:// URL`);
-  const literal = literalHost(url);
-  if (literal && forbiddenAddress(literal)) throw refused(e, literal, literal);
   return url;
 }
 
@@ -96,11 +128,10 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
     const where = `${url.origin}${url.pathname}`;
     let res: http.IncomingMessage;
     try {
-      res = await get(url, e.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
-    } catch (caught) {
-      const err = caught as NodeJS.ErrnoException & { address?: string };
-      if (err.code === FORBIDDEN) throw refused(e, url.hostname, err.address ?? url.hostname);
-      throw new QuaiError(e.unreachable, `could not fetch ${where}: ${err.code ?? err.message}`);
+      res = await send(url, { method: "GET", idleTimeoutMs: e.idleTimeoutMs ?? IDLE_TIMEOUT_MS }, e);
+    } catch (err) {
+      if (err instanceof QuaiError) throw err;
+      throw new QuaiError(e.unreachable, `could not fetch ${where}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     const status = res.statusCode ?? 0;
     if ([301, 302, 303, 307, 308].includes(status) && res.headers.location) {
@@ -123,41 +154,25 @@ export async function getUrl(raw: string, e: UrlErrors): Promise<Readable> {
  * address throws `e.invalid`; a network failure rejects like fetch ("fetch failed", the node
  * error as its cause); an abort rejects with the signal's reason, before or during the body.
  */
-export function guardedFetch(url: URL, init: { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal }, e: Pick<UrlErrors, "what" | "invalid">): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const literal = literalHost(url);
-    if (literal && forbiddenAddress(literal)) return reject(refused(e, literal, literal));
-    if (init.signal.aborted) return reject(init.signal.reason);
-    let response: http.IncomingMessage | undefined;
-    const onAbort = () => {
-      req.destroy(init.signal.reason);
-      response?.destroy(init.signal.reason);
-    };
-    const req = (url.protocol === "https:" ? https : http).request(url, { method: init.method, headers: init.headers, lookup: guardedLookup as unknown as typeof dnsLookup }, (res) => {
-      response = res;
-      res.once("close", () => init.signal.removeEventListener("abort", onAbort));
-      const status = res.statusCode ?? 0;
-      const headers = new Headers();
-      for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
-        try {
-          headers.append(res.rawHeaders[i] as string, res.rawHeaders[i + 1] as string);
-        } catch {
-          // A header value fetch() would refuse too: left out.
-        }
-      }
-      const noBody = init.method === "HEAD" || [101, 204, 205, 304].includes(status);
-      if (noBody) res.resume();
-      resolve(new Response(noBody ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, headers }));
-    });
-    init.signal.addEventListener("abort", onAbort, { once: true });
-    req.on("error", (err: NodeJS.ErrnoException & { address?: string }) => {
-      init.signal.removeEventListener("abort", onAbort);
-      if (err === init.signal.reason) reject(err);
-      else if (err.code === FORBIDDEN) reject(refused(e, url.hostname, err.address ?? url.hostname));
-      else reject(new TypeError("fetch failed", { cause: err }));
-    });
-    req.end(init.body);
-  });
+export async function guardedFetch(url: URL, init: { method: string; headers: Record<string, string>; body?: string; signal: AbortSignal }, e: Pick<UrlErrors, "what" | "invalid">): Promise<Response> {
+  let res: http.IncomingMessage;
+  try {
+    res = await send(url, init, e);
+  } catch (err) {
+    throw err instanceof QuaiError || err === init.signal.reason ? err : new TypeError("fetch failed", { cause: err });
+  }
+  const headers = new Headers();
+  for (let i = 0; i + 1 < res.rawHeaders.length; i += 2) {
+    try {
+      headers.append(res.rawHeaders[i] as string, res.rawHeaders[i + 1] as string);
+    } catch {
+      // A header value fetch() would refuse too: left out.
+    }
+  }
+  const status = res.statusCode ?? 0;
+  const noBody = init.method === "HEAD" || [101, 204, 205, 304].includes(status);
+  if (noBody) res.resume();
+  return new Response(noBody ? null : (Readable.toWeb(res) as ReadableStream<Uint8Array>), { status, headers });
 }
 
 /** A deployment's archive at `source_url`, as a stream. */
