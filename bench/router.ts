@@ -11,7 +11,7 @@ import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { NginxRouter } from "../src/router/nginx.ts";
+import { defaultRouterWorkers, NginxRouter } from "../src/router/nginx.ts";
 import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 import { runLoadInWorker, type LoadResult } from "./load.ts";
 
@@ -59,7 +59,11 @@ export interface RouterBenchResult {
 const TARGET = 0.95;
 /** Request headers the router must set (lower case, as node:http gives them). */
 const REQUIRED_HEADERS = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"];
-const WORKERS = 2;
+/**
+ * Every nginx runs as many workers as Quai's router would on this host (like with like, ADR 0034):
+ * QUAI_ROUTER_WORKERS when set, else one per CPU.
+ */
+const WORKERS = Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] as number;
@@ -238,7 +242,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
     console.log(
       `\nRouter throughput: ${concurrency} keep-alive clients, ${requests} requests per variant and round after ${warmup} warm-up, ${rounds} interleaved rounds` +
         `\n(figures: medians over rounds; ratios: median of the ratios within each round);` +
-        `\nnginx ${WORKERS} workers, backend node:http ${process.version} in the bench process, ${cpus().length} CPUs; load generator in a worker thread.\n`,
+        `\nnginx ${WORKERS} worker${WORKERS === 1 ? "" : "s"} (as Quai's router here), backend node:http ${process.version} in the bench process, ${cpus().length} CPUs; load generator in a worker thread.\n`,
     );
     console.log(
       table(

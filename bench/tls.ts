@@ -14,7 +14,7 @@ import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { runChecked } from "../src/core/run.ts";
-import { NginxRouter } from "../src/router/nginx.ts";
+import { defaultRouterWorkers, NginxRouter } from "../src/router/nginx.ts";
 import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 
 /** Knobs of `benchTls`. */
@@ -58,7 +58,11 @@ export interface TlsBenchResult {
 }
 
 const TARGET = 0.95;
-const WORKERS = 2;
+/**
+ * Every nginx runs as many workers as Quai's router would on this host (like with like, ADR 0034):
+ * QUAI_ROUTER_WORKERS when set, else one per CPU.
+ */
+const WORKERS = Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
 const HOST = "bench.quai.test";
 /** Unmeasured time before each sample: the keep-alive connections open, nginx's upstream ones too. */
 const WARMUP_MS = 300;
@@ -430,7 +434,7 @@ export async function benchTls(opts: TlsBenchOptions = {}): Promise<TlsBenchResu
     console.log(
       `\nTLS at the router: ${concurrency} concurrent clients, ${seconds} s per variant, figure and round after ${WARMUP_MS / 1000} s warm-up, ${rounds} interleaved rounds` +
         `\n(handshakes: a new connection each, no session resumption, ALPN http/1.1, one GET; keep-alive: ${concurrency} kept-alive HTTPS connections, TLS 1.3);` +
-        `\nfigures are medians over rounds, ratios the median of the ratios within each round; P-256 certificate, nginx ${WORKERS} workers,` +
+        `\nfigures are medians over rounds, ratios the median of the ratios within each round; P-256 certificate, nginx ${WORKERS} worker${WORKERS === 1 ? "" : "s"} (as Quai's router here),` +
         `\nbackend node:http ${process.version} in the bench process, ${cpus().length} CPUs; load generator in a worker thread.\n`,
     );
     const ratioOf = (f: Figure) => ratios.find((r) => r.figure === f) as TlsBenchResult["ratios"][number];

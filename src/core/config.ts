@@ -29,6 +29,8 @@ export interface ServerConfig {
   acme: { directoryUrl: string; email: string | undefined; caFile: string | undefined; retrySeconds: number; checkSeconds: number; publicIps: string[]; dnsServers: string[] } | undefined;
   /** Address the router listens on. */
   routerHost: string;
+  /** nginx workers of the router (QUAI_ROUTER_WORKERS; unset: one per CPU). */
+  routerWorkers: number | undefined;
   /** Build time limit in seconds (default 900). */
   buildTimeoutSeconds: number;
   /** Grace between SIGTERM and SIGKILL when containers retire, in seconds (default 30). */
@@ -72,6 +74,12 @@ function positiveInt(name: string, raw: string | undefined, fallback: number): n
   return n;
 }
 
+function boundedInt(name: string, raw: string, max: number): number {
+  const n = positiveInt(name, raw, 0);
+  if (n > max) throw new QuaiError("config_invalid", `${name} must be at most ${max}, got "${raw}"`);
+  return n;
+}
+
 /** Reads the server settings from `env`, with `flags` (from the command line) taking precedence. */
 export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: string } = {}): ServerConfig {
   const home = resolve(env.QUAI_HOME || join(homedir(), ".quai"));
@@ -100,6 +108,7 @@ export function loadServerConfig(env: NodeJS.ProcessEnv, flags: { listen?: strin
           }
         : undefined,
     routerHost: env.QUAI_ROUTER_HOST || "127.0.0.1",
+    routerWorkers: env.QUAI_ROUTER_WORKERS ? boundedInt("QUAI_ROUTER_WORKERS", env.QUAI_ROUTER_WORKERS, 64) : undefined,
     buildTimeoutSeconds: positiveInt("QUAI_BUILD_TIMEOUT", env.QUAI_BUILD_TIMEOUT, 900),
     stopGraceSeconds: positiveInt("QUAI_STOP_GRACE", env.QUAI_STOP_GRACE, 30),
     startTimeoutSeconds: positiveInt("QUAI_START_TIMEOUT", env.QUAI_START_TIMEOUT, 60),

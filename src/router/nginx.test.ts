@@ -8,7 +8,7 @@ import { chmod, mkdir, mkdtemp, readFile, rename, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runRouterSuite } from "../../test/conformance/router.suite.ts";
-import { NginxRouter } from "./nginx.ts";
+import { defaultRouterWorkers, NginxRouter } from "./nginx.ts";
 
 runRouterSuite("nginx", async ({ dir, domain }) => new NginxRouter({ prefix: join(dir, "router"), domain }));
 
@@ -59,7 +59,7 @@ describe("nginx router", () => {
 
   it("runs workers unprivileged with their temp files in the prefix, and reports reload times", { skip: !isRoot && "needs root" }, async (t) => {
     const dir = await scratch(0o711);
-    const router = new NginxRouter({ prefix: join(dir, "router") });
+    const router = new NginxRouter({ prefix: join(dir, "router"), workers: 2 });
     routers.push(router);
     await router.start();
     const master = router.masterPid as number;
@@ -152,6 +152,32 @@ describe("nginx router", () => {
     assert.equal((await get(port, "kept.localhost")).status, 404);
     await again.stop();
     await assert.rejects(get(port, "kept.localhost"), /ECONNREFUSED/);
+  });
+
+  it("runs one worker per CPU unless told, and a control plane with another count reloads into it", async () => {
+    assert.deepEqual([1, 2, 3, 8, 64, 96].map((cpus) => defaultRouterWorkers(cpus)), [1, 2, 3, 8, 64, 64]);
+    const prefix = join(await scratch(0o711), "router");
+    const first = new NginxRouter({ prefix });
+    routers.push(first);
+    await first.start();
+    const master = first.masterPid as number;
+    // Workers left by a reload finish their requests and exit: count until it settles.
+    const settled = async (want: number) => {
+      let n = workerUids(master).length;
+      for (let i = 0; i < 250 && n !== want; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        n = workerUids(master).length;
+      }
+      return n;
+    };
+    assert.equal(await settled(defaultRouterWorkers()), defaultRouterWorkers());
+    const more = defaultRouterWorkers() + 1;
+    const second = new NginxRouter({ prefix, workers: more });
+    routers.push(second);
+    await second.start();
+    assert.equal(second.masterPid, master, "the running master is kept");
+    assert.equal(await settled(more), more);
+    await second.stop();
   });
 
   it("remembers a port chosen at run time and reuses it on a fresh start", async () => {

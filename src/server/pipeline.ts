@@ -37,7 +37,7 @@ export async function startPipeline(config: ServerConfig, db: Db, keyring: Keyri
     await mkdir("/var/lib/quai", { recursive: true, mode: 0o711 });
     await prepareRuntime(paths);
   }
-  const router = new NginxRouter({ prefix: join(config.home, "router"), httpPort: config.routerPort, httpsPort: config.routerHttpsPort, host: config.routerHost, domain: config.domain, log });
+  const router = new NginxRouter({ prefix: join(config.home, "router"), httpPort: config.routerPort, httpsPort: config.routerHttpsPort, host: config.routerHost, workers: config.routerWorkers, domain: config.domain, log });
   await router.start();
   const runtime = new LocalRuntime({ stateDir: join(paths.root, "state") });
   const outputs = new DeploymentOutputs(join(config.home, "deployments"));
