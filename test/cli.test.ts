@@ -100,6 +100,13 @@ describe("quai CLI against a running server", () => {
     assert.equal(dangling.code, 0, dangling.stderr);
     assert.match(dangling.stderr, /CACHE_URL refers to \$REDIS_URL/);
     assert.equal((await quai([...a, "env-unset", "CACHE_URL"], env)).code, 0);
+    // Names Quai sets in containers: stored, and said to be hidden from the app.
+    const hidden = await quai([...a, "env-set", "PORT=80", "HOME=/srv", "APP_ENV=prod"], env);
+    assert.equal(hidden.code, 0, hidden.stderr);
+    assert.match(hidden.stderr, /^warning: PORT is the port Quai gives each web container: web processes never see the value set here/m);
+    assert.match(hidden.stderr, /^warning: HOME is set by Quai in every container/m);
+    assert.doesNotMatch(hidden.stderr, /APP_ENV/);
+    assert.equal((await quai([...a, "env-unset", "PORT", "HOME", "APP_ENV"], env)).code, 0);
     const missing = await quai([...a, "env", "--resolved"], env);
     assert.equal(missing.code, 65);
     assert.match(missing.stderr, /DATABASE_URL refers to \$PG_URL/);
@@ -109,7 +116,7 @@ describe("quai CLI against a running server", () => {
 
   it("shows events with who did what", async () => {
     const events = JSON.parse((await quai(["--app", "rdv-solidarites", "events", "--json"], env)).stdout) as { type: string; user: { email: string } }[];
-    assert.deepEqual(events.map((e) => e.type), ["delete_variable", "edit_variables", "delete_variable", "edit_variables", "new_app"]);
+    assert.deepEqual(events.map((e) => e.type), ["delete_variable", "edit_variables", "delete_variable", "edit_variables", "delete_variable", "edit_variables", "new_app"]);
     assert.ok(events.every((e) => e.user.email === "admin@example.org" || e.user.email === "dev@example.org"));
   });
 

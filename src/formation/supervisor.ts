@@ -15,6 +15,7 @@ import type { RouteMaintenance, RouterDriver, RouterState } from "../router/type
 import type { PipelineContext } from "../pipeline/context.ts";
 import { loadRelease, type Release } from "../pipeline/release.ts";
 import { slugDirFor } from "../pipeline/slug.ts";
+import { platformEnv } from "../variables/platform.ts";
 import { AppLogs, SpoolReader, type LogLine } from "../logs/store.ts";
 import type { Selectable } from "kysely";
 import type { ContainersTable } from "../store/schema.ts";
@@ -133,15 +134,8 @@ export class Supervisor {
   containerEnv(app: AppRef, release: Release, name: string, size: ContainerSize, port: number | null): Record<string, string> {
     return {
       ...release.config,
-      PATH: "/usr/local/bin:/usr/bin:/bin",
-      HOME: "/app",
       LANG: release.config.LANG ?? "C.UTF-8",
-      APP: app.name,
-      CONTAINER: name,
-      CONTAINER_SIZE: size,
-      CONTAINER_VERSION: `v${release.version}`,
-      SOURCE_VERSION: release.gitRef ?? "",
-      ...(port !== null ? { PORT: String(port) } : {}),
+      ...platformEnv({ app: app.name, name, size, version: release.version, gitRef: release.gitRef, port }),
     };
   }
 

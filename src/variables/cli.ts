@@ -4,6 +4,7 @@ import { parseFlags, requireApp, type CliContext, type Command } from "../cli/co
 import { table } from "../cli/output.ts";
 import { withAdminStore } from "../store/admin.ts";
 import { Keyring } from "./keyring.ts";
+import { platformVariableWarning } from "./platform.ts";
 import { rotateMasterKey, type Variable } from "./service.ts";
 
 const path = (app: string) => `/v1/apps/${encodeURIComponent(app)}/variables`;
@@ -54,6 +55,10 @@ const envSet: Command = {
     const res = await (await ctx.api()).request<{ variables: Variable[] }>("PUT", path(app), { variables });
     if (ctx.json) ctx.out(JSON.stringify(res.variables));
     else ctx.out(table(["NAME", "VALUE"], res.variables.map((v) => [v.name, v.value.length > 60 ? v.value.slice(0, 57) + "..." : v.value])));
+    for (const { name } of variables) {
+      const warning = platformVariableWarning(name);
+      if (warning) ctx.err(`warning: ${warning}`);
+    }
     await warnMissingReferences(ctx, app);
   },
 };
