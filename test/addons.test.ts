@@ -386,11 +386,21 @@ describe("add-ons", () => {
       await r.set("greeting", "bonjour");
       r.disconnect();
       assert.match(await rawRedis(Number(new URL(url).port), "GET greeting"), /^-NOAUTH/);
-      const b = await quai(["--app", "redis-app", "backups-create", "--addon", "redis"], cliEnv);
+      // The app's only add-on needs no --addon.
+      const b = await quai(["--app", "redis-app", "backups-create"], cliEnv);
       assert.equal(b.code, 0, b.stderr);
       const list = await quai(["--app", "redis-app", "addons"], cliEnv);
       assert.match(list.stdout, /Redis \(redis\)/);
       assert.match(list.stdout, /last good one 20/);
+      assert.match((await quai(["--app", "redis-app", "backups"], cliEnv)).stdout, /^[0-9a-f-]{36} .* done /m);
+      await createApp("bare-app");
+      const none = await quai(["--app", "bare-app", "backups"], cliEnv);
+      assert.equal(none.code, 66);
+      assert.match(none.stderr, /app bare-app has no add-on/);
+      await addAddon("redis-app", "postgresql", "postgresql-sandbox");
+      const two = await quai(["--app", "redis-app", "backups-create"], cliEnv);
+      assert.equal(two.code, 64);
+      assert.match(two.stderr, /app redis-app has 2 add-ons \((postgresql, redis|redis, postgresql)\): say which, as in quai backups-create --addon <addon>/);
       const del = await api("DELETE", "/v1/apps/redis-app?current_name=redis-app");
       assert.equal(del.status, 204);
       assert.equal(await portIsFree(Number(new URL(url).port)), true, "deleting the app stops its add-ons");

@@ -42,11 +42,15 @@ interface BackupJson {
 const mib = (bytes: number | null | undefined) => (bytes === null || bytes === undefined ? "-" : bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${(bytes / 1024 ** 2).toFixed(1)} MiB`);
 const enc = encodeURIComponent;
 
-/** The add-on named by `--addon` (id or provider id), or the only positional. */
-function addonFlag(flags: Record<string, string | true>, positionals: string[], usage: string): string {
+/** The add-on named by `--addon` (id or provider id) or the only positional, else the app's only add-on. */
+async function addonFlag(ctx: CliContext, app: string, flags: Record<string, string | true>, positionals: string[], usage: string): Promise<string> {
   const ref = typeof flags.addon === "string" ? flags.addon : positionals.shift();
-  if (!ref) throw new QuaiError("cli_usage", `usage: quai ${usage}`);
-  return ref;
+  if (ref) return ref;
+  // Named by neither: the app's add-on, when it has exactly one.
+  const { addons } = await (await ctx.api()).request<{ addons: AddonJson[] }>("GET", `/v1/apps/${enc(app)}/addons`);
+  if (addons.length === 1) return (addons[0] as AddonJson).addon_provider.id;
+  if (addons.length === 0) throw new QuaiError("addon_not_found", `app ${app} has no add-on`);
+  throw new QuaiError("cli_usage", `app ${app} has ${addons.length} add-ons (${addons.map((a) => a.addon_provider.id).join(", ")}): say which, as in quai ${usage}`);
 }
 
 /** Asks to type `word` unless --force; refuses without a terminal. */
@@ -187,7 +191,7 @@ const backups: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, [], ["addon"]);
-    const ref = addonFlag(flags, positionals, "backups --addon <addon>");
+    const ref = await addonFlag(ctx, app, flags, positionals, "backups --addon <addon>");
     const res = await (await ctx.api()).request<{ backups: BackupJson[] }>("GET", `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups`);
     if (ctx.json) return ctx.out(JSON.stringify(res.backups));
     if (res.backups.length === 0) return ctx.out(`No backups yet: take one with \`quai --app ${app} backups-create --addon ${ref}\`.`);
@@ -203,7 +207,7 @@ const create: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, ["no-wait"], ["addon"]);
-    const ref = addonFlag(flags, positionals, "backups-create --addon <addon>");
+    const ref = await addonFlag(ctx, app, flags, positionals, "backups-create --addon <addon>");
     const api = await ctx.api();
     let { backup } = await api.request<{ backup: BackupJson }>("POST", `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups`);
     if (flags["no-wait"] !== true) {
@@ -226,7 +230,7 @@ const download: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, [], ["addon", "backup", "output"]);
-    const ref = addonFlag(flags, positionals, "backups-download --addon <addon> [--backup ID] [--output FILE]");
+    const ref = await addonFlag(ctx, app, flags, positionals, "backups-download --addon <addon> [--backup ID] [--output FILE]");
     const api = await ctx.api();
     let id = typeof flags.backup === "string" ? flags.backup : undefined;
     if (!id) {
@@ -263,7 +267,7 @@ const verify: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, [], ["addon", "backup"]);
-    const ref = addonFlag(flags, positionals, "backups-verify --addon <addon> --backup ID");
+    const ref = await addonFlag(ctx, app, flags, positionals, "backups-verify --addon <addon> --backup ID");
     const id = typeof flags.backup === "string" ? flags.backup : positionals[0];
     if (!id) throw new QuaiError("cli_usage", "usage: quai backups-verify --addon <addon> --backup ID");
     const { backup } = await (await ctx.api()).request<{ backup: BackupJson }>("POST", `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups/${enc(id)}/verify`);
@@ -282,7 +286,7 @@ const restore: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, ["force"], ["addon", "backup"]);
-    const ref = addonFlag(flags, positionals, "backups-restore --addon <addon> --backup ID");
+    const ref = await addonFlag(ctx, app, flags, positionals, "backups-restore --addon <addon> --backup ID");
     const id = typeof flags.backup === "string" ? flags.backup : positionals[0];
     if (!id) throw new QuaiError("cli_usage", "usage: quai backups-restore --addon <addon> --backup ID [--force]");
     await confirm(ctx, flags.force === true, `This switches ${app}'s ${ref} to the data of backup ${id}. The current data is kept (stopped) and listed by \`quai addons-instances\`.`, app);
@@ -299,7 +303,7 @@ const pitr: Command = {
   async run(ctx, args) {
     const app = requireApp(ctx);
     const { flags, positionals } = parseFlags(args, ["force"], ["addon", "to"]);
-    const ref = addonFlag(flags, positionals, "pitr-restore --addon <addon> --to TIME");
+    const ref = await addonFlag(ctx, app, flags, positionals, "pitr-restore --addon <addon> --to TIME");
     if (typeof flags.to !== "string") throw new QuaiError("cli_usage", "usage: quai pitr-restore --addon <addon> --to 'YYYY-MM-DD HH:MM:SS'");
     await confirm(ctx, flags.force === true, `This switches ${app}'s ${ref} to its state at ${flags.to}. The current data is kept (stopped).`, app);
     const { addon } = await (await ctx.api()).request<{ addon: AddonJson }>("POST", `/v1/apps/${enc(app)}/addons/${enc(ref)}/pitr_restore`, { to: flags.to });
