@@ -181,7 +181,19 @@ describe("add-ons", () => {
       await writeFile(out, full.subarray(0, Math.floor(full.length / 2)));
       const res = await quai(["--app", app, "backups-download", "--addon", "postgresql", "--backup", backup.id, "--output", out], cliEnv);
       assert.equal(res.code, 0, res.stderr);
+      assert.match(res.stdout, /sha256 checked, resumed\)/);
       assert.equal(createHash("sha256").update(await readFile(out)).digest("hex"), backup.sha256);
+      // A file of the same name that is not this backup's start (yesterday's dump) is not
+      // resumed into a corrupt one: the checksum catches it and the backup comes whole.
+      const stale = join(root, "stale.pgdump");
+      await writeFile(stale, Buffer.alloc(Math.floor(full.length / 3), 7));
+      const again = await quai(["--app", app, "backups-download", "--addon", "postgresql", "--backup", backup.id, "--output", stale], cliEnv);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /held something other than backup/);
+      assert.equal(createHash("sha256").update(await readFile(stale)).digest("hex"), backup.sha256);
+      const nowhere = await quai(["--app", app, "backups-download", "--addon", "postgresql", "--output", join(root, "no", "such", "dir.pgdump")], cliEnv);
+      assert.equal(nowhere.code, 64);
+      assert.match(nowhere.stderr, /cannot write .*: no such directory/);
     });
 
     it("verifies a backup in a throwaway server: tables and row counts", async () => {

@@ -1,6 +1,9 @@
 // CLI: addons, addons-add, addons-upgrade, addons-remove, backups, backups-create,
 // backups-download, backups-verify, backups-restore, pitr-restore and the database consoles.
-import { createWriteStream, existsSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { constants, createReadStream, createWriteStream, existsSync, statSync } from "node:fs";
+import { access, stat } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { QuaiError } from "../core/errors.ts";
@@ -51,6 +54,28 @@ async function addonFlag(ctx: CliContext, app: string, flags: Record<string, str
   if (addons.length === 1) return (addons[0] as AddonJson).addon_provider.id;
   if (addons.length === 0) throw new QuaiError("addon_not_found", `app ${app} has no add-on`);
   throw new QuaiError("cli_usage", `app ${app} has ${addons.length} add-ons (${addons.map((a) => a.addon_provider.id).join(", ")}): say which, as in quai ${usage}`);
+}
+
+/** Refuses, before any download, a file that cannot be written: a missing directory, a directory, no permission. */
+async function checkWritable(file: string): Promise<void> {
+  try {
+    const st = await stat(file).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === "ENOENT") return undefined;
+      throw err;
+    });
+    if (st?.isDirectory()) throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+    await access(st ? file : dirname(resolve(file)), constants.W_OK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ENOENT" || code === "ENOTDIR" ? "no such directory" : code === "EACCES" || code === "EROFS" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? String(err));
+    throw new QuaiError("cli_usage", `cannot write ${file}: ${why}`);
+  }
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(createReadStream(file), hash);
+  return hash.digest("hex");
 }
 
 /** Asks to type `word` unless --force; refuses without a terminal. */
@@ -232,30 +257,45 @@ const download: Command = {
     const { flags, positionals } = parseFlags(args, [], ["addon", "backup", "output"]);
     const ref = await addonFlag(ctx, app, flags, positionals, "backups-download --addon <addon> [--backup ID] [--output FILE]");
     const api = await ctx.api();
-    let id = typeof flags.backup === "string" ? flags.backup : undefined;
-    if (!id) {
-      const res = await api.request<{ backups: BackupJson[] }>("GET", `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups`);
-      id = res.backups.find((b) => b.status === "done")?.id;
-      if (!id) throw new QuaiError("backup_not_found", `the ${ref} add-on has no completed backup yet`);
+    const base = `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups`;
+    let backup: BackupJson | undefined;
+    if (typeof flags.backup === "string") {
+      backup = (await api.request<{ backup: BackupJson }>("GET", `${base}/${enc(flags.backup)}`)).backup;
+      if (backup.status !== "done") throw new QuaiError("backup_not_found", `backup ${backup.id} is ${backup.status}: only a completed backup can be downloaded`);
+    } else {
+      backup = (await api.request<{ backups: BackupJson[] }>("GET", base)).backups.find((b) => b.status === "done");
+      if (!backup) throw new QuaiError("backup_not_found", `the ${ref} add-on has no completed backup yet`);
     }
-    const path = `/v1/apps/${enc(app)}/addons/${enc(ref)}/backups/${enc(id)}/archive`;
+    const id = backup.id;
+    const path = `${base}/${enc(id)}/archive`;
     const output = typeof flags.output === "string" ? flags.output : undefined;
     if (!output) {
       const res = await api.stream("GET", path);
       await pipeline(Readable.fromWeb(res.body as never), process.stdout);
       return;
     }
+    await checkWritable(output);
+    const fetchInto = async (from: number): Promise<void> => {
+      const res = await api.stream("GET", path, undefined, from > 0 ? { range: `bytes=${from}-` } : {}).catch((err: unknown) => {
+        // Nothing past the file's end: it is as long as the backup, or longer (checked below).
+        if (from > 0 && err instanceof QuaiError && /416/.test(err.message)) return undefined;
+        throw err;
+      });
+      if (res) await pipeline(Readable.fromWeb(res.body as never), createWriteStream(output, { flags: res.status === 206 ? "a" : "w" }));
+    };
+    // A file already there is taken for an interrupted download of this backup. If it was
+    // something else (yesterday's backup under the same name), the checksum says so, and the
+    // backup is downloaded again whole.
     const have = existsSync(output) ? statSync(output).size : 0;
-    const res = await api.stream("GET", path, undefined, have > 0 ? { range: `bytes=${have}-` } : {}).catch((err: unknown) => {
-      // Already complete: the server has nothing past its end.
-      if (err instanceof QuaiError && /416/.test(err.message)) return undefined;
-      throw err;
-    });
-    if (res && res.status !== 416) {
-      const resumed = res.status === 206;
-      await pipeline(Readable.fromWeb(res.body as never), createWriteStream(output, { flags: resumed ? "a" : "w" }));
+    await fetchInto(have);
+    let how = have === 0 ? "" : backup.size !== null && have >= backup.size ? ", already there" : ", resumed";
+    if (backup.sha256 && have > 0 && (await sha256File(output)) !== backup.sha256) {
+      ctx.err(`${output} held something other than backup ${id}: downloading it whole`);
+      await fetchInto(0);
+      how = "";
     }
-    ctx.out(`Backup ${id} saved to ${output} (${mib(statSync(output).size)})`);
+    if (backup.sha256 && (await sha256File(output)) !== backup.sha256) throw new QuaiError("backup_corrupted", `${output} does not match backup ${id}'s checksum (sha256 ${backup.sha256}); download it again`);
+    ctx.out(`Backup ${id} saved to ${output} (${mib(statSync(output).size)}${backup.sha256 ? ", sha256 checked" : ""}${how})`);
   },
 };
 
