@@ -137,6 +137,13 @@ describe("quai CLI against a running server", () => {
       assert.match(help.stdout, new RegExp(`^  ${cmd} `, "m"), cmd);
     }
     assert.equal((help.stdout.match(/e\.g\. quai/g) ?? []).length >= 12, true);
+    const one = await quai(["help", "env-set"], env);
+    assert.equal(one.code, 0);
+    assert.match(one.stdout, /^Usage: quai env-set KEY=VALUE/);
+    assert.doesNotMatch(one.stdout, /env-unset/);
+    const group = await quai(["help", "admin"], env);
+    assert.match(group.stdout, /^Usage: quai admin token-create/m);
+    assert.equal((await quai(["help", "frobnicate"], env)).code, 64);
     assert.equal((await quai(["frobnicate"], env)).code, 64);
     assert.equal((await quai(["apps", "--bogus"], env)).code, 64);
   });

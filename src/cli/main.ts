@@ -35,7 +35,7 @@ function help(): string {
     ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}\n  ${"".padEnd(width)}  e.g. ${c.example}`),
     "",
     "Environment: QUAI_URL and QUAI_TOKEN override the stored login; QUAI_HOME holds a server's state.",
-    "`quai <command> --help` shows a command's usage.",
+    "`quai <command> --help` or `quai help <command>` shows a command's usage.",
   ];
   return lines.join("\n");
 }
@@ -86,6 +86,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       return 0;
     } else rest.push(a);
   }
+  if (rest[0] === "help" && rest.length > 1) {
+    // `quai help maintenance`: that command, or the commands of that group, as `--help` shows them.
+    const asked = rest.slice(1).join(" ");
+    const matching = commands.filter((c) => c.name === asked || c.name.startsWith(`${asked} `));
+    if (matching.length === 0) return fail(new QuaiError("cli_usage", `unknown command "${asked}": see \`quai help\``), json);
+    process.stdout.write(matching.map(usageOf).join("\n"));
+    return 0;
+  }
   if (rest.length === 0 || rest[0] === "help") {
     process.stdout.write(help() + "\n");
     return rest.length === 0 && !wantHelp ? catalogue.cli_usage.exit : 0;
@@ -95,7 +103,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   if (!command) return fail(new QuaiError("cli_usage", `unknown command "${rest[0]}${rest[0] === "admin" && rest[1] ? " " + rest[1] : ""}": see \`quai help\``), json);
   const args = rest.slice(command.name.split(" ").length);
   if (wantHelp) {
-    process.stdout.write(`Usage: quai ${command.name} ${command.usage}\n${command.summary}\nExample: ${command.example}\n`);
+    process.stdout.write(usageOf(command));
     return 0;
   }
   if (command.usage === "" && args.length > 0) {
@@ -118,6 +126,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   } catch (err) {
     return fail(err, json);
   }
+}
+
+function usageOf(command: Command): string {
+  return `Usage: ${`quai ${command.name} ${command.usage}`.trimEnd()}\n${command.summary}\nExample: ${command.example}\n`;
 }
 
 function fail(err: unknown, json = false): number {
