@@ -289,12 +289,14 @@ const download: Command = {
     const have = existsSync(output) ? statSync(output).size : 0;
     await fetchInto(have);
     let how = have === 0 ? "" : backup.size !== null && have >= backup.size ? ", already there" : ", resumed";
-    if (backup.sha256 && have > 0 && (await sha256File(output)) !== backup.sha256) {
+    let sum = backup.sha256 ? await sha256File(output) : undefined;
+    if (sum !== backup.sha256 && have > 0) {
       ctx.err(`${output} held something other than backup ${id}: downloading it whole`);
       await fetchInto(0);
+      sum = await sha256File(output);
       how = "";
     }
-    if (backup.sha256 && (await sha256File(output)) !== backup.sha256) throw new QuaiError("backup_corrupted", `${output} does not match backup ${id}'s checksum (sha256 ${backup.sha256}); download it again`);
+    if (backup.sha256 && sum !== backup.sha256) throw new QuaiError("backup_corrupted", `${output} does not match backup ${id}'s checksum (sha256 ${backup.sha256}); download it again`);
     ctx.out(`Backup ${id} saved to ${output} (${mib(statSync(output).size)}${backup.sha256 ? ", sha256 checked" : ""}${how})`);
   },
 };
