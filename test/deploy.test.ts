@@ -190,8 +190,15 @@ describe("git push deploys", () => {
     await client.Containers.stop("web-app", (oneOff as unknown as { id: string }).id);
     const after = await client.Containers.processes("web-app");
     assert.ok(!after.some((c) => c.type === "one-off"), "the one-off was stopped");
-    const logs = await (await fetch(`${await client.Apps.logsURL("web-app")}&n=20`)).text();
+    const logsUrl = await client.Apps.logsURL("web-app");
+    const logs = await (await fetch(`${logsUrl}&n=20`)).text();
     assert.match(logs, /\[web-1\] /);
+    assert.equal((await (await fetch(`${logsUrl}&n=1`)).text()).trimEnd().split("\n").length, 1);
+    for (const bad of ["n=abc", "n=0", "n=-5", "n=2.5", "stream=maybe"]) {
+      const res = await fetch(`${logsUrl}&${bad}`);
+      assert.equal(res.status, 422, bad);
+      assert.equal(((await res.json()) as { error: string }).error, "validation_failed", bad);
+    }
   });
 
   it("refuses bad scale requests with the catalogue's errors", async () => {
