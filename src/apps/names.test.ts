@@ -35,6 +35,13 @@ describe("app names", () => {
     rejects("ａpp", /non-ASCII/);
   });
 
+  it("refuses internationalised-name labels, which browsers show as other letters", () => {
+    rejects("xn--hstologe-6nf", /3rd and 4th characters are dashes/);
+    rejects("ab--cd", /3rd and 4th characters are dashes/);
+    assertAppName("histologe--staging");
+    assertAppName("abc--d");
+  });
+
   it("refuses uppercase and leading or trailing dashes", () => {
     rejects("Histologe", /uppercase/);
     rejects("-app", /starts or ends with a dash/);
