@@ -123,6 +123,11 @@ describe("quai CLI against a running server", () => {
   it("renames, and deletes only with confirmation", async () => {
     const renamed = await quai(["--app", "rdv-solidarites", "rename", "--new-name", "rdv-solidarites-prod"], env);
     assert.equal(renamed.code, 0, renamed.stderr);
+    // An app named as an argument is not the one --app gives: nothing is deleted.
+    const named = await quai(["--app", "rdv-solidarites-prod", "destroy", "old-review-app", "--force"], env);
+    assert.equal(named.code, 64);
+    assert.match(named.stderr, /takes the app with --app .* "old-review-app", while the app given is rdv-solidarites-prod; nothing deleted/);
+    assert.match((await quai(["apps"], env)).stdout, /rdv-solidarites-prod/);
     const noForce = await quai(["--app", "rdv-solidarites-prod", "destroy"], env);
     assert.equal(noForce.code, 64);
     assert.match(noForce.stderr, /--force/);
@@ -137,6 +142,10 @@ describe("quai CLI against a running server", () => {
       assert.match(help.stdout, new RegExp(`^  ${cmd} `, "m"), cmd);
     }
     assert.equal((help.stdout.match(/e\.g\. quai/g) ?? []).length >= 12, true);
+    // A flag with one dash, or an argument a command does not take, is refused, not ignored.
+    const dash = await quai(["--app", "rdv-solidarites-prod", "events", "-n", "5"], env);
+    assert.equal(dash.code, 64);
+    assert.match(dash.stderr, /unexpected argument "-n": flags start with two dashes/);
     const one = await quai(["help", "env-set"], env);
     assert.equal(one.code, 0);
     assert.match(one.stdout, /^Usage: quai env-set KEY=VALUE/);

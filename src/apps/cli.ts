@@ -58,8 +58,10 @@ const destroy: Command = {
   usage: "[--force]",
   example: "quai --app old-review-app destroy --force",
   async run(ctx, args) {
+    const { flags, positionals } = parseFlags(args, ["force"]);
+    // `quai destroy old-review-app --force` with QUAI_APP set to another app must not delete that one.
+    if (positionals.length > 0) throw new QuaiError("cli_usage", `quai destroy takes the app with --app (or QUAI_APP), not as an argument: "${positionals.join(" ")}"${ctx.app && ctx.app !== positionals[0] ? `, while the app given is ${ctx.app}` : ""}; nothing deleted`);
     const name = requireApp(ctx);
-    const { flags } = parseFlags(args, ["force"]);
     if (!flags.force) {
       const typed = await ctx.prompt(`This deletes app ${name} and its variables. Type its name to confirm: `);
       if (typed === undefined) throw new QuaiError("cli_confirmation_required", `not a terminal: pass --force to delete ${name}`);

@@ -17,7 +17,7 @@ const login: Command = {
   usage: "[--url URL] [--api-token TOKEN]",
   example: "quai login --url http://127.0.0.1:8080 --api-token qt_...",
   async run(ctx, args) {
-    const { flags } = parseFlags(args, [], ["url", "api-token"]);
+    const { flags } = parseFlags(args, [], ["url", "api-token"], 0);
     const saved = await readCredentials(ctx.env);
     const url = (flags.url as string | undefined) || ctx.env.QUAI_URL || saved?.url || (await ctx.prompt("Quai API URL: "));
     if (!url) throw new QuaiError("cli_usage", "no API URL: pass --url or set QUAI_URL");
@@ -61,7 +61,7 @@ function adminUserCommand(name: string, summary: string, example: string, defaul
     usage: "--email EMAIL [--role owner|member] [--name TOKEN_NAME]",
     example,
     async run(ctx, args) {
-      const { flags } = parseFlags(args, [], ["email", "role", "name"]);
+      const { flags } = parseFlags(args, [], ["email", "role", "name"], 0);
       const email = flags.email as string | undefined;
       if (!email) throw new QuaiError("cli_usage", "--email is required");
       const role = (flags.role as string | undefined) ?? defaultRole;

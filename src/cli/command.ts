@@ -46,8 +46,12 @@ export function requireApp(ctx: CliContext): string {
   return ctx.app;
 }
 
-/** Splits `args` into flags (`--name value`, `--flag`) and positionals; `booleans` take no value. */
-export function parseFlags(args: string[], booleans: readonly string[] = [], valued: readonly string[] = []): { flags: Record<string, string | true>; positionals: string[] } {
+/**
+ * Splits `args` into flags (`--name value`, `--flag`) and positionals; `booleans` take no value.
+ * Past `maxPositionals`, an argument is refused rather than ignored (`events -n 5` must not list
+ * every event as if it had worked).
+ */
+export function parseFlags(args: string[], booleans: readonly string[] = [], valued: readonly string[] = [], maxPositionals = Infinity): { flags: Record<string, string | true>; positionals: string[] } {
   const flags: Record<string, string | true> = {};
   const positionals: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -66,6 +70,10 @@ export function parseFlags(args: string[], booleans: readonly string[] = [], val
         flags[name] = value;
       } else throw new QuaiError("cli_usage", `unknown flag --${name}`);
     } else positionals.push(a);
+  }
+  if (positionals.length > maxPositionals) {
+    const extra = positionals[maxPositionals] as string;
+    throw new QuaiError("cli_usage", `unexpected argument ${JSON.stringify(extra)}${extra.startsWith("-") ? ": flags start with two dashes" : ""} (the command's --help shows what it takes)`);
   }
   return { flags, positionals };
 }

@@ -65,7 +65,7 @@ const deployments: Command = {
   example: "quai --app histologe deployments",
   async run(ctx, args) {
     const app = requireApp(ctx);
-    const { flags } = parseFlags(args, [], ["page", "per-page"]);
+    const { flags } = parseFlags(args, [], ["page", "per-page"], 0);
     const qs = new URLSearchParams();
     if (flags.page) qs.set("page", String(flags.page));
     if (flags["per-page"]) qs.set("per_page", String(flags["per-page"]));

@@ -40,7 +40,7 @@ const events: Command = {
   usage: "[--page N] [--per-page N]",
   example: "quai --app histologe events --per-page 50",
   async run(ctx, args) {
-    const { flags } = parseFlags(args, [], ["page", "per-page"]);
+    const { flags } = parseFlags(args, [], ["page", "per-page"], 0);
     const qs = new URLSearchParams();
     if (flags.page) qs.set("page", String(flags.page));
     if (flags["per-page"]) qs.set("per_page", String(flags["per-page"]));

@@ -106,7 +106,7 @@ const logs: Command = {
   example: "quai --app histologe logs -n 500 --filter web",
   async run(ctx, args) {
     const app = requireApp(ctx);
-    const { flags } = parseFlags(args.map((a) => (a === "-f" ? "--follow" : a === "-n" ? "--lines" : a)), ["follow"], ["lines", "filter"]);
+    const { flags } = parseFlags(args.map((a) => (a === "-f" ? "--follow" : a === "-n" ? "--lines" : a)), ["follow"], ["lines", "filter"], 0);
     const n = flags.lines === undefined ? 100 : Number(flags.lines);
     if (!Number.isInteger(n) || n < 1) throw new QuaiError("cli_usage", "-n takes a positive number of lines");
     const api = await ctx.api();

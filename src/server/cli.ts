@@ -30,7 +30,7 @@ function untilSignal(server: RunningServer): Promise<void> {
 }
 
 async function start(ctx: CliContext, args: string[]): Promise<RunningServer> {
-  const { flags } = parseFlags(args, [], ["listen"]);
+  const { flags } = parseFlags(args, [], ["listen"], 0);
   const config = loadServerConfig(ctx.env, { listen: flags.listen as string | undefined });
   const server = await startServer(config, log);
   ctx.out(`Quai is up.`);

@@ -32,7 +32,7 @@ const env: Command = {
   example: "quai --app histologe env --resolved",
   async run(ctx, args) {
     const app = requireApp(ctx);
-    const { flags } = parseFlags(args, ["resolved"]);
+    const { flags } = parseFlags(args, ["resolved"], [], 0);
     const { variables } = await (await ctx.api()).request<{ variables: Variable[] }>("GET", path(app) + (flags.resolved ? "?resolved=true" : ""));
     if (ctx.json) return ctx.out(JSON.stringify(variables));
     ctx.out(variables.length === 0 ? `No variables on ${app}.` : variables.map((v) => `${v.name}=${v.value}`).join("\n"));
