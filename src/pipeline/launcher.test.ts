@@ -40,7 +40,10 @@ describe("the container launcher", { skip: process.getuid?.() !== 0 && "needs ro
   });
 
   /** Runs a Procfile line in a container's sandbox, through the launcher. */
-  async function line(command: string): Promise<{ out: string; code: number | null }> {
+  const line = (command: string) => launch(["--shell", command]);
+
+  /** Runs the launcher with `args` in a container's sandbox. */
+  async function launch(args: string[]): Promise<{ out: string; code: number | null }> {
     let out = "";
     const res = await runtime.exec(
       {
@@ -51,7 +54,7 @@ describe("the container launcher", { skip: process.getuid?.() !== 0 && "needs ro
         appDir: app,
         appWritable: false,
         binds: [{ source: paths.bin, target: "/quai/bin", writable: false }],
-        command: ["/quai/bin/launch", "--shell", command],
+        command: ["/quai/bin/launch", ...args],
         env: { PATH: "/usr/local/bin:/usr/bin:/bin", PORT: "5123" },
         size: "S",
         network: "none",
@@ -82,6 +85,10 @@ describe("the container launcher", { skip: process.getuid?.() !== 0 && "needs ro
     assert.deepEqual(await line("ls *.txt"), { out: "a.txt\nb.txt\n", code: 0 });
     assert.deepEqual(await line("echo ${PORT:-none} ~"), { out: "5123 /app\n", code: 0 });
     assert.equal((await line("greet > /dev/null")).out, "");
+  });
+
+  it("says a program of an argv (quai run) is not found as a shell does, with 127", async () => {
+    assert.deepEqual(await launch(["no-such-program", "x"]), { out: "no-such-program: command not found\n", code: 127 });
   });
 
   it("exits 127 for a command that does not exist, either way", async () => {

@@ -38,6 +38,11 @@ if [ "$1" = "--shell" ]; then
   fi
   exec /bin/bash -c "$quai_line"
 fi
+# An argv (quai run): a program that is not on PATH is said as a shell says it, not as exec does.
+case $1 in
+  */*) ;;
+  *) if ! command -v -- "$1" >/dev/null; then echo "$1: command not found" >&2; exit 127; fi ;;
+esac
 exec "$@"
 `;
 
