@@ -121,6 +121,10 @@ describe("add-ons", () => {
     cliEnv = { QUAI_CONFIG_DIR: join(root, "cli"), QUAI_URL: server.url, QUAI_TOKEN: token };
   });
   after(async () => {
+    // A server that died on its own explains every failure after it: show how it ended.
+    if (server && (server.proc.exitCode !== null || server.proc.signalCode !== null)) {
+      process.stderr.write(`quai server exited by itself (${server.proc.exitCode ?? server.proc.signalCode}); its last log lines:\n${server.log.slice(-40).join("\n")}\n`);
+    }
     await server?.stop();
     if (home) await stopAddonServers(home);
     await rm(root, { recursive: true, force: true });

@@ -754,9 +754,11 @@ export class Addons {
 
   /** Starts the monitor (crash restarts, WAL shipping). */
   startMonitor(): void {
-    const monitor = setInterval(() => void this.checkServers(), this.o.monitorMs ?? 2000);
-    const ship = setInterval(() => void this.shipAll(), this.o.walShipMs ?? 10_000);
-    const quota = setInterval(() => void this.checkQuotas(), this.o.quotaMs ?? 60_000);
+    // A round that fails (an app deleted meanwhile, the store unreachable) is logged; the next one runs.
+    const every = (ms: number, what: string, round: () => Promise<unknown>) => setInterval(() => void round().catch((err: unknown) => this.o.log(`addons: ${what}: ${err instanceof Error ? err.message : String(err)}`)), ms);
+    const monitor = every(this.o.monitorMs ?? 2000, "checking servers", () => this.checkServers());
+    const ship = every(this.o.walShipMs ?? 10_000, "shipping WAL", () => this.shipAll());
+    const quota = every(this.o.quotaMs ?? 60_000, "measuring data", () => this.checkQuotas());
     monitor.unref();
     ship.unref();
     quota.unref();

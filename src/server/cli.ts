@@ -9,6 +9,7 @@ import { ApiClient, readCredentials, saveCredentials, credentialsFile } from "..
 import { createApiToken, ensureUser } from "../auth/service.ts";
 import { followDeployment } from "../deployments/cli.ts";
 import { startServer, type RunningServer } from "./main.ts";
+import { logStrayRejections } from "./rejections.ts";
 
 function log(line: string): void {
   process.stderr.write(`${new Date().toISOString()} ${line}\n`);
@@ -32,6 +33,7 @@ function untilSignal(server: RunningServer): Promise<void> {
 async function start(ctx: CliContext, args: string[]): Promise<RunningServer> {
   const { flags } = parseFlags(args, [], ["listen"], 0);
   const config = loadServerConfig(ctx.env, { listen: flags.listen as string | undefined });
+  logStrayRejections(log);
   const server = await startServer(config, log);
   ctx.out(`Quai is up.`);
   ctx.out(`  API:   ${server.apiUrl}`);

@@ -75,9 +75,9 @@ export class CertificateIssuer {
 
   /** Starts the periodic check (and runs one now). */
   start(): void {
-    this.timer = setInterval(() => void this.check(), this.o.checkMs ?? 60_000);
+    this.timer = setInterval(() => void this.check().catch(this.failed("check")), this.o.checkMs ?? 60_000);
     this.timer.unref();
-    void this.check();
+    void this.check().catch(this.failed("check"));
   }
 
   close(): void {
@@ -88,7 +88,12 @@ export class CertificateIssuer {
   /** Asks for a certificate for a domain now (after it was added). */
   request(domainId: string): void {
     this.backoff.delete(domainId);
-    void this.serial(() => this.issue(domainId));
+    void this.serial(() => this.issue(domainId)).catch(this.failed(`certificate of domain ${domainId}`));
+  }
+
+  /** Logs a check or an order that failed; the next check tries again. */
+  private failed(what: string): (err: unknown) => void {
+    return (err) => this.o.log(`tls: ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
   }
 
   /**
