@@ -7,6 +7,15 @@ import { mkdir, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { join } from "node:path";
 import { freePort } from "../src/core/net.ts";
+import { defaultRouterWorkers } from "../src/router/nginx.ts";
+
+/**
+ * nginx workers of every config a router benchmark runs: as many as Quai's router would run on
+ * this host (like with like, ADR 0034), QUAI_ROUTER_WORKERS when set, else one per CPU.
+ */
+export function benchRouterWorkers(): number {
+  return Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
+}
 
 /** The bench backend. */
 export interface BenchBackend {

@@ -11,8 +11,8 @@ import http from "node:http";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultRouterWorkers, NginxRouter } from "../src/router/nginx.ts";
-import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
+import { NginxRouter } from "../src/router/nginx.ts";
+import { answers200, benchRouterWorkers, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 import { runLoadInWorker, type LoadResult } from "./load.ts";
 
 /** Knobs of `benchRouter`. */
@@ -59,11 +59,7 @@ export interface RouterBenchResult {
 const TARGET = 0.95;
 /** Request headers the router must set (lower case, as node:http gives them). */
 const REQUIRED_HEADERS = ["x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port"];
-/**
- * Every nginx runs as many workers as Quai's router would on this host (like with like, ADR 0034):
- * QUAI_ROUTER_WORKERS when set, else one per CPU.
- */
-const WORKERS = Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
+const WORKERS = benchRouterWorkers();
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)] as number;

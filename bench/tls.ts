@@ -14,8 +14,8 @@ import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import { runChecked } from "../src/core/run.ts";
-import { defaultRouterWorkers, NginxRouter } from "../src/router/nginx.ts";
-import { answers200, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
+import { NginxRouter } from "../src/router/nginx.ts";
+import { answers200, benchRouterWorkers, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
 
 /** Knobs of `benchTls`. */
 export interface TlsBenchOptions {
@@ -58,11 +58,7 @@ export interface TlsBenchResult {
 }
 
 const TARGET = 0.95;
-/**
- * Every nginx runs as many workers as Quai's router would on this host (like with like, ADR 0034):
- * QUAI_ROUTER_WORKERS when set, else one per CPU.
- */
-const WORKERS = Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
+const WORKERS = benchRouterWorkers();
 const HOST = "bench.quai.test";
 /** Unmeasured time before each sample: the keep-alive connections open, nginx's upstream ones too. */
 const WARMUP_MS = 300;

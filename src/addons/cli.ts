@@ -1,12 +1,12 @@
 // CLI: addons, addons-add, addons-upgrade, addons-remove, backups, backups-create,
 // backups-download, backups-verify, backups-restore, pitr-restore and the database consoles.
-import { createHash } from "node:crypto";
 import { constants, createReadStream, createWriteStream, existsSync, statSync } from "node:fs";
 import { access, stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { QuaiError } from "../core/errors.ts";
+import { sha256Hex } from "../core/hash.ts";
 import { parseFlags, requireApp, type CliContext, type Command } from "../cli/command.ts";
 import { table } from "../cli/output.ts";
 import { runCmd } from "../formation/cli.ts";
@@ -70,12 +70,6 @@ async function checkWritable(file: string): Promise<void> {
     const why = code === "ENOENT" || code === "ENOTDIR" ? "no such directory" : code === "EACCES" || code === "EROFS" ? "permission denied" : code === "EISDIR" ? "it is a directory" : (code ?? String(err));
     throw new QuaiError("cli_usage", `cannot write ${file}: ${why}`);
   }
-}
-
-async function sha256File(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  await pipeline(createReadStream(file), hash);
-  return hash.digest("hex");
 }
 
 /** Asks to type `word` unless --force; refuses without a terminal. */
@@ -261,7 +255,7 @@ const download: Command = {
     let backup: BackupJson | undefined;
     if (typeof flags.backup === "string") {
       backup = (await api.request<{ backup: BackupJson }>("GET", `${base}/${enc(flags.backup)}`)).backup;
-      if (backup.status !== "done") throw new QuaiError("backup_not_found", `backup ${backup.id} is ${backup.status}: only a completed backup can be downloaded`);
+      if (backup.status !== "done") throw new QuaiError("backup_not_done", `backup ${backup.id} is ${backup.status}: only a completed backup can be downloaded`);
     } else {
       backup = (await api.request<{ backups: BackupJson[] }>("GET", base)).backups.find((b) => b.status === "done");
       if (!backup) throw new QuaiError("backup_not_found", `the ${ref} add-on has no completed backup yet`);
@@ -289,11 +283,11 @@ const download: Command = {
     const have = existsSync(output) ? statSync(output).size : 0;
     await fetchInto(have);
     let how = have === 0 ? "" : backup.size !== null && have >= backup.size ? ", already there" : ", resumed";
-    let sum = backup.sha256 ? await sha256File(output) : undefined;
+    let sum = backup.sha256 ? await sha256Hex(createReadStream(output)) : undefined;
     if (sum !== backup.sha256 && have > 0) {
       ctx.err(`${output} held something other than backup ${id}: downloading it whole`);
       await fetchInto(0);
-      sum = await sha256File(output);
+      sum = await sha256Hex(createReadStream(output));
       how = "";
     }
     if (backup.sha256 && sum !== backup.sha256) throw new QuaiError("backup_corrupted", `${output} does not match backup ${id}'s checksum (sha256 ${backup.sha256}); download it again`);

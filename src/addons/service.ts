@@ -3,11 +3,11 @@
 // restart), backups (scheduled, on demand, verified, expired), restores into a new instance
 // with an atomic switch, and PostgreSQL's continuous archive. Engines (engine.ts) only know
 // how to run one kind of server; everything an add-on is, is here.
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
-import { pipeline as pipe } from "node:stream/promises";
+import { sha256Hex } from "../core/hash.ts";
 import { sql, type Selectable } from "kysely";
 import { QuaiError } from "../core/errors.ts";
 import { isUuid } from "../core/ids.ts";
@@ -468,13 +468,11 @@ export class Addons {
   /** Rehashes a backup's file: true when it still matches its checksum. */
   private async intact(backup: BackupRow): Promise<boolean> {
     if (!backup.blob_key) return false;
-    const hash = createHash("sha256");
     try {
-      await pipe(await this.o.blobs.get(backup.blob_key), hash);
+      return (await sha256Hex(await this.o.blobs.get(backup.blob_key))) === backup.blob_key;
     } catch {
       return false;
     }
-    return hash.digest("hex") === backup.blob_key;
   }
 
   /**
