@@ -234,6 +234,67 @@ describe("archive deploys and the deployment queue", () => {
     assert.equal(done.status, "success");
     assert.equal((await p.get("push-app")).body, "pushed");
   });
+
+  it("deleting an app stops its build, ends its deployments and leaves none of its files", async () => {
+    assert.equal((await p.quai(["create", "doomed-app"])).code, 0);
+    const { id: appId } = JSON.parse((await p.quai(["--app", "doomed-app", "app-info", "--json"])).stdout) as { id: string };
+    const live = await client.Deployments.create("doomed-app", { source_url: `${filesUrl}/${(await tarball("doomed", pythonWebApp("doomed"))).slice(work.length + 1)}` });
+    assert.equal((await until("first deployment done", async () => { const d = await deployment("doomed-app", live.id); return d.finished_at ? d : undefined; })).status, "success");
+    assert.equal((await p.get("doomed-app")).body, "doomed");
+    // A build that would take 47 s, pushed over git, and a deployment queued behind it.
+    assert.equal((await p.quai(["--app", "doomed-app", "env-set", `BUILDPACK_URL=${await slowBuildpack(47)}`])).code, 0);
+    await until("the config change is released", async () => {
+      const [d] = JSON.parse((await p.quai(["--app", "doomed-app", "deployments", "--json"])).stdout) as { status: string }[];
+      return d?.status === "success" ? true : undefined;
+    });
+    const dir = await gitApp(pythonWebApp("never"));
+    await commitAll(dir, "never");
+    const pushing = p.push("doomed-app", dir, "HEAD:main");
+    const building = await until("the push's build runs", async () => {
+      const [d] = JSON.parse((await p.quai(["--app", "doomed-app", "deployments", "--json"])).stdout) as { id: string; status: string }[];
+      return d?.status === "building" ? d : undefined;
+    });
+    const queued = await client.Deployments.create("doomed-app", { source_url: `${filesUrl}/q1.tar.gz` });
+    assert.equal((await deployment("doomed-app", queued.id)).status, "queued");
+
+    const destroy = await p.quai(["--app", "doomed-app", "destroy", "--force"]);
+    assert.equal(destroy.code, 0, destroy.stderr);
+    const push = await pushing;
+    assert.notEqual(push.code, 0, "the push is refused");
+    assert.match(push.stderr, /the app was deleted by [^\s]+@[^\s]+\s/);
+    assert.match(push.stderr, /Deployment aborted\./);
+    assert.doesNotMatch(push.stderr, /previous release keeps serving|violates|foreign key/);
+    // The build's sandbox is stopped, not left sleeping out its 47 s.
+    const sleeping = [];
+    for (const pid of (await readdir("/proc")).filter((n) => /^\d+$/.test(n))) {
+      const cmd = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+      if (cmd === "sleep\u000047\u0000") sleeping.push(pid);
+    }
+    assert.deepEqual(sleeping, [], "no build process is left");
+    // Nothing on disk is named after the app, its containers or its deployments (the store's own
+    // files aside: the database keeps the events).
+    const names = [appId, "doomed-app", live.id, building.id, queued.id];
+    const left: string[] = [];
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+        const path = join(d, e.name);
+        if (names.some((n) => e.name.includes(n))) left.push(path);
+        if (e.isDirectory() && path !== join(p.home, "postgres")) await walk(path);
+      }
+    };
+    // (An aborted build's work directory goes in the background.)
+    await until("no file of the app left", async () => {
+      left.length = 0;
+      await walk(p.home);
+      return left.length === 0 ? true : undefined;
+    }, 10_000).catch(() => assert.deepEqual(left, []));
+    for (const controller of await readdir("/sys/fs/cgroup").catch(() => [])) {
+      const mine = (await readdir(join("/sys/fs/cgroup", controller, "quai")).catch(() => [])).filter((n) => n.startsWith("doomed-app-"));
+      assert.deepEqual(mine, [], `no ${controller} cgroup of the app`);
+    }
+    assert.equal((await p.quai(["--app", "doomed-app", "deployments"])).code, 66);
+    assert.equal((await p.get("archive-app")).body, "archive v2", "other apps keep serving");
+  });
 });
 
 describe("a source archive over QUAI_SOURCE_LIMIT", () => {

@@ -1,26 +1,35 @@
-// Deleting an app with everything that runs it: add-on servers, containers, the router entry,
-// the build cache and the git repository. Used by DELETE /v1/apps/:app and by review apps.
+// Deleting an app with everything that runs it: its deployments under way, add-on servers,
+// containers, the router entry, the build cache, the git repository, its log stream and its
+// deployments' output. Used by DELETE /v1/apps/:app and by review apps.
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Actor } from "../auth/service.ts";
+import { removeCache } from "../pipeline/slug.ts";
 import type { ApiDeps } from "../server/api.ts";
-import { destroyApp, type AppRecord } from "./service.ts";
+import { confirm, destroyApp, type AppRecord } from "./service.ts";
 
 /** What deleting an app needs of the server around it. */
 export type AppDeleteDeps = Pick<ApiDeps, "db" | "addons" | "pipeline">;
 
 /** Deletes `app` (`currentName` must repeat its name) and takes down what ran it. */
 export async function deleteApp(deps: AppDeleteDeps, actor: Actor, app: AppRecord, currentName: unknown): Promise<void> {
-  const containers = deps.pipeline ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", app.id).execute() : [];
+  confirm(app, currentName);
+  const p = deps.pipeline;
+  // A build or a start under way would go on for an app that no longer exists: stop it first.
+  const deployments = p ? await p.deployments.abortForDeletion(actor, app.id) : [];
+  const containers = p ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", app.id).execute() : [];
   const addonTeardown = await deps.addons?.appTeardown(app);
   await destroyApp(deps.db, actor, app, currentName);
+  // One that started in between (a push) fails on the missing app: end it now too.
+  await p?.deployments.abortForDeletion(actor, app.id);
   await addonTeardown?.();
   // The app is gone from the store: stop what ran it and take it off the router.
-  const p = deps.pipeline;
   if (p) {
     await Promise.all(containers.map((c) => p.supervisor.destroy(c.id, 5000)));
     await p.supervisor.syncRouter();
-    await rm(join(p.cachesDir, app.id), { recursive: true, force: true });
+    await removeCache(p.ctx, app.id);
     if (p.git) await rm(join(p.git.reposDir, `${app.id}.git`), { recursive: true, force: true });
+    await p.supervisor.forgetApp(app.id);
+    for (const id of deployments) await p.outputs.remove(id);
   }
 }

@@ -125,7 +125,8 @@ export async function updateApp(db: Db, actor: Actor, app: AppRecord, settings: 
   });
 }
 
-function confirm(app: AppRecord, currentName: unknown): void {
+/** Throws `confirmation_mismatch` unless `currentName` repeats the app's name. */
+export function confirm(app: AppRecord, currentName: unknown): void {
   if (currentName !== app.name) {
     throw new QuaiError("confirmation_mismatch", `confirmation failed: current_name must be the app's name "${app.name}", got ${JSON.stringify(currentName ?? null)}`);
   }

@@ -82,8 +82,8 @@ function removeReceived(done: Promise<string | undefined>): void {
 export class Deployments {
   private readonly ctx: PipelineContext;
   private readonly sup: Supervisor;
-  /** Aborts for deployments running in this process. */
-  private readonly running = new Map<string, AbortController>();
+  /** Deployments running in this process: their abort, their app, and when they end. */
+  private readonly running = new Map<string, { abort: AbortController; appId: string; ended: Promise<void> }>();
   private readonly pumping = new Set<string>();
   /** Sources unpacked as they were received, by deployment id, until their build takes them. */
   private readonly received = new Map<string, Promise<string | undefined>>();
@@ -118,7 +118,7 @@ export class Deployments {
 
   close(): void {
     this.closed = true;
-    for (const a of this.running.values()) a.abort(new Error("server stopping"));
+    for (const r of this.running.values()) r.abort.abort(new Error("server stopping"));
     for (const id of [...this.prestarted.keys()]) this.dropPrestart(id);
   }
 
@@ -289,8 +289,34 @@ export class Deployments {
       return queued;
     }
     await this.ctx.db.updateTable("deployments").set({ cancel_requested: true }).where("id", "=", id).execute();
-    this.running.get(id)?.abort(new CancelledError(`cancelled by ${actor.email}`));
+    this.running.get(id)?.abort.abort(new CancelledError(`cancelled by ${actor.email}`));
     return this.find(app.id, id);
+  }
+
+  /**
+   * The app is being deleted: its queued deployments end `aborted`, its running ones are aborted
+   * (their build stops, their new containers go) and awaited, up to `waitMs`. Returns the ids of
+   * all its deployments, whose output files the caller removes once the app is gone.
+   */
+  async abortForDeletion(actor: Actor, appId: string, waitMs = 60_000): Promise<string[]> {
+    const reason = `the app was deleted by ${actor.email}`;
+    const queued = await this.ctx.db.updateTable("deployments").set({ status: "aborted", error: reason, finished_at: new Date() }).where("app_id", "=", appId).where("status", "=", "queued").returning("id").execute();
+    for (const { id } of queued) {
+      this.dropReceived(id);
+      await this.ctx.outputs.append(id, ` !     Not started: ${reason}.\n`);
+      this.ctx.outputs.status(id, "aborted");
+    }
+    const ending: Promise<void>[] = [];
+    for (const r of this.running.values()) {
+      if (r.appId !== appId) continue;
+      r.abort.abort(new AppDeletedError(reason));
+      ending.push(r.ended);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(ending), new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
+    const all = await this.ctx.db.selectFrom("deployments").select("id").where("app_id", "=", appId).execute();
+    return all.map((d) => d.id);
   }
 
   /**
@@ -336,7 +362,8 @@ export class Deployments {
   /** One deployment, start to end. Never throws: the outcome is the deployment's status. */
   private async runOne(d: DeploymentRow): Promise<void> {
     const abort = new AbortController();
-    this.running.set(d.id, abort);
+    let ended = () => {};
+    this.running.set(d.id, { abort, appId: d.app_id, ended: new Promise<void>((resolve) => (ended = resolve)) });
     const out = (text: string) => void this.ctx.outputs.append(d.id, text);
     const app = await this.ctx.db.selectFrom("apps").select(["id", "name", "uid"]).where("id", "=", d.app_id).executeTakeFirst();
     /** Whether a build ran to its end (its npm downloads are then worth sharing). */
@@ -387,10 +414,12 @@ export class Deployments {
       const outcome = abort.signal.aborted ? "aborted" : err instanceof DeployError ? err.outcome : "build-error";
       const message = abort.signal.aborted ? (abort.signal.reason instanceof Error ? abort.signal.reason.message : "aborted") : err instanceof Error ? err.message : String(err);
       if (!(err instanceof BuildError) && !(err instanceof DeployError) && !abort.signal.aborted) this.ctx.log(`deployments: ${d.id} failed: ${err instanceof Error ? err.stack : String(err)}`);
-      out(`\n !     ${message.replace(/\n/g, "\n !     ")}\n !     Deployment ${outcome}; the previous release keeps serving.\n`);
+      const after = abort.signal.reason instanceof AppDeletedError ? "" : "; the previous release keeps serving";
+      out(`\n !     ${message.replace(/\n/g, "\n !     ")}\n !     Deployment ${outcome}${after}.\n`);
       await this.setStatus(d.id, outcome, { error: message, finished_at: new Date() }).catch(() => {});
     } finally {
       this.running.delete(d.id);
+      ended();
       // What the build did not take (it failed first, or the deployment needed no build).
       if (received) removeReceived(received);
       if (app) {
@@ -407,3 +436,6 @@ export class Deployments {
 
 /** A deployment cancelled by a user. */
 export class CancelledError extends Error {}
+
+/** A deployment stopped because its app is being deleted. */
+export class AppDeletedError extends CancelledError {}

@@ -438,6 +438,12 @@ export class Supervisor {
     if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
   }
 
+  /** The app is deleted and off the router: its router spool and its log stream go. */
+  async forgetApp(appId: string): Promise<void> {
+    await this.spools.remove(join(this.ctx.paths.logs, "router", `${appId}.log`));
+    await this.logs.remove(appId);
+  }
+
   /** Moves new container output and router access lines into the apps' log streams. */
   async shipLogs(): Promise<void> {
     const rows = await this.ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index"]).execute().catch(() => []);

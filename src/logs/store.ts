@@ -1,7 +1,7 @@
 // Per-app log streams: container output, router access lines and deployment events, one line
 // each with a timestamp and a source, in a bounded file per app (current + one rotated file).
 import { EventEmitter } from "node:events";
-import { appendFile, mkdir, readFile, rename, stat, open, truncate, writeFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rename, rm, stat, open, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
 /** One log line. */
@@ -23,6 +23,8 @@ export class AppLogs {
   private readonly maxBytes: number;
   private readonly bus = new EventEmitter();
   private readonly chains = new Map<string, Promise<void>>();
+  /** Apps whose stream was removed: lines still arriving for them are dropped (ids are never reused). */
+  private readonly removed = new Set<string>();
 
   /** `maxBytes` per app, split over the current and one rotated file. */
   constructor(dir: string, maxBytes: number) {
@@ -37,7 +39,7 @@ export class AppLogs {
 
   /** Appends lines to an app's stream. */
   append(appId: string, lines: LogLine[]): Promise<void> {
-    if (lines.length === 0) return Promise.resolve();
+    if (lines.length === 0 || this.removed.has(appId)) return Promise.resolve();
     const text = lines.map((l) => formatLine(l) + "\n").join("");
     this.bus.emit(appId, text);
     const prev = this.chains.get(appId) ?? mkdir(this.dir, { recursive: true, mode: 0o700 }).then(() => {});
@@ -51,6 +53,14 @@ export class AppLogs {
     await appendFile(file, text, { mode: 0o600 });
     const size = (await stat(file)).size;
     if (size > this.maxBytes / 2) await rename(file, `${file}.1`);
+  }
+
+  /** Deletes an app's stream, once the writes under way are done (the app is deleted). */
+  async remove(appId: string): Promise<void> {
+    this.removed.add(appId);
+    await this.chains.get(appId);
+    this.chains.delete(appId);
+    for (const f of [this.file(appId), `${this.file(appId)}.1`]) await rm(f, { force: true });
   }
 
   /** The last `n` lines (optionally only those whose source starts with `filter`). */
@@ -146,5 +156,13 @@ export class SpoolReader {
 
   forget(file: string): void {
     this.offsets.delete(file);
+  }
+
+  /** Deletes a spool and its saved offset, after a drain under way. */
+  async remove(file: string): Promise<void> {
+    await this.busy.get(file);
+    this.offsets.delete(file);
+    await rm(file, { force: true });
+    await rm(`${file}.offset`, { force: true });
   }
 }

@@ -1,7 +1,7 @@
 // A deployment's output: appended to a file as it happens (so it survives the process) and
 // fanned out live to whoever follows it — the pusher's git hook, `deployment-logs -f`, WebSockets.
 import { EventEmitter } from "node:events";
-import { appendFile, mkdir, readFile } from "node:fs/promises";
+import { appendFile, mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 
 /** What a follower receives. */
@@ -51,6 +51,13 @@ export class DeploymentOutputs {
       this.live.delete(id);
       void this.tails.get(id)?.then(() => this.tails.delete(id));
     }
+  }
+
+  /** Deletes a deployment's output once what was appended is written (its app is deleted). */
+  async remove(id: string): Promise<void> {
+    await this.tails.get(id);
+    this.live.delete(id);
+    await rm(this.file(id), { force: true });
   }
 
   /** The whole output written so far. */

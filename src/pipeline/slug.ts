@@ -176,6 +176,14 @@ export function startCacheDetach(ctx: PipelineContext, appId: string): void {
   void pending.get(join(ctx.paths.caches, appId))?.().catch(logDetachError(ctx, appId));
 }
 
+/** The app is deleted: lets a detach under way end (it writes there), then removes its build cache. */
+export async function removeCache(ctx: PipelineContext, appId: string): Promise<void> {
+  const cacheDir = join(ctx.paths.caches, appId);
+  await pending.get(cacheDir)?.().catch(() => {});
+  await rm(cacheDir, { recursive: true, force: true });
+  await rm(marker(ctx, appId), { force: true });
+}
+
 const logDetachError = (ctx: PipelineContext, appId: string) => (err: unknown) => ctx.log(`build: detaching the build cache of ${appId}: ${String(err)}`);
 
 /** Before a build takes the app's cache: finishes a detach scheduled or cut short by a stop. */
