@@ -23,6 +23,10 @@ describe("parseProcfile", () => {
     assert.throws(() => parseProcfile("we$b: x\n"), /process type "we\$b"/);
     assert.throws(() => parseProcfile("web: a\nweb: b\n"), /defined twice/);
   });
+
+  it("refuses the type one-off, which `quai run` containers have", () => {
+    assert.throws(() => parseProcfile("web: a\none-off: b\n"), /line 2: process type "one-off" is the name of the containers `quai run` starts/);
+  });
 });
 
 describe("parseReleaseYaml", () => {

@@ -6,6 +6,9 @@ export type ProcessTypes = Record<string, string>;
 
 const typeName = /^[A-Za-z0-9_-]{1,63}$/;
 
+/** The type of one-off containers (`quai run`): no Procfile type may take it. */
+export const ONE_OFF = "one-off";
+
 /** Parses a Procfile (`name: command` per line; `#` comments). Throws `procfile_invalid`. */
 export function parseProcfile(text: string): ProcessTypes {
   const out: ProcessTypes = {};
@@ -17,6 +20,7 @@ export function parseProcfile(text: string): ProcessTypes {
     if (!m) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1} is not "type: command": ${JSON.stringify(raw)}`);
     const [, name, command] = m as unknown as [string, string, string];
     if (!typeName.test(name)) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" may only use letters, digits, "-" and "_"`);
+    if (name === ONE_OFF) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${ONE_OFF}" is the name of the containers \`quai run\` starts; choose another`);
     if (command.trim() === "") throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" has an empty command`);
     if (name in out) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" is defined twice`);
     out[name] = command.trim();
@@ -42,7 +46,7 @@ export function parseReleaseYaml(text: string): ProcessTypes {
     }
     if (!inTypes) continue;
     const m = /^\s+([A-Za-z0-9_-]+)\s*:\s*(.+?)\s*$/.exec(raw);
-    if (m) out[m[1] as string] = unquote(m[2] as string);
+    if (m && m[1] !== ONE_OFF) out[m[1] as string] = unquote(m[2] as string);
   }
   return out;
 }
