@@ -51,7 +51,8 @@ export class Supervisor {
   private readonly router: RouterDriver | undefined;
   readonly logs: AppLogs;
   private readonly opts: SupervisorOptions;
-  private readonly spools = new SpoolReader();
+  /** A container's backlog beyond what its app's stream keeps is skipped, not shipped. */
+  private readonly spools: SpoolReader;
   /** Containers whose exit we are waiting for (id → abort of the wait). */
   private readonly watched = new Map<string, AbortController>();
   /** Containers being stopped on purpose: their exit is not a crash. */
@@ -69,6 +70,7 @@ export class Supervisor {
     this.ctx = ctx;
     this.router = router;
     this.logs = logs;
+    this.spools = new SpoolReader(undefined, logs.maxBytes);
     this.opts = { graceMs: opts.graceMs ?? 30_000, startTimeoutMs: opts.startTimeoutMs ?? 60_000, maxBackoffMs: opts.maxBackoffMs ?? 60_000 };
   }
 

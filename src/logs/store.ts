@@ -20,7 +20,8 @@ export function formatLine(l: LogLine): string {
 /** Bounded per-app log files with live followers. */
 export class AppLogs {
   private readonly dir: string;
-  private readonly maxBytes: number;
+  /** Bytes kept per app, the current file and the rotated one together. */
+  readonly maxBytes: number;
   private readonly bus = new EventEmitter();
   private readonly chains = new Map<string, Promise<void>>();
   /** Apps whose stream was removed: lines still arriving for them are dropped (ids are never reused). */
@@ -96,14 +97,19 @@ export function matches(line: string, filter: string): boolean {
  * Reads what containers append to their spool files, from a saved offset (kept beside the spool,
  * so a restarted control plane resumes where the last one stopped: lines written while it was
  * down are shipped then). A spool is emptied once read past `truncateAt`; the container keeps its
- * O_APPEND descriptor, so it goes on writing at the new end.
+ * O_APPEND descriptor, so it goes on writing at the new end. When more than `backlogBytes` wait
+ * unread (lines written while the control plane was down, or faster than it ships them), only the
+ * newest `backlogBytes` are shipped, from the first whole line, after a line saying how much was
+ * skipped: the app's stream would keep no more than that anyway.
  */
 export class SpoolReader {
   private readonly offsets = new Map<string, number>();
   private readonly truncateAt: number;
+  private readonly backlogBytes: number;
 
-  constructor(truncateAt = 4 * 1024 * 1024) {
+  constructor(truncateAt = 4 * 1024 * 1024, backlogBytes = Infinity) {
     this.truncateAt = truncateAt;
+    this.backlogBytes = backlogBytes;
   }
 
   /** Drains in progress, by file: two callers draining one spool take turns, never the same bytes. */
@@ -135,6 +141,22 @@ export class SpoolReader {
       const { size } = await fh.stat();
       if (size < offset) offset = 0;
       if (size === offset) return "";
+      let note = "";
+      if (size - offset > this.backlogBytes) {
+        // Resume at the first line that starts within the newest backlogBytes.
+        const from = size - this.backlogBytes;
+        const probe = Buffer.alloc(Math.min(64 * 1024, size - from));
+        const { bytesRead } = await fh.read(probe, 0, probe.length, from - 1);
+        const nl = probe.subarray(0, bytesRead).indexOf(10);
+        const resume = nl < 0 ? from : from + nl;
+        note = `quai: ${resume - offset} bytes of older output skipped: more than ${this.backlogBytes} bytes were waiting to be shipped\n`;
+        offset = resume;
+        if (size === offset) {
+          this.offsets.set(file, offset);
+          await writeFile(`${file}.offset`, String(offset));
+          return note;
+        }
+      }
       const buf = Buffer.alloc(Math.min(size - offset, 1024 * 1024));
       const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
       const chunk = buf.subarray(0, bytesRead);
@@ -148,7 +170,7 @@ export class SpoolReader {
       }
       this.offsets.set(file, offset);
       await writeFile(`${file}.offset`, String(offset));
-      return chunk.subarray(0, end).toString("utf8");
+      return note + chunk.subarray(0, end).toString("utf8");
     } finally {
       await fh.close();
     }
