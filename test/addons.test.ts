@@ -421,6 +421,26 @@ describe("add-ons", () => {
       assert.equal(del.status, 204);
       assert.equal(await portIsFree(Number(new URL(url).port)), true, "deleting the app stops its add-ons");
     });
+
+    it("deleting an app during a restore of its add-on waits for the restore, then stops every server of the app", async () => {
+      await createApp("doomed-db");
+      const addon = await addAddon("doomed-db", "postgresql", "postgresql-sandbox");
+      await pgQuery((await variable("doomed-db", "SCALINGO_POSTGRESQL_URL")) as string, "CREATE TABLE t AS SELECT g AS n FROM generate_series(1, 50000) g");
+      const backup = await backupNow("doomed-db", addon.id);
+      assert.equal(backup.status, "done");
+      const others = new Set((await addonServers(home)).map((s) => s.instance).filter((i) => i !== addon.instance_id));
+      const restore = api("POST", `/v1/apps/doomed-db/addons/${addon.id}/restore`, { backup_id: backup.id });
+      for (let i = 0; i < 600; i++) {
+        if ((await api<{ addon: Addon }>("GET", `/v1/apps/doomed-db/addons/${addon.id}`)).body.addon.status === "restoring") break;
+        await sleep(25);
+      }
+      const del = await api("DELETE", "/v1/apps/doomed-db?current_name=doomed-db");
+      assert.equal(del.status, 204, JSON.stringify(del.body));
+      assert.equal((await restore).status, 200, "the restore was let finish");
+      // Neither the server the restore filled nor the one it replaced runs on for no app.
+      assert.deepEqual((await addonServers(home)).filter((s) => !others.has(s.instance)), []);
+      assert.equal((await api("GET", "/v1/apps/doomed-db")).status, 404);
+    });
   });
 
   describe("across control-plane restarts", () => {

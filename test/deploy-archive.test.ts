@@ -257,8 +257,16 @@ describe("archive deploys and the deployment queue", () => {
     const queued = await client.Deployments.create("doomed-app", { source_url: `${filesUrl}/q1.tar.gz` });
     assert.equal((await deployment("doomed-app", queued.id)).status, "queued");
 
+    const following = p.quai(["--app", "doomed-app", "logs", "-f"]);
+    await new Promise((r) => setTimeout(r, 1000));
     const destroy = await p.quai(["--app", "doomed-app", "destroy", "--force"]);
     assert.equal(destroy.code, 0, destroy.stderr);
+    // `logs -f` ends with the app, and says why.
+    const followed = await Promise.race([following, new Promise<undefined>((r) => setTimeout(() => r(undefined), 15_000))]);
+    assert.ok(followed, "logs -f ended");
+    assert.equal(followed.code, 0, followed.stderr);
+    assert.match(followed.stdout, /\[router\] /, "it showed the app's lines first");
+    assert.match(followed.stderr, /the log stream of doomed-app ended: the app was deleted, or the server stopped/);
     const push = await pushing;
     assert.notEqual(push.code, 0, "the push is refused");
     assert.match(push.stderr, /the app was deleted by [^\s]+@[^\s]+\s/);

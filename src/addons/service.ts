@@ -364,10 +364,15 @@ export class Addons {
   }
 
   /**
-   * Collects the servers of an app about to be deleted; the returned function destroys them
-   * once the deletion is done (the rows go with the app; the processes and files must too).
+   * Collects the servers of an app about to be deleted, once the backups and restores under way
+   * on them have ended; the returned function destroys them once the deletion is done (the rows
+   * go with the app; the processes and files must too).
    */
   async appTeardown(app: AppRecord): Promise<() => Promise<void>> {
+    // Work under way on its add-ons ends first: a restore finishing after the teardown would
+    // leave the server it filled running for no app, a backup would fail half-way.
+    const addons = await this.o.db.selectFrom("addons").select("id").where("app_id", "=", app.id).execute();
+    await Promise.all(addons.map((a) => this.chains.get(a.id)));
     const rows = await this.o.db.selectFrom("addon_instances as i").innerJoin("addons as a", "a.id", "i.addon_id").selectAll("i").select("a.provider").where("a.app_id", "=", app.id).where("i.state", "<>", "destroyed").execute();
     const doomed = rows.filter((r) => this.engines.has(r.provider)).map((r) => ({ inst: this.instanceOf(r, r.provider), provider: r.provider, recorded: r.pid ? { pid: r.pid, startTicks: Number(r.start_ticks) } : undefined }));
     return async () => {

@@ -122,8 +122,10 @@ const logs: Command = {
       printed += chunk.length;
       process.stdout.write(chunk);
     }
+    // Following ends only when the server ends the stream: say so, or it looks like a clean exit.
+    if (flags.follow) ctx.err(`the log stream of ${app} ended: the app was deleted, or the server stopped`);
     // Silence would look like an app that logs nothing: say the filter matched nothing.
-    if (printed === 0 && typeof flags.filter === "string") {
+    else if (printed === 0 && typeof flags.filter === "string") {
       ctx.err(`no log lines from "${flags.filter}": --filter takes a process type (web), a container (web-2, one-off-3) or router`);
     }
   },

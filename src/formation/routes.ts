@@ -187,10 +187,15 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const res = reply.raw;
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
       res.write(lines.map((l) => l + "\n").join(""));
-      const off = sup.logs.follow(found.id, (text) => {
-        const out = filter ? text.split("\n").filter((l) => l && matches(l, filter)).map((l) => l + "\n").join("") : text;
-        if (out) res.write(out);
-      });
+      const off = sup.logs.follow(
+        found.id,
+        (text) => {
+          const out = filter ? text.split("\n").filter((l) => l && matches(l, filter)).map((l) => l + "\n").join("") : text;
+          if (out) res.write(out);
+        },
+        // The app was deleted: nothing more will come.
+        () => res.end(),
+      );
       res.on("close", off);
       return reply;
     });

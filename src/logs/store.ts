@@ -59,6 +59,7 @@ export class AppLogs {
   /** Deletes an app's stream, once the writes under way are done (the app is deleted). */
   async remove(appId: string): Promise<void> {
     this.removed.add(appId);
+    this.bus.emit(`${appId}:end`);
     await this.chains.get(appId);
     this.chains.delete(appId);
     for (const f of [this.file(appId), `${this.file(appId)}.1`]) await rm(f, { force: true });
@@ -80,10 +81,14 @@ export class AppLogs {
     return lines.slice(-n);
   }
 
-  /** Calls `fn` with each new chunk of lines; returns the unsubscribe function. */
-  follow(appId: string, fn: (text: string) => void): () => void {
+  /** Calls `fn` with each new chunk of lines, and `end` if the stream is removed; returns the unsubscribe function. */
+  follow(appId: string, fn: (text: string) => void, end: () => void = () => {}): () => void {
     this.bus.on(appId, fn);
-    return () => this.bus.off(appId, fn);
+    this.bus.once(`${appId}:end`, end);
+    return () => {
+      this.bus.off(appId, fn);
+      this.bus.off(`${appId}:end`, end);
+    };
   }
 }
 
