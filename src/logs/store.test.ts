@@ -6,12 +6,21 @@ import { join } from "node:path";
 import { AppLogs, SpoolReader } from "./store.ts";
 
 const APP = "2d7c1a9e-5b43-4a0e-9a6f-3f1e2b7c8d90";
+/** Runs `fn` with a new temporary directory, removed afterwards. */
+async function inTempDir(prefix: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 const line = (i: number) => `line ${String(i).padStart(6, "0")} ${"x".repeat(40)}\n`;
 
 describe("SpoolReader", () => {
   it("ships complete lines once, keeps a partial line for later, and resumes from the saved offset", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "quai-spool-"));
-    try {
+    await inTempDir("quai-spool-", async (dir) => {
       const file = join(dir, "output.log");
       await writeFile(file, "one\ntwo\nthr");
       const reader = new SpoolReader();
@@ -20,14 +29,11 @@ describe("SpoolReader", () => {
       await appendFile(file, "ee\n");
       // A new reader (a restarted control plane) starts where the last one stopped.
       assert.equal(await new SpoolReader().drain(file), "three\n");
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("empties a spool read past its truncation size; the writer goes on at the new end", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "quai-spool-"));
-    try {
+    await inTempDir("quai-spool-", async (dir) => {
       const file = join(dir, "output.log");
       const reader = new SpoolReader(1000);
       await writeFile(file, Array.from({ length: 30 }, (_, i) => line(i)).join(""));
@@ -35,14 +41,11 @@ describe("SpoolReader", () => {
       assert.equal((await stat(file)).size, 0);
       await appendFile(file, line(30));
       assert.equal(await reader.drain(file), line(30));
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("skips a backlog beyond its bound, from the first whole line, and says how much", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "quai-spool-"));
-    try {
+    await inTempDir("quai-spool-", async (dir) => {
       const file = join(dir, "output.log");
       const all = Array.from({ length: 20_000 }, (_, i) => line(i)).join("");
       await writeFile(file, all);
@@ -57,16 +60,13 @@ describe("SpoolReader", () => {
       assert.equal(rest.join("\n") + "\n", all.slice(skipped));
       assert.match(rest[0] as string, /^line \d{6} x{40}$/);
       assert.equal(rest.at(-1), line(19_999).trimEnd());
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
 
 describe("AppLogs", () => {
   it("keeps at most its size per app over the current and one rotated file, newest lines last", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "quai-applogs-"));
-    try {
+    await inTempDir("quai-applogs-", async (dir) => {
       const logs = new AppLogs(dir, 20_000);
       for (let i = 0; i < 2_000; i++) await logs.append(APP, [{ at: new Date(), source: "web-1", text: `request ${i}` }]);
       const files = await readdir(dir);
@@ -76,14 +76,11 @@ describe("AppLogs", () => {
       assert.ok(bytes <= 20_000 + 100, `${bytes} bytes kept`);
       const tail = await logs.tail(APP, 3);
       assert.deepEqual(tail.map((l) => l.replace(/^\S+ /, "")), ["[web-1] request 1997", "[web-1] request 1998", "[web-1] request 1999"]);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it("removes an app's stream and drops its lines that arrive later", async () => {
-    const dir = await mkdtemp(join(tmpdir(), "quai-applogs-"));
-    try {
+    await inTempDir("quai-applogs-", async (dir) => {
       const logs = new AppLogs(dir, 20_000);
       for (let i = 0; i < 500; i++) void logs.append(APP, [{ at: new Date(), source: "router", text: `GET /${i}` }]);
       await logs.remove(APP);
@@ -94,8 +91,6 @@ describe("AppLogs", () => {
         () => assert.fail("the stream is gone"),
         () => {},
       );
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
