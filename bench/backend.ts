@@ -3,7 +3,7 @@
 // and the start of a hand-written nginx to compare with.
 import { spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import http from "node:http";
 import { join } from "node:path";
 import { freePort } from "../src/core/net.ts";
@@ -15,6 +15,19 @@ import { defaultRouterWorkers } from "../src/router/nginx.ts";
  */
 export function benchRouterWorkers(): number {
   return Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
+}
+
+/** The machine's CPU time counters (/proc/stat, all CPUs, in clock ticks): total and stolen. */
+export async function cpuTicks(): Promise<{ total: number; steal: number }> {
+  const fields = ((await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is counted in user already)
+  return { total: fields.slice(0, 8).reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+}
+
+/** Share of CPU time a hypervisor took from this machine between two `cpuTicks` readings. */
+export function stealShare(before: { total: number; steal: number }, after: { total: number; steal: number }): number {
+  const total = after.total - before.total;
+  return total > 0 ? (after.steal - before.steal) / total : 0;
 }
 
 /** The bench backend. */

@@ -12,7 +12,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NginxRouter } from "../src/router/nginx.ts";
-import { answers200, benchRouterWorkers, startBenchBackend, startHandWrittenNginx } from "./backend.ts";
+import { answers200, benchRouterWorkers, cpuTicks, startBenchBackend, startHandWrittenNginx, stealShare } from "./backend.ts";
 import { runLoadInWorker, type LoadResult } from "./load.ts";
 
 /** Knobs of `benchRouter`. */
@@ -194,6 +194,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       if (sent.join() !== want.join()) throw new Error(`bench router: ${name} sent ${sent.join(", ") || "none"} of the required headers; it must send ${want.join(", ") || "none"}`);
     }
     const samples = new Map(names.map((n) => [n, [] as { rps: number; p50: number; p99: number }[]]));
+    const ticksBefore = await cpuTicks();
     for (let round = 0; round < rounds; round++) {
       const order = balancedOrder(names.length, round).map((i) => names[i] as RouterBenchRow["name"]);
       const line: string[] = [];
@@ -205,6 +206,7 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
       }
       log(`bench router: round ${round + 1}/${rounds}, req/s: ${line.join(", ")}`);
     }
+    const steal = stealShare(ticksBefore, await cpuTicks());
     const rows: RouterBenchRow[] = names.map((name) => {
       const ss = samples.get(name) ?? [];
       return { name, rps: median(ss.map((s) => s.rps)), p50: median(ss.map((s) => s.p50)), p99: median(ss.map((s) => s.p99)) };
@@ -249,7 +251,8 @@ export async function benchRouter(opts: RouterBenchOptions = {}): Promise<Router
     console.log(
       `\nQuai ÷ bare hand-written proxy: ${ratios.quaiVsBare.toFixed(3)}x req/s (target ≥ ${TARGET}x: ${pass ? "PASS" : "MISS"}); single rounds' middle half: ${spread.map((r) => r?.toFixed(2)).join("–")}x; ${ratios.p99QuaiVsBare.toFixed(3)}x p99.` +
         `\nQuai ÷ hand-written proxy setting the same required request headers: ${ratios.quaiVsHand.toFixed(3)}x req/s, ${ratios.p99QuaiVsHand.toFixed(3)}x p99.` +
-        `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.`,
+        `\nReload (SIGHUP → no old worker accepting): ${reloadLiveMs.map((ms) => ms.toFixed(0)).join(", ")} ms.` +
+        `\nCPU time the hypervisor took from this machine during the rounds (steal): ${(steal * 100).toFixed(1)}%; the ratios move more when it is high.`,
     );
     return { rows, ratios, reloadLiveMs, target: TARGET, pass };
   } finally {
