@@ -219,6 +219,11 @@ describe("git push deploys", () => {
     assert.equal(twice.code, 65, twice.stderr);
     assert.match(twice.stderr, /web is named twice/);
     assert.deepEqual((await json<{ formation: { name: string; amount: number }[] }>(["--app", "web-app", "ps"])).formation, before.formation);
+    // Before a first deployment there are no process types to check against: the row is kept,
+    // and ps says that nothing of it runs.
+    assert.equal((await p.quai(["create", "undeployed-app"])).code, 0);
+    assert.equal((await p.quai(["--app", "undeployed-app", "scale", "wbe:2"])).code, 0);
+    assert.match((await p.quai(["--app", "undeployed-app", "ps"])).stdout, /^wbe +2 +M +\(not in the current release: none run\)$/m);
   });
 
   it("runs one-off commands as argv, keeps their exit code, and records who ran what", async () => {

@@ -19,7 +19,8 @@ const ps: Command = {
       api.request<{ containers: { label: string; state: string; size: string; release: string; restarts: number; last_exit: string | null; created_at: string }[] }>("GET", `/v1/apps/${encodeURIComponent(app)}/ps`),
     ]);
     if (ctx.json) return ctx.out(JSON.stringify({ formation, containers }));
-    ctx.out(table(["TYPE", "AMOUNT", "SIZE", "COMMAND"], formation.map((f) => [f.name, f.amount, f.size, f.command])));
+    // A type scaled before the first deployment, or gone from the Procfile, keeps its row but runs nothing.
+    ctx.out(table(["TYPE", "AMOUNT", "SIZE", "COMMAND"], formation.map((f) => [f.name, f.amount, f.size, f.command ?? "(not in the current release: none run)"])));
     ctx.out("");
     ctx.out(table(["CONTAINER", "STATE", "SIZE", "RELEASE", "RESTARTS", "LAST EXIT", "STARTED"], containers.map((c) => [c.label, c.state, c.size, c.release, c.restarts, c.last_exit, c.created_at])));
   },
