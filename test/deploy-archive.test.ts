@@ -38,6 +38,11 @@ async function unpackedOnReceipt(): Promise<string[]> {
   return (await readdir(join(p.home, "runtime", "builds"))).filter((n) => n.startsWith(".src-"));
 }
 
+/** The app's deployments, newest first, as `quai deployments --json` lists them. */
+async function deploymentsOf(app: string): Promise<{ id: string; status: string }[]> {
+  return JSON.parse((await p.quai(["--app", app, "deployments", "--json"])).stdout) as { id: string; status: string }[];
+}
+
 async function slowBuildpack(seconds: number): Promise<string> {
   const dir = join(work, `slow-${seconds}`);
   await mkdir(join(dir, "bin"), { recursive: true });
@@ -226,7 +231,7 @@ describe("archive deploys and the deployment queue", () => {
     const u = new URL(p.url);
     const git = spawn("git", ["-C", dir, "push", `http://user:${p.token}@${u.host}/push-app.git`, "HEAD:main"], { stdio: "ignore" });
     const d = await until("deployment building", async () => {
-      const res = JSON.parse((await p.quai(["--app", "push-app", "deployments", "--json"])).stdout) as { id: string; status: string }[];
+      const res = await deploymentsOf("push-app");
       return res[0]?.status === "building" ? res[0] : undefined;
     });
     git.kill("SIGKILL");
@@ -244,14 +249,14 @@ describe("archive deploys and the deployment queue", () => {
     // A build that would take 47 s, pushed over git, and a deployment queued behind it.
     assert.equal((await p.quai(["--app", "doomed-app", "env-set", `BUILDPACK_URL=${await slowBuildpack(47)}`])).code, 0);
     await until("the config change is released", async () => {
-      const [d] = JSON.parse((await p.quai(["--app", "doomed-app", "deployments", "--json"])).stdout) as { status: string }[];
+      const [d] = await deploymentsOf("doomed-app");
       return d?.status === "success" ? true : undefined;
     });
     const dir = await gitApp(pythonWebApp("never"));
     await commitAll(dir, "never");
     const pushing = p.push("doomed-app", dir, "HEAD:main");
     const building = await until("the push's build runs", async () => {
-      const [d] = JSON.parse((await p.quai(["--app", "doomed-app", "deployments", "--json"])).stdout) as { id: string; status: string }[];
+      const [d] = await deploymentsOf("doomed-app");
       return d?.status === "building" ? d : undefined;
     });
     const queued = await client.Deployments.create("doomed-app", { source_url: `${filesUrl}/q1.tar.gz` });

@@ -16,8 +16,11 @@ export async function deleteApp(deps: AppDeleteDeps, actor: Actor, app: AppRecor
   confirm(app, currentName);
   const p = deps.pipeline;
   // A build or a start under way would go on for an app that no longer exists: stop it first.
-  const deployments = p ? await p.deployments.abortForDeletion(actor, app.id) : [];
-  const containers = p ? await deps.db.selectFrom("containers").select("id").where("app_id", "=", app.id).execute() : [];
+  if (p) await p.deployments.abortForDeletion(actor, app.id);
+  // What goes with the rows, noted while they exist: their processes and files go after.
+  const [deployments, containers] = p
+    ? await Promise.all([deps.db.selectFrom("deployments").select("id").where("app_id", "=", app.id).execute(), deps.db.selectFrom("containers").select("id").where("app_id", "=", app.id).execute()])
+    : [[], []];
   const addonTeardown = await deps.addons?.appTeardown(app);
   await destroyApp(deps.db, actor, app, currentName);
   // One that started in between (a push) fails on the missing app: end it now too.
@@ -30,6 +33,6 @@ export async function deleteApp(deps: AppDeleteDeps, actor: Actor, app: AppRecor
     await removeCache(p.ctx, app.id);
     if (p.git) await rm(join(p.git.reposDir, `${app.id}.git`), { recursive: true, force: true });
     await p.supervisor.forgetApp(app.id);
-    for (const id of deployments) await p.outputs.remove(id);
+    for (const d of deployments) await p.outputs.remove(d.id);
   }
 }

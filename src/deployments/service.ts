@@ -295,10 +295,9 @@ export class Deployments {
 
   /**
    * The app is being deleted: its queued deployments end `aborted`, its running ones are aborted
-   * (their build stops, their new containers go) and awaited, up to `waitMs`. Returns the ids of
-   * all its deployments, whose output files the caller removes once the app is gone.
+   * (their build stops, their new containers go) and awaited, up to `waitMs`.
    */
-  async abortForDeletion(actor: Actor, appId: string, waitMs = 60_000): Promise<string[]> {
+  async abortForDeletion(actor: Actor, appId: string, waitMs = 60_000): Promise<void> {
     const reason = `the app was deleted by ${actor.email}`;
     const queued = await this.ctx.db.updateTable("deployments").set({ status: "aborted", error: reason, finished_at: new Date() }).where("app_id", "=", appId).where("status", "=", "queued").returning("id").execute();
     for (const { id } of queued) {
@@ -315,8 +314,6 @@ export class Deployments {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(ending), new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))]);
     clearTimeout(timer);
-    const all = await this.ctx.db.selectFrom("deployments").select("id").where("app_id", "=", appId).execute();
-    return all.map((d) => d.id);
   }
 
   /**

@@ -401,7 +401,7 @@ export class Supervisor {
       for (const r of rows.rows) {
         let a = apps.get(r.id);
         if (!a) {
-          apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: join(this.ctx.paths.logs, "router", `${r.id}.log`), ...(r.force_https ? { forceHttps: true } : {}) }));
+          apps.set(r.id, (a = { name: r.name, hostnames: [], backends: [], accessLog: this.routerLog(r.id), ...(r.force_https ? { forceHttps: true } : {}) }));
           if (r.canonical_domain) canonical.set(r.id, r.canonical_domain);
         }
         if (r.port !== null) a.backends.push({ host: "127.0.0.1", port: r.port });
@@ -440,9 +440,18 @@ export class Supervisor {
     if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
   }
 
+  /** Where the router writes each app's access log, which `shipLogs` moves into its stream. */
+  private get routerDir(): string {
+    return join(this.ctx.paths.logs, "router");
+  }
+
+  private routerLog(appId: string): string {
+    return join(this.routerDir, `${appId}.log`);
+  }
+
   /** The app is deleted and off the router: its router spool and its log stream go. */
   async forgetApp(appId: string): Promise<void> {
-    await this.spools.remove(join(this.ctx.paths.logs, "router", `${appId}.log`));
+    await this.spools.remove(this.routerLog(appId));
     await this.logs.remove(appId);
   }
 
@@ -450,7 +459,7 @@ export class Supervisor {
   async shipLogs(): Promise<void> {
     const rows = await this.ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index"]).execute().catch(() => []);
     for (const c of rows) await this.shipContainerLogs(c);
-    const routerDir = join(this.ctx.paths.logs, "router");
+    const routerDir = this.routerDir;
     for (const f of await readdir(routerDir).catch(() => [] as string[])) {
       if (!f.endsWith(".log")) continue;
       const text = await this.spools.drain(join(routerDir, f));

@@ -156,11 +156,6 @@ export class SpoolReader {
         const resume = nl < 0 ? from : from + nl;
         note = `quai: ${resume - offset} bytes of older output skipped: more than ${this.backlogBytes} bytes were waiting to be shipped\n`;
         offset = resume;
-        if (size === offset) {
-          this.offsets.set(file, offset);
-          await writeFile(`${file}.offset`, String(offset));
-          return note;
-        }
       }
       const buf = Buffer.alloc(Math.min(size - offset, 1024 * 1024));
       const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
