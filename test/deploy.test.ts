@@ -160,6 +160,8 @@ describe("git push deploys", () => {
     const ps = await json<{ containers: { label: string; state: string; size: string }[] }>(["--app", "web-app", "ps"]);
     assert.ok(ps.containers.some((c) => c.label === "worker-1" && c.state === "running" && c.size === "S"), JSON.stringify(ps.containers));
     assert.equal((await p.quai(["--app", "web-app", "scale", "worker:0"])).code, 0);
+    const events = (await p.quai(["--app", "web-app", "events", "--per-page", "2"])).stdout;
+    assert.match(events, /scale +web-app +\S+ +worker:0\n.*scale +web-app +\S+ +worker:1:S\n/s);
   });
 
   it("restarts web containers with new ones up before the old ones go", async () => {
@@ -252,6 +254,8 @@ describe("git push deploys", () => {
     }
     const events = await json<{ type: string; type_data: { command: unknown } }[]>(["--app", "web-app", "events"]);
     assert.ok(events.some((e) => e.type === "run" && JSON.stringify(e.type_data.command).includes("exit 7")));
+    // The table says who ran what too, the command quoted as it could be typed again.
+    assert.match((await p.quai(["--app", "web-app", "events"])).stdout, /run +web-app +\S+ +one-off-\d+: sh -c 'echo oops >&2; exit 7'\n/);
   });
 
   it("gives a one-off a terminal with --tty, and Ctrl-C reaches the command", async () => {
@@ -324,6 +328,7 @@ describe("git push deploys", () => {
     assert.ok(seen?.last_exit);
     const events = await json<{ type: string }[]>(["--app", "web-app", "events"]);
     assert.ok(events.some((e) => e.type === "crash"), "the crash is an event");
+    assert.match((await p.quai(["--app", "web-app", "events"])).stdout, /crash +web-app +- +web-1 exited \(.+\), restart #1\n/);
     for (let i = 0; i < 50 && (await p.get("web-app")).status !== 200; i++) await new Promise((r) => setTimeout(r, 100));
     assert.equal((await p.get("web-app")).status, 200);
   });
