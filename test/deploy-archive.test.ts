@@ -215,7 +215,7 @@ describe("archive deploys and the deployment queue", () => {
   it("refuses buildpacks from host paths outside QUAI_BUILDPACK_DIRS, such as another app's repository", async () => {
     assert.equal((await p.quai(["create", "nosy-app"])).code, 0);
     const victim = JSON.parse((await p.quai(["--app", "archive-app", "app-info", "--json"])).stdout) as { id: string };
-    for (const ref of [`file://${p.home}/git/${victim.id}.git`, "/etc"]) {
+    for (const ref of [`file://${p.home}/git/${victim.id}.git`, "/etc", `${work}/../../etc`]) {
       assert.equal((await p.quai(["--app", "nosy-app", "env-set", `BUILDPACK_URL=${ref}`])).code, 0);
       const file = await tarball("nosy", pythonWebApp("nosy"));
       const res = await p.quai(["--app", "nosy-app", "deploy", file]);

@@ -4,9 +4,10 @@
 // Each leaves the previous release serving.
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { SLUG_DIR } from "../src/pipeline/slug.ts";
 import { bearer, commitAll, gitApp, pythonWebApp, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 
@@ -67,6 +68,32 @@ describe("failed deployments keep the previous release serving", () => {
     assert.equal((await p.get("steady")).body, "migrated");
   });
 
+  it("rollback goes back to the newest earlier release that went live, past failed ones", async () => {
+    // v1 "good", v2 hook-error, v3 config change ("good"), v4 "migrated" (current), v5 crashed-error.
+    const back = await p.quai(["--app", "steady", "rollback"]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /Rolling back to v3 \(/);
+    assert.equal((await p.get("steady")).body, "good");
+    // From that rollback (v6), the way back is v4: v5 never served.
+    const again = await p.quai(["--app", "steady", "rollback"]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /Rolling back to v4 \(/);
+    assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("a container that exits while the postdeploy hook runs fails the deployment: crashed-error", async () => {
+    // Ready at once, gone after a second, while the hook still runs: the release does not hold.
+    await writeFile(join(dir, "Procfile"), "web: python3 server.py & pid=$!; sleep 1; kill $pid; exit 3\npostdeploy: sleep 4\n");
+    await commitAll(dir, "exits during the hook");
+    const push = await p.push("steady", dir);
+    assert.notEqual(push.code, 0);
+    assert.match(push.stderr, /web-1 exited \(.*\) while the postdeploy hook ran/);
+    assert.equal((await latest("steady")).status, "crashed-error");
+    assert.equal((await p.get("steady")).body, "migrated");
+    const ps = JSON.parse((await p.quai(["--app", "steady", "ps", "--json"])).stdout) as { containers: { label: string; state: string; release: string }[] };
+    assert.deepEqual(ps.containers.filter((c) => c.state !== "stopping").map((c) => [c.label, c.state, c.release]), [["web-1", "running", "v7"]]);
+  });
+
   it("a release that never listens on $PORT ends timeout-error", async () => {
     await writeFile(join(dir, "Procfile"), "web: sleep 600\n");
     await commitAll(dir, "never listens");
@@ -108,6 +135,51 @@ describe("failed deployments keep the previous release serving", () => {
     assert.match(push.stderr, /Procfile line 2: process type "worker" has an empty command/);
     assert.equal((await latest("steady")).status, "build-error");
     assert.equal((await p.get("steady")).body, "migrated");
+  });
+
+  it("reads a Procfile or .buildpacks that links out of the app, or is a FIFO, never: a build error", async () => {
+    // A root-only file of the host: the control plane (root) must not be led to read and show it.
+    const host = await mkdtemp(join(tmpdir(), "quai-host-"));
+    const secret = join(host, "secret");
+    await writeFile(secret, "rootsecret: TOP-SECRET-5055\n", { mode: 0o600 });
+    try {
+      for (const name of ["Procfile", ".buildpacks"]) {
+        for (const f of ["Procfile", ".buildpacks"]) await rm(join(dir, f), { force: true });
+        // The other file is a plain one: .buildpacks names the buildpack, so no detection looks first.
+        if (name === "Procfile") await writeFile(join(dir, ".buildpacks"), "procfile\n");
+        else await writeFile(join(dir, "Procfile"), "web: python3 server.py\n");
+        await symlink(secret, join(dir, name));
+        await commitAll(dir, `${name} links out`);
+        const push = await p.push("steady", dir);
+        assert.notEqual(push.code, 0, name);
+        assert.match(push.stderr, new RegExp(`${name.replace(".", "\\.")} is a symlink out of the app's tree`));
+        assert.doesNotMatch(push.stderr, /TOP-SECRET/);
+        assert.equal((await latest("steady")).status, "build-error");
+        assert.doesNotMatch((await p.quai(["--app", "steady", "ps"])).stdout, /TOP-SECRET/);
+      }
+      for (const f of ["Procfile", ".buildpacks"]) await rm(join(dir, f), { force: true });
+      // A FIFO (an archive can hold one) would have blocked a reader thread of the control plane.
+      const tree = join(host, "tree");
+      await mkdir(tree);
+      await writeFile(join(tree, "server.py"), pythonWebApp("fifo")["server.py"] as string);
+      await writeFile(join(tree, "Procfile"), "web: python3 server.py\n");
+      execFileSync("mkfifo", [join(tree, ".buildpacks")]);
+      execFileSync("tar", ["-czf", join(host, "fifo.tar.gz"), "-C", tree, "."]);
+      const fifo = await p.quai(["--app", "steady", "deploy", join(host, "fifo.tar.gz")]);
+      assert.notEqual(fifo.code, 0);
+      assert.match(fifo.stdout + fifo.stderr, /\.buildpacks is not a regular file/);
+      assert.equal((await latest("steady")).status, "build-error");
+      // A link within the tree is the app's own file, and is read.
+      await writeFile(join(dir, "Procfile.prod"), "web: python3 server.py\n");
+      await writeFile(join(dir, "server.py"), pythonWebApp("migrated")["server.py"] as string);
+      await symlink("Procfile.prod", join(dir, "Procfile"));
+      await commitAll(dir, "Procfile links to Procfile.prod");
+      const push = await p.push("steady", dir);
+      assert.equal(push.code, 0, push.stderr);
+      assert.equal((await p.get("steady")).body, "migrated");
+    } finally {
+      await rm(host, { recursive: true, force: true });
+    }
   });
 
   it("a deployment cancelled while its containers start ends aborted; the old release serves", async () => {

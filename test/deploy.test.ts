@@ -7,10 +7,12 @@ import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { connect } from "node:net";
+import WebSocket from "ws";
 import { QUAI_BIN } from "../src/testing/cli.ts";
 import { run } from "../src/core/run.ts";
 import { clientFromToken } from "scalingo";
-import { commitAll, gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
+import { bearer, commitAll, gitApp, pythonWebApp, startLoad, startPlatform, type TestPlatform } from "../src/testing/platform.ts";
 import { scratchDir } from "../src/testing/scratch.ts";
 
 let p: TestPlatform;
@@ -91,6 +93,57 @@ describe("git push deploys", () => {
     // The build runner started for the push that might have deployed has ended, and its
     // directory is gone (removed once the runner, and its cgroup, are).
     await waitUntil(async () => (await readdir(join(p.home, "runtime", "builds"))).every((n) => !n.startsWith(".pre-")), "the runner started ahead is removed");
+  });
+
+  it("two pushes from the same base take turns: the second is refused before it builds, and main holds what runs", async () => {
+    assert.equal((await p.quai(["create", "two-pushes"])).code, 0);
+    const first = await gitApp(pythonWebApp("base"));
+    assert.equal((await p.push("two-pushes", first)).code, 0);
+    const second = await scratchDir("quai-clone-");
+    assert.equal((await run("git", ["clone", "-q", first, second])).code, 0);
+    // The first push is slow (its hook sleeps): the second arrives while it deploys.
+    await writeFile(join(first, "Procfile"), "web: python3 server.py\npostdeploy: sleep 3\n");
+    await writeFile(join(first, "server.py"), pythonWebApp("first")["server.py"] as string);
+    await commitAll(first, "first");
+    await writeFile(join(second, "server.py"), pythonWebApp("second")["server.py"] as string);
+    await commitAll(second, "second");
+    const a = p.push("two-pushes", first);
+    await waitUntil(async () => (await json<{ status: string }[]>(["--app", "two-pushes", "deployments"])).some((d) => d.status !== "success"), "the first push deploys", 60_000);
+    const b = await p.push("two-pushes", second);
+    assert.notEqual(b.code, 0);
+    assert.match(b.stderr, /main moved while this push waited for the one before it: fetch, merge and push again/);
+    assert.equal((await a).code, 0);
+    assert.equal((await p.get("two-pushes")).body, "first");
+    const head = (await run("git", ["-C", first, "rev-parse", "HEAD"])).stdout.trim();
+    const u = new URL(p.url);
+    const remote = (await run("git", ["ls-remote", `http://q:${p.token}@${u.host}/two-pushes.git`, "refs/heads/main"])).stdout.split("\t")[0];
+    assert.equal(remote, head, "main is the commit that runs");
+    // Two deployments in all: the refused push built nothing.
+    assert.deepEqual((await json<{ status: string }[]>(["--app", "two-pushes", "deployments"])).map((d) => d.status), ["success", "success"]);
+    assert.equal((await p.quai(["--app", "two-pushes", "destroy", "--force"])).code, 0);
+  });
+
+  it("a scale during a deployment applies to the new release, and a deployment leaves one-offs running", async () => {
+    assert.equal((await p.quai(["create", "busy-app"])).code, 0);
+    const app = await gitApp(pythonWebApp("one", { Procfile: "web: python3 server.py\npostdeploy: sleep 4\n" }));
+    assert.equal((await p.push("busy-app", app)).code, 0);
+    const job = await p.quai(["--app", "busy-app", "run", "--detached", "sleep", "120"]);
+    assert.equal(job.code, 0, job.stderr);
+    await writeFile(join(app, "server.py"), pythonWebApp("two")["server.py"] as string);
+    await commitAll(app, "two");
+    const push = p.push("busy-app", app);
+    await waitUntil(async () => (await json<{ status: string }[]>(["--app", "busy-app", "deployments"]))[0]?.status === "starting", "the second deployment starts its containers", 60_000);
+    const scaled = await p.quai(["--app", "busy-app", "scale", "web:2"]);
+    assert.equal(scaled.code, 0, scaled.stderr);
+    const pushed = await push;
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.match(pushed.stderr, /The formation changed during the deployment: web:2:M/);
+    const ps = await json<{ containers: { label: string; state: string; release: string }[] }>(["--app", "busy-app", "ps"]);
+    const live = ps.containers.filter((c) => c.state !== "stopping");
+    assert.deepEqual(live.filter((c) => c.label.startsWith("web-")).map((c) => [c.label, c.state, c.release]), [["web-1", "running", "v2"], ["web-2", "running", "v2"]], JSON.stringify(ps.containers));
+    assert.ok(live.some((c) => c.label.startsWith("one-off-") && c.state === "running"), "the detached one-off still runs");
+    assert.equal((await p.get("busy-app")).body, "two");
+    assert.equal((await p.quai(["--app", "busy-app", "destroy", "--force"])).code, 0);
   });
 
   it("starts a push's build runner during the push: the build gets the pushed commit as SOURCE_VERSION", async () => {
@@ -201,6 +254,15 @@ describe("git push deploys", () => {
       assert.equal(res.status, 422, bad);
       assert.equal(((await res.json()) as { error: string }).error, "validation_failed", bad);
     }
+    // A forged or altered token is refused as such, whatever its bytes.
+    const u = new URL(logsUrl);
+    const [exp, sig] = (u.searchParams.get("token") ?? "").split(".") as [string, string];
+    for (const token of [`${exp}.${sig}x`, `${exp}.${sig.slice(0, -1)}`, `${exp}.é${sig.slice(2)}`, `${Number(exp) + 1}.${sig}`, "9999999999.%C3%A9", ""]) {
+      u.searchParams.set("token", token);
+      const res = await fetch(u);
+      assert.equal(res.status, 401, token);
+      assert.equal(((await res.json()) as { error: string }).error, "token_invalid", token);
+    }
   });
 
   it("refuses bad scale requests with the catalogue's errors", async () => {
@@ -271,6 +333,57 @@ describe("git push deploys", () => {
     const [code] = (await once(child, "exit")) as [number];
     assert.equal(code, 130, "SIGINT's exit code comes back");
     assert.match(out, /KeyboardInterrupt/);
+  });
+
+  it("serves the run WebSocket strictly: a bad path or input, a client gone and a stop leave nothing behind", async () => {
+    const u = new URL(p.url);
+    // An upgrade nobody serves, or with an app name that does not decode, is answered and closed:
+    // it once stopped the control plane (an exception in the server's upgrade event).
+    for (const [path, status] of [["/v1/apps/%E0%A4%A/run/attach", "400"], ["/v1/nothing/here", "404"]] as const) {
+      const line = await new Promise<string>((resolve, reject) => {
+        const sock = connect(Number(u.port), u.hostname, () => sock.write(`GET ${path} HTTP/1.1\r\nHost: ${u.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`));
+        sock.setTimeout(5000, () => reject(new Error(`${path}: no answer in 5 s`)));
+        sock.once("data", (b) => resolve(b.toString().split("\r\n")[0] as string));
+        sock.on("error", reject);
+      });
+      assert.match(line, new RegExp(`^HTTP/1.1 ${status} `), path);
+    }
+    assert.equal((await p.quai(["apps"])).code, 0, "the control plane still answers");
+
+    const token = await bearer(p.url, p.token);
+    /** Opens an attach, authenticates, sends `start`; resolves with the messages until the socket closes. */
+    const attach = (start: Record<string, unknown>, onMessage: (m: { type: string }, ws: WebSocket) => void = () => {}) =>
+      new Promise<{ type: string; code?: number; error?: string; data?: string }[]>((resolve, reject) => {
+        const ws = new WebSocket(`ws://${u.host}/v1/apps/web-app/run/attach`);
+        const got: { type: string }[] = [];
+        ws.on("open", () => ws.send(JSON.stringify({ type: "auth", data: { token } })));
+        ws.on("message", (data) => {
+          const m = JSON.parse(String(data)) as { type: string };
+          got.push(m);
+          if (m.type === "ready") ws.send(JSON.stringify({ type: "start", ...start }));
+          onMessage(m, ws);
+        });
+        ws.on("close", () => resolve(got));
+        ws.on("error", reject);
+      });
+    const oneOffs = async () => (await json<{ containers: { label: string }[] }>(["--app", "web-app", "ps"])).containers.filter((c) => c.label.startsWith("one-off-"));
+    // Values must be strings; a terminal size out of range is left to the pty's default.
+    const bad = await attach({ command: ["true"], env: { FOO: {} } });
+    assert.deepEqual(bad.filter((m) => m.type === "error").map((m) => m.error), ["validation_failed"]);
+    const odd = await attach({ command: ["sh", "-c", "stty size"], tty: true, cols: 70_000, rows: -1 });
+    assert.equal(odd.find((m) => m.type === "exit")?.code, 0);
+    assert.match(odd.filter((m) => m.type === "stdout").map((m) => Buffer.from(m.data as string, "base64").toString()).join(""), /^24 80\s*$/);
+    // A client that goes away: its one-off goes too.
+    await attach({ command: ["sleep", "60"] }, (m, ws) => m.type === "started" && ws.close());
+    await waitUntil(async () => (await oneOffs()).length === 0, "the one-off of a client gone is removed", 15_000);
+    // Stopped through the API: the command is killed, and the client told so.
+    const stopped = await attach({ command: ["sh", "-c", "sleep 20; echo still-ran"] }, (m) => {
+      const label = (m as { container?: string }).container;
+      if (m.type === "started") void fetch(`${p.url}/v1/apps/web-app/containers/${label}/stop`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    });
+    assert.deepEqual(stopped.filter((m) => m.type === "exit").map((m) => m.code), [137]);
+    assert.ok(!stopped.some((m) => m.type === "stdout"), "the command did not run on");
+    await waitUntil(async () => (await oneOffs()).length === 0, "the stopped one-off is removed", 15_000);
   });
 
   it("keeps serving when the control plane is killed, and re-adopts the containers", async () => {

@@ -13,7 +13,7 @@ import { makeTestCa, type TestCa } from "../src/testing/tls.ts";
 let p: TestPlatform;
 let httpsPort = 0;
 let ca: TestCa;
-const get = (host: string, path = "/") => httpGet(p.routerPort, host, path);
+const get = (host: string, path = "/", headers: Record<string, string> = {}) => httpGet(p.routerPort, host, path, headers);
 
 /** GET over HTTPS with SNI `host`, trusting only `caPem`; resolves with what the client saw. */
 function getTls(host: string, caPem: string, path = "/"): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined>; protocol: string | null }> {
@@ -106,6 +106,9 @@ describe("custom domains", () => {
       [wrongName.certPem, wrongName.keyPem, /not www\.site\.test/],
       [expired.certPem, expired.keyPem, /expired/],
       ["not a certificate", good.keyPem, /not a PEM certificate/],
+      // nginx would refuse a chain with a bad block, and with it every app's routes.
+      [`${good.certPem}\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n`, good.keyPem, /a certificate of the chain is not a valid PEM certificate/],
+      [`${good.certPem}\nsomething else\n`, good.keyPem, /holds something else than PEM certificates/],
     ];
     for (const [cert, key, why] of refused) {
       const res = await p.quai(["--app", "site", "domains-ssl", "www.site.test", "--cert", await write("c.pem", cert), "--key", await write("k.pem", key)]);
@@ -120,6 +123,10 @@ describe("custom domains", () => {
     // The app sees the scheme the client used.
     assert.match(res.body, /^x-forwarded-proto: https$/m);
     assert.match((await get("www.site.test", "/headers")).body, /^x-forwarded-proto: http$/m);
+    // Forwarding headers are the router's alone: a client's are not passed for them.
+    const spoofed = (await get("www.site.test", "/headers", { "x-forwarded-proto": "https", "x-forwarded-host": "evil.test", forwarded: "for=6.6.6.6;host=evil.test", "x-real-ip": "6.6.6.6", "x-forwarded-port": "1" })).body;
+    assert.match(spoofed, /^x-forwarded-proto: http$/m);
+    assert.doesNotMatch(spoofed, /evil\.test|6\.6\.6\.6|^x-forwarded-port: 1$/m);
     const list = JSON.parse((await p.quai(["--app", "site", "--json", "domains"])).stdout) as { name: string; ssl: boolean; validity: string }[];
     assert.equal(list.find((d) => d.name === "www.site.test")?.ssl, true);
     // A name without a certificate of its own gets the platform's, which this CA did not sign.

@@ -13,6 +13,7 @@ import type { Authenticator } from "../auth/service.ts";
 import { deploymentJson } from "./service.ts";
 import { fetchArchive } from "../core/outbound.ts";
 import { finalStatuses } from "../pipeline/output.ts";
+import { onUpgrade } from "../server/upgrade.ts";
 
 const idParams = { type: "object", required: ["app", "id"], additionalProperties: false, properties: { app: { type: "string" }, id: { type: "string" } } } as const;
 
@@ -106,11 +107,7 @@ export function deploymentRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlu
 
     // The WebSocket stream of an app's deployments (Scalingo's protocol: auth message first).
     const wss = new WebSocketServer({ noServer: true });
-    app.server.on("upgrade", (req, socket, head) => {
-      const m = /^\/v1\/apps\/([^/?]+)\/deployments\/stream(?:\?|$)/.exec(req.url ?? "");
-      if (!m) return;
-      wss.handleUpgrade(req, socket, head, (ws) => serveStream(ws, decodeURIComponent(m[1] as string)));
-    });
+    onUpgrade(app.server, /^\/v1\/apps\/([^/?]+)\/deployments\/stream(?:\?|$)/, (req, socket, head, appRef) => wss.handleUpgrade(req, socket, head, (ws) => serveStream(ws, appRef)));
     const serveStream = (ws: WebSocket, appRef: string) => {
       let unsubscribe: (() => void) | undefined;
       const timer = setTimeout(() => ws.close(4001, "auth timeout"), 10_000);

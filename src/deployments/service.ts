@@ -25,6 +25,9 @@ import type { DeploymentsTable } from "../store/schema.ts";
 import type { Selectable } from "kysely";
 import { finalStatuses } from "../pipeline/output.ts";
 
+/** How long after a failure of the store an app's deployment queue is looked at again. */
+const PUMP_RETRY_MS = 5_000;
+
 export type DeploymentRow = Selectable<DeploymentsTable>;
 
 /** A git ref as Scalingo shows it: a branch, tag or commit name. Refuses shell syntax and options. */
@@ -345,7 +348,10 @@ export class Deployments {
         if (!more) return;
       }
     } catch (err) {
-      this.ctx.log(`deployments: queue of app ${appId} failed: ${err instanceof Error ? err.stack : String(err)}`);
+      // The store failed (a deployment itself never throws): its queue is looked at again soon,
+      // or a push behind it would wait for the next one.
+      this.ctx.log(`deployments: queue of app ${appId} failed (looked at again in ${PUMP_RETRY_MS / 1000} s): ${err instanceof Error ? err.stack : String(err)}`);
+      if (!this.closed) setTimeout(() => void this.pump(appId), PUMP_RETRY_MS).unref();
     } finally {
       this.pumping.delete(appId);
     }
@@ -358,6 +364,10 @@ export class Deployments {
 
   /** One deployment, start to end. Never throws: the outcome is the deployment's status. */
   private async runOne(d: DeploymentRow): Promise<void> {
+    // Taken only while still queued: a cancel between the queue's look and here wins.
+    const claimed = await this.ctx.db.updateTable("deployments").set({ status: "building", started_at: new Date() }).where("id", "=", d.id).where("status", "=", "queued").returning("id").executeTakeFirst();
+    if (!claimed) return;
+    this.ctx.outputs.status(d.id, "building");
     const abort = new AbortController();
     let ended = () => {};
     this.running.set(d.id, { abort, appId: d.app_id, ended: new Promise<void>((resolve) => (ended = resolve)) });
@@ -368,7 +378,7 @@ export class Deployments {
     const received = this.claimReceived(d.id);
     try {
       if (!app) throw new Error("the app was deleted");
-      const [, listed] = await Promise.all([this.setStatus(d.id, "building", { started_at: new Date() }), listVariables(this.ctx.db, this.ctx.keyring, { id: app.id } as AppRecord)]);
+      const listed = await listVariables(this.ctx.db, this.ctx.keyring, { id: app.id } as AppRecord);
       const vars = resolveVariables(listed);
       const env = Object.fromEntries(vars.map((v) => [v.name, v.value]));
       const actor = d.pusher_email;

@@ -92,13 +92,19 @@ export async function setCertificate(db: Db, keyring: Keyring, actor: Actor, app
     return { app, domain: updated };
   }
   const invalid = (why: string) => new QuaiError("domain_certificate_invalid", `the certificate for ${domain.name} cannot be used: ${why}`);
-  let cert: X509Certificate;
-  let key: KeyObject;
+  // Every block of the chain is parsed, and only what parsed is stored (as PEM written anew):
+  // nginx loads the whole file, and one bad block would have it refuse every app's routes.
+  const blocks = pems.certPem.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw invalid("it is not a PEM certificate");
+  if (pems.certPem.replace(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g, "").trim() !== "") throw invalid("the file holds something else than PEM certificates (a chain is the certificates one after the other, the domain's first)");
+  let chain: X509Certificate[];
   try {
-    cert = new X509Certificate(pems.certPem);
+    chain = blocks.map((b) => new X509Certificate(b));
   } catch {
-    throw invalid("it is not a PEM certificate");
+    throw invalid(blocks.length > 1 ? "a certificate of the chain is not a valid PEM certificate" : "it is not a PEM certificate");
   }
+  const cert = chain[0] as X509Certificate;
+  let key: KeyObject;
   try {
     key = createPrivateKey(pems.keyPem);
   } catch {
@@ -111,7 +117,7 @@ export async function setCertificate(db: Db, keyring: Keyring, actor: Actor, app
   if (new Date(cert.validFrom).getTime() > now.getTime() + 86_400_000) throw invalid(`it is not valid before ${new Date(cert.validFrom).toISOString()}`);
   const sealed = keyring.seal(key.export({ type: "pkcs8", format: "pem" }) as string, `domain-key:${domain.id}`);
   const updated = await db.transaction().execute(async (trx) => {
-    const row = await trx.updateTable("domains").set({ tls_cert: pems.certPem.trim() + "\n", tls_key_enc: sealed.data, tls_key_id: sealed.keyId, tls_source: "upload", tls_not_after: notAfter, tls_status: "active", tls_error: null }).where("id", "=", domain.id).returningAll().executeTakeFirstOrThrow();
+    const row = await trx.updateTable("domains").set({ tls_cert: chain.map((c) => c.toString().trim() + "\n").join(""), tls_key_enc: sealed.data, tls_key_id: sealed.keyId, tls_source: "upload", tls_not_after: notAfter, tls_status: "active", tls_error: null }).where("id", "=", domain.id).returningAll().executeTakeFirstOrThrow();
     await recordEvent(trx, { actor, app, type: "edit_domain", data: { domain_id: domain.id, name: domain.name, ssl: true, source: "upload", not_after: notAfter.toISOString() } });
     return row;
   });

@@ -84,7 +84,7 @@ const releases: Command = {
 
 const rollback: Command = {
   name: "rollback",
-  summary: "Redeploy an earlier release (default: the previous one). Databases are not rolled back",
+  summary: "Redeploy an earlier release (default: the newest earlier one that went live). Databases are not rolled back",
   usage: "[vN]",
   example: "quai --app histologe rollback v12",
   async run(ctx, args) {

@@ -20,6 +20,13 @@ import { findRelease } from "../pipeline/release.ts";
 import { deploymentJson } from "../deployments/service.ts";
 import { matches } from "../logs/store.ts";
 import { recordRun } from "./run.ts";
+import { onUpgrade } from "../server/upgrade.ts";
+
+/** What may wait unsent for one slow log follower or attached client before output is skipped. */
+const FOLLOW_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** Abort reason of an attached one-off stopped through `containers/:id/stop`. */
+const STOPPED = new Error("stopped through the API");
 
 /** Files sent with `run --file`: plain names, base64 content, 50 MB in all. */
 function parseUploads(raw: unknown): { name: string; data: Buffer }[] {
@@ -42,6 +49,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     if (!p) return;
     const { ctx, supervisor: sup } = p;
     const ref = (a: AppRecord) => ({ id: a.id, name: a.name, uid: a.uid });
+    /** Attached one-offs (runs of the control plane's, not started containers), by container id. */
+    const attached = new Map<string, AbortController>();
 
     // Scale and restart answer 202 with a Location naming an operation, as Scalingo does; Quai's
     // finish before answering, so their operations are already done (kept one hour, in memory).
@@ -69,7 +78,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     const formationJson = async (a: AppRecord) => {
       const release = await currentRelease(ctx, sup, a.id);
       const rows = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", a.id).orderBy("type").execute();
-      return rows.map((r) => ({ name: r.type, amount: r.amount, size: r.size, command: release?.processTypes[r.type] ?? null }));
+      return rows.map((r) => ({ name: r.type, amount: r.amount, size: r.size, command: release && Object.hasOwn(release.processTypes, r.type) ? release.processTypes[r.type] : null }));
     };
 
     app.get<{ Params: { app: string } }>("/v1/apps/:app/containers", { schema: { summary: "The formation: amount and size per process type", tags: ["containers"], params: appParams } }, async (req) => {
@@ -101,11 +110,14 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     app.get<{ Params: { app: string } }>("/v1/apps/:app/ps", { schema: { summary: "Running containers", tags: ["containers"], params: appParams } }, async (req) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       const rows = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", found.id).orderBy("type").orderBy("index").execute();
-      const release = await currentRelease(ctx, sup, found.id);
+      // Each container's own release: the current one's, an earlier one's retiring, or the one a
+      // deployment is starting.
+      const ids = [...new Set(rows.map((c) => c.release_id))];
+      const versions = new Map(ids.length ? (await ctx.db.selectFrom("releases").select(["id", "version"]).where("id", "in", ids).execute()).map((r) => [r.id, `v${r.version}`]) : []);
       return {
         containers: await Promise.all(rows.map(async (c) => {
           const st = await ctx.runtime.stats(c.id).catch(() => undefined);
-          return { id: c.id, label: `${c.type}-${c.index}`, type: c.type, type_index: c.index, state: c.state, size: c.size, port: c.port, restarts: c.restarts, last_exit: c.last_exit, release: c.release_id === release?.id ? `v${release.version}` : "previous", created_at: c.created_at.toISOString(), memory_bytes: st?.memoryBytes ?? null, memory_limit_bytes: st?.memoryLimitBytes ?? null };
+          return { id: c.id, label: `${c.type}-${c.index}`, type: c.type, type_index: c.index, state: c.state, size: c.size, port: c.port, restarts: c.restarts, last_exit: c.last_exit, release: versions.get(c.release_id) ?? "-", created_at: c.created_at.toISOString(), memory_bytes: st?.memoryBytes ?? null, memory_limit_bytes: st?.memoryLimitBytes ?? null };
         })),
       };
     });
@@ -132,7 +144,11 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const rows = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", found.id).where("type", "=", "one-off").execute();
       const c = rows.find((r) => r.id === req.params.id || `one-off-${r.index}` === req.params.id);
       if (!c) throw new QuaiError("container_not_found", `no running one-off container ${req.params.id} (only one-off containers can be stopped; scale the others)`);
-      await sup.destroy(c.id, 10_000);
+      // An attached run is a process of the control plane's, not a started container: its abort
+      // ends it, and the attach clears its row.
+      const run = attached.get(c.id);
+      if (run) run.abort(STOPPED);
+      else await sup.destroy(c.id, 10_000);
       return reply.code(202).send();
     });
 
@@ -143,13 +159,20 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     });
 
     app.post<{ Params: { app: string }; Body: { version?: number } | undefined }>("/v1/apps/:app/rollback", {
-      schema: { summary: "Redeploy an earlier release's slug and config (default: the one before the current); databases are not rolled back", tags: ["releases"], params: appParams },
+      schema: { summary: "Redeploy an earlier release's slug and config (default: the newest earlier one that went live); databases are not rolled back", tags: ["releases"], params: appParams },
     }, async (req, reply) => {
       const found = await findApp(deps.db, req.actor, req.params.app);
       const current = await currentRelease(ctx, sup, found.id);
       if (!current) throw new QuaiError("no_release", "the app has no release to roll back from");
-      const version = req.body?.version ?? current.version - 1;
-      if (!Number.isInteger(version) || version < 1) throw new QuaiError("release_not_found", "there is no earlier release to roll back to");
+      // By default the newest earlier release that went live: one whose deployment failed or was
+      // cancelled never served, and is no way back.
+      const served = req.body?.version === undefined
+        ? await ctx.db.selectFrom("releases").select("version").where("app_id", "=", found.id).where("version", "<", current.version)
+          .where((eb) => eb.exists(eb.selectFrom("deployments").select("deployments.id").whereRef("deployments.release_id", "=", "releases.id").where("deployments.status", "=", "success")))
+          .orderBy("version", "desc").limit(1).executeTakeFirst()
+        : undefined;
+      const version = req.body?.version ?? served?.version ?? 0;
+      if (!Number.isInteger(version) || version < 1) throw new QuaiError("release_not_found", "there is no earlier release that went live to roll back to");
       const target = await findRelease(ctx.db, ctx.keyring, found.id, version);
       const d = await p.deployments.create(req.actor, found, { source: "rollback", gitRef: target.gitRef, releaseId: target.id });
       return reply.code(201).send({ deployment: deploymentJson(d, deps.platform().api_url, found.name), release: { version: target.version } });
@@ -176,7 +199,9 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const found = await ctx.db.selectFrom("apps").select(["id", "name"]).where("name", "=", req.params.app).executeTakeFirst();
       const [expRaw, sig] = String(req.query.token ?? "").split(".");
       const exp = Number(expRaw);
-      const good = found && sig && Number.isInteger(exp) && exp > Date.now() / 1000 && timingSafeEqual(Buffer.from(sign(found.id, exp)), Buffer.from(sig.padEnd(43).slice(0, 43)));
+      const given = Buffer.from(sig ?? "");
+      const expected = found ? Buffer.from(sign(found.id, exp)) : undefined;
+      const good = expected && Number.isInteger(exp) && exp > Date.now() / 1000 && given.length === expected.length && timingSafeEqual(expected, given);
       if (!found || !good) throw new QuaiError("token_invalid", "the logs URL is invalid or expired: ask GET /v1/apps/:app/logs for a new one");
       const n = Math.min(Number(req.query.n ?? 100), 10_000);
       const filter = req.query.filter || undefined;
@@ -187,11 +212,21 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const res = reply.raw;
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store" });
       res.write(lines.map((l) => l + "\n").join(""));
+      // A reader that does not keep up is not buffered for without end: lines that find more
+      // than FOLLOW_BUFFER_BYTES waiting for it are skipped, and it is told how many.
+      let skipped = 0;
       const off = sup.logs.follow(
         found.id,
         (text) => {
           const out = filter ? text.split("\n").filter((l) => l && matches(l, filter)).map((l) => l + "\n").join("") : text;
-          if (out) res.write(out);
+          if (!out) return;
+          if (res.writableLength > FOLLOW_BUFFER_BYTES) {
+            skipped += out.split("\n").length - 1;
+            return;
+          }
+          if (skipped) res.write(`quai: ${skipped} lines skipped: this reader did not keep up\n`);
+          skipped = 0;
+          res.write(out);
         },
         // The app was deleted: nothing more will come.
         () => res.end(),
@@ -236,8 +271,11 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const program = typeof body.command === "string" ? body.command : (body.command as string[] | undefined)?.[0];
       if (!argv || program === undefined || program.trim() === "") throw new QuaiError("run_command_invalid", "the command is empty");
       const size = (body.size ?? "M") as ContainerSize;
-      if (!(size in containerSizes)) throw new QuaiError("formation_invalid", `unknown size "${body.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
-      for (const k of Object.keys(body.env ?? {})) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new QuaiError("variable_name_invalid", `--env name ${JSON.stringify(k)} is not a valid variable name`);
+      if (!Object.hasOwn(containerSizes, size)) throw new QuaiError("formation_invalid", `unknown size "${body.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
+      for (const [k, v] of Object.entries(body.env ?? {})) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new QuaiError("variable_name_invalid", `--env name ${JSON.stringify(k)} is not a valid variable name`);
+        if (typeof v !== "string") throw new QuaiError("validation_failed", `--env ${k}: the value must be a string`);
+      }
       const n = await recordRun(ctx, found, actor, typeof body.command === "string" ? body.command : (body.command as string[]));
       const id = `${found.name}-one-off-${n}-${randomBytes(3).toString("hex")}`;
       const spec = await sup.specFor(ref(found), release, id, `one-off-${n}`, size, argv, null, body.env ?? {});
@@ -253,19 +291,20 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       return { spec, label: `one-off-${n}`, commandText: typeof body.command === "string" ? body.command : (body.command as string[]).join(" ") };
     };
 
-    const wss = new WebSocketServer({ noServer: true });
-    app.server.on("upgrade", (req, socket, head) => {
-      const m = /^\/v1\/apps\/([^/?]+)\/run\/attach(?:\?|$)/.exec(req.url ?? "");
-      if (!m) return;
-      wss.handleUpgrade(req, socket, head, (ws) => attach(ws, decodeURIComponent(m[1] as string)));
-    });
+    // A start message carries the uploads (base64, like POST /run's body): no message is larger.
+    const wss = new WebSocketServer({ noServer: true, maxPayload: 72 * 1024 * 1024 });
+    onUpgrade(app.server, /^\/v1\/apps\/([^/?]+)\/run\/attach(?:\?|$)/, (req, socket, head, appRef) => wss.handleUpgrade(req, socket, head, (ws) => attach(ws, appRef)));
     // Protocol: → {type:"auth",data:{token}}, → {type:"start",command,env,size,tty}, → {type:"stdin",data(base64)} / {type:"eof"};
     // ← {type:"stdout"|"stderr",data(base64)}, ← {type:"exit",code,signal}.
     const attach = (ws: WebSocket, appRef: string) => {
       let stdin: PassThrough | undefined;
       let who: { actor: Actor; app: AppRecord } | undefined;
       const abort = new AbortController();
-      ws.on("close", () => abort.abort());
+      const authTimer = setTimeout(() => ws.close(4001, "auth timeout"), 10_000);
+      ws.on("close", () => {
+        clearTimeout(authTimer);
+        abort.abort();
+      });
       let stage = 0;
       ws.on("message", async (data) => {
         let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string; cols?: number; rows?: number; files?: unknown };
@@ -277,6 +316,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         try {
           if (stage === 0) {
             stage = 1;
+            clearTimeout(authTimer);
             const token = (msg.data as { token?: string } | undefined)?.token;
             if (msg.type !== "auth" || !token) throw new QuaiError("auth_required", "first message must be {type: auth}");
             const actor = await auth.authenticate(token);
@@ -291,23 +331,59 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             stdin = new PassThrough();
             const { actor, app: found } = who as { actor: Actor; app: AppRecord };
             // The terminal's size, for programs that lay out their output (the pty reads LINES/COLUMNS).
-            const term: Record<string, string> = msg.tty && Number.isInteger(msg.cols) && Number.isInteger(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
-            const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...msg.env }, size: msg.size, files: msg.files });
-            ws.send(JSON.stringify({ type: "started", container: job.label }));
-            const res = await ctx.runtime.exec(job.spec, {
-              stdin,
-              tty: msg.tty === true,
-              signal: abort.signal,
-              onStdout: (b) => ws.send(JSON.stringify({ type: "stdout", data: b.toString("base64") })),
-              onStderr: (b) => ws.send(JSON.stringify({ type: "stderr", data: b.toString("base64") })),
-            });
-            await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute();
-            await sup.destroy(job.spec.id, 0).catch(() => {});
-            ws.send(JSON.stringify({ type: "exit", code: res.exitCode, signal: res.signal, oom: res.oomKilled }));
-            ws.close(1000);
+            // (a size out of a terminal's range is left to the pty's default).
+            const dim = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 9999;
+            const term: Record<string, string> = msg.tty && dim(msg.cols) && dim(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
+            const env = msg.env === undefined || (typeof msg.env === "object" && msg.env !== null && !Array.isArray(msg.env)) ? msg.env : null;
+            if (env === null) throw new QuaiError("validation_failed", "env must be an object of names and values");
+            const job = await prepareRun(found, actor, { command: msg.command, env: { ...term, ...env }, size: msg.size, files: msg.files });
+            // However the run ends (the client gone, `containers/:id/stop`, an error), its row,
+            // cgroup and files go with it.
+            attached.set(job.spec.id, abort);
+            // Output for a client that does not read it is skipped past FOLLOW_BUFFER_BYTES, and
+            // the client told, rather than held in the control plane's memory.
+            let skippedBytes = 0;
+            const send = (type: "stdout" | "stderr", b: Buffer) => {
+              if (ws.bufferedAmount > FOLLOW_BUFFER_BYTES) {
+                skippedBytes += b.length;
+                return;
+              }
+              if (skippedBytes) ws.send(JSON.stringify({ type: "stderr", data: Buffer.from(`\r\nquai: ${skippedBytes} bytes of output skipped: this client did not keep up\r\n`).toString("base64") }));
+              skippedBytes = 0;
+              ws.send(JSON.stringify({ type, data: b.toString("base64") }));
+            };
+            try {
+              ws.send(JSON.stringify({ type: "started", container: job.label }));
+              const res = await ctx.runtime.exec(job.spec, {
+                stdin,
+                tty: msg.tty === true,
+                signal: abort.signal,
+                onStdout: (b) => send("stdout", b),
+                onStderr: (b) => send("stderr", b),
+              });
+              ws.send(JSON.stringify({ type: "exit", code: res.exitCode, signal: res.signal, oom: res.oomKilled }));
+              ws.close(1000);
+            } catch (err) {
+              if (!abort.signal.aborted) throw err;
+              // Stopped through the API: killed, as `docker kill` reports it. Else the client left.
+              if (abort.signal.reason === STOPPED) {
+                ws.send(JSON.stringify({ type: "exit", code: 137, signal: "SIGKILL", oom: false }));
+                ws.close(1000);
+              }
+            } finally {
+              attached.delete(job.spec.id);
+              await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute().catch(() => {});
+              await sup.destroy(job.spec.id, 0).catch(() => {});
+            }
             return;
           }
-          if (stage === 2 && msg.type === "stdin" && typeof msg.data === "string") stdin?.write(Buffer.from(msg.data, "base64"));
+          if (stage === 2 && msg.type === "stdin" && typeof msg.data === "string") {
+            // Input the command does not read yet is not buffered without end: the socket waits.
+            if (stdin && !stdin.write(Buffer.from(msg.data, "base64"))) {
+              ws.pause();
+              stdin.once("drain", () => ws.resume());
+            }
+          }
           else if (stage === 2 && msg.type === "eof") stdin?.end();
         } catch (err) {
           const e = err instanceof QuaiError ? err : new QuaiError("internal_error", "internal error");

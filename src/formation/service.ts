@@ -5,7 +5,6 @@ import { QuaiError } from "../core/errors.ts";
 import { containerSizes, type ContainerSize } from "../runtime/types.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
 import { runnableTypes } from "../pipeline/procfile.ts";
-import { formationFor } from "../pipeline/deploy.ts";
 import type { Release } from "../pipeline/release.ts";
 import type { AppRef, ContainerRow, Supervisor } from "./supervisor.ts";
 
@@ -40,8 +39,22 @@ export function validateScale(input: ScaleInput[], release: Release | undefined)
     if (c.amount !== undefined && (!Number.isInteger(c.amount) || c.amount < 0 || c.amount > maxContainersPerType)) {
       throw new QuaiError("formation_invalid", `amount of ${c.name} must be a whole number from 0 to ${maxContainersPerType}, got ${c.amount}`);
     }
-    if (c.size !== undefined && !(c.size in containerSizes)) throw new QuaiError("formation_invalid", `unknown size "${c.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
+    if (c.size !== undefined && !Object.hasOwn(containerSizes, c.size)) throw new QuaiError("formation_invalid", `unknown size "${c.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
   }
+}
+
+/** Formation to run: the stored one, completed with web:1:M for a new web type, others 0. */
+export async function formationFor(ctx: PipelineContext, appId: string, release: Release): Promise<{ type: string; amount: number; size: ContainerSize }[]> {
+  const stored = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", appId).execute();
+  const out: { type: string; amount: number; size: ContainerSize }[] = [];
+  for (const type of runnableTypes(release.processTypes)) {
+    const row = stored.find((r) => r.type === type);
+    const size = (row && Object.hasOwn(containerSizes, row.size) ? row.size : "M") as ContainerSize;
+    const amount = row ? row.amount : type === "web" ? 1 : 0;
+    if (!row) await ctx.db.insertInto("formation").values({ app_id: appId, type, amount, size }).onConflict((oc) => oc.doNothing()).execute();
+    out.push({ type, amount, size });
+  }
+  return out;
 }
 
 /** The current release of an app, if it has one. */
@@ -52,9 +65,10 @@ export async function currentRelease(ctx: PipelineContext, sup: Supervisor, appI
 
 /** Stores the formation and makes the running containers match it. */
 export async function scale(ctx: PipelineContext, sup: Supervisor, app: AppRef, input: ScaleInput[]): Promise<{ name: string; amount: number; size: string }[]> {
-  const release = await currentRelease(ctx, sup, app.id);
-  validateScale(input, release);
+  validateScale(input, await currentRelease(ctx, sup, app.id));
   return serialized(app.id, async () => {
+    // Read in turn: a deployment's switch just before makes its release the one to converge.
+    const release = await currentRelease(ctx, sup, app.id);
     for (const c of input) {
       const existing = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", app.id).where("type", "=", c.name).executeTakeFirst();
       const amount = c.amount ?? existing?.amount ?? 1;
@@ -73,28 +87,37 @@ export async function restart(ctx: PipelineContext, sup: Supervisor, app: AppRef
   if (!release) throw new QuaiError("no_release", "the app has no release yet: deploy it first");
   const known = runnableTypes(release.processTypes);
   for (const t of types) if (!known.includes(t)) throw new QuaiError("formation_invalid", `unknown process type "${t}": the current release has ${known.join(", ")}`);
-  await serialized(app.id, () => converge(ctx, sup, app, release, types.length ? [...new Set(types)] : known));
+  await serialized(app.id, async () => {
+    const now = (await currentRelease(ctx, sup, app.id)) ?? release;
+    await converge(ctx, sup, app, now, types.length ? [...new Set(types)] : runnableTypes(now.processTypes));
+  });
 }
 
 /**
  * Brings the current release's containers to the formation. Types in `replace` are renewed
  * entirely. New containers must be ready before the router sees them and before old ones go.
  */
-async function converge(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, replace: string[]): Promise<void> {
+export async function converge(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, replace: string[]): Promise<void> {
   const formation = await formationFor(ctx, app.id, release);
   const rows = await ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "=", release.id).where("state", "in", ["running", "crashed"]).execute();
   const started: ContainerRow[] = [];
   const retire: ContainerRow[] = [];
-  for (const f of formation) {
-    const mine = rows.filter((r) => r.type === f.type).sort((a, b) => a.index - b.index);
-    const renew = replace.includes(f.type) || mine.some((r) => r.size !== f.size);
-    const keep = renew ? [] : mine.slice(0, f.amount);
-    retire.push(...(renew ? mine : mine.slice(f.amount)));
-    const used = new Set(keep.map((r) => r.index));
-    for (let i = 1; keep.length + started.filter((s) => s.type === f.type).length < f.amount; i++) {
-      if (used.has(i)) continue;
-      started.push(await sup.startContainer(app, release, f.type, i, f.size as ContainerSize));
+  try {
+    for (const f of formation) {
+      const mine = rows.filter((r) => r.type === f.type).sort((a, b) => a.index - b.index);
+      const renew = replace.includes(f.type) || mine.some((r) => r.size !== f.size);
+      const keep = renew ? [] : mine.slice(0, f.amount);
+      retire.push(...(renew ? mine : mine.slice(f.amount)));
+      const used = new Set(keep.map((r) => r.index));
+      for (let i = 1; keep.length + started.filter((s) => s.type === f.type).length < f.amount; i++) {
+        if (used.has(i)) continue;
+        started.push(await sup.startContainer(app, release, f.type, i, f.size as ContainerSize));
+      }
     }
+  } catch (err) {
+    // A start that failed: those that did start go too, and the running ones stay.
+    await Promise.all(started.map((s) => sup.destroy(s.id, 2000)));
+    throw err;
   }
   for (const c of started) {
     const r = await sup.waitReady(c);

@@ -2,7 +2,8 @@
 // (restart with backoff, crash visible on the app), tells the router which web containers serve,
 // ships container output to the app's log stream, and re-adopts everything after a restart.
 import { recordEvent } from "../events/service.ts";
-import { chown, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { portIsFree } from "../core/net.ts";
 import { certificateKey } from "../domains/service.ts";
@@ -19,6 +20,9 @@ import { platformEnv } from "../variables/platform.ts";
 import { AppLogs, SpoolReader, type LogLine } from "../logs/store.ts";
 import type { Selectable } from "kysely";
 import type { ContainersTable } from "../store/schema.ts";
+
+/** Size of each of the router's own log files before it is rotated (QUAI_ROUTER_LOG_BYTES). */
+const ROUTER_LOG_BYTES = Number(process.env.QUAI_ROUTER_LOG_BYTES) || 10 * 1024 * 1024;
 
 /** A container row. */
 export type ContainerRow = Selectable<ContainersTable>;
@@ -59,6 +63,7 @@ export class Supervisor {
   private readonly stopping = new Set<string>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
   private shipTimer: NodeJS.Timeout | undefined;
+  private rotateTimer: NodeJS.Timeout | undefined;
   private routerChain: Promise<void> = Promise.resolve();
   /** Web ports of deployments whose containers are booting, routed ahead (`routeIncoming`), by app id. */
   private readonly incoming = new Map<string, number[]>();
@@ -78,9 +83,11 @@ export class Supervisor {
   async recover(): Promise<void> {
     const rows = await this.ctx.db.selectFrom("containers").selectAll().execute();
     const cutShort: string[] = [];
+    const retiring: string[] = [];
     for (const c of rows) {
       const spec = await this.readSpec(c.id);
       if (!spec) {
+        // An attached one-off or a hook of the control plane that died: gone with it.
         await this.ctx.db.deleteFrom("containers").where("id", "=", c.id).execute();
         continue;
       }
@@ -91,13 +98,27 @@ export class Supervisor {
         cutShort.push(c.id);
         continue;
       }
-      if (state?.status === "running") {
+      if (c.state === "stopping") {
+        // Retiring when the control plane stopped: its grace period starts again.
+        retiring.push(c.id);
+      } else if (state?.status === "running") {
         this.watch(c);
-      } else if (c.state === "running" || c.state === "crashed") {
+      } else if (c.state === "crashed") {
+        // Its crash was counted before the stop, and its restart was due: not a second crash.
+        this.restartLater(c.id, 1000);
+      } else if (c.state === "running") {
         await this.onExit(c.id, state);
       } else {
         await this.destroy(c.id, 0);
       }
+    }
+    // What no container row names any more (a one-off or hook cut short with the control plane):
+    // its layer, temporary files and uploads.
+    const known = new Set(rows.filter((c) => existsSync(join(this.dir(c.id), "spec.json"))).map((c) => c.id));
+    for (const entry of await readdir(this.ctx.paths.containers, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory() || known.has(entry.name)) continue;
+      await this.ctx.runtime.remove(entry.name).catch(() => {});
+      await rm(this.dir(entry.name), { recursive: true, force: true }).catch(() => {});
     }
     // One-off processes (hooks, `run`) of the control plane that died went with it; their traces go now.
     const swept = await (this.ctx.runtime.sweep?.() ?? Promise.resolve([])).catch((err: unknown) => {
@@ -106,14 +127,18 @@ export class Supervisor {
     });
     if (swept.length > 0) this.ctx.log(`supervisor: cleared ${swept.length} cgroup(s) left by one-off processes of an earlier control plane: ${swept.join(", ")}`);
     this.shipTimer = setInterval(() => void this.shipLogs(), 250);
+    this.rotateTimer = setInterval(() => void this.rotateRouterLogs().catch((err: unknown) => this.ctx.log(`supervisor: rotating the router's logs: ${String(err)}`)), 60_000);
+    this.rotateTimer.unref();
     await this.syncRouter();
     for (const id of cutShort) await this.destroy(id, 1000);
+    for (const id of retiring) void this.destroy(id).catch((err: unknown) => this.ctx.log(`supervisor: retiring ${id}: ${String(err)}`));
   }
 
   /** Stops watching (containers keep running: they outlive the control plane). */
   close(): void {
     this.closed = true;
     if (this.shipTimer) clearInterval(this.shipTimer);
+    if (this.rotateTimer) clearInterval(this.rotateTimer);
     for (const t of this.restartTimers.values()) clearTimeout(t);
     for (const a of this.watched.values()) a.abort();
     this.watched.clear();
@@ -210,7 +235,7 @@ export class Supervisor {
    * runs once `startReserved` is called; `destroy` removes it either way.
    */
   async reserveContainer(app: AppRef, release: Release, type: string, index: number, size: ContainerSize): Promise<ContainerRow> {
-    if (!release.processTypes[type]) throw new Error(`release v${release.version} has no process type ${type}`);
+    if (!Object.hasOwn(release.processTypes, type)) throw new Error(`release v${release.version} has no process type ${type}`);
     const id = `${app.name}-${type}-${index}-${Math.random().toString(36).slice(2, 8)}`;
     for (let attempt = 0; attempt < 50; attempt++) {
       const port = appPortRange.min + Math.floor(Math.random() * (appPortRange.max - appPortRange.min));
@@ -295,8 +320,11 @@ export class Supervisor {
       return;
     }
     const restarts = c.restarts + 1;
+    // The backoff doubles with each quick crash in a row; a run of over a minute starts it again.
     const ranLong = state?.finishedAt && Date.parse(state.finishedAt) - c.updated_at.getTime() > 60_000;
-    const delay = ranLong ? 1000 : Math.min(this.opts.maxBackoffMs, 1000 * 2 ** Math.min(c.restarts, 6));
+    const streak = ranLong ? 0 : (this.crashStreaks.get(id) ?? Math.min(c.restarts, 6));
+    this.crashStreaks.set(id, streak + 1);
+    const delay = Math.min(this.opts.maxBackoffMs, 1000 * 2 ** Math.min(streak, 6));
     await this.ctx.db.updateTable("containers").set({ state: "crashed", restarts, last_exit: exit, updated_at: new Date() }).where("id", "=", id).execute();
     await this.ctx.db.updateTable("apps").set({ status: "crashed" }).where("id", "=", c.app_id).execute();
     const app = await this.ctx.db.selectFrom("apps").select(["id", "name"]).where("id", "=", c.app_id).executeTakeFirst();
@@ -305,9 +333,40 @@ export class Supervisor {
       await recordEvent(this.ctx.db, { actor: null, app, type: "crash", data: { container: `${c.type}-${c.index}`, exit, restarts } });
     }
     await this.syncRouter();
+    this.restartLater(id, delay);
+  }
+
+  /**
+   * The router's own logs (requests for hosts no app claims, its error log) are not an app's
+   * stream: past `ROUTER_LOG_BYTES` each is renamed to `.1` (the one before is dropped) and the
+   * router writes a new one. Returns the files rotated.
+   */
+  async rotateRouterLogs(maxBytes = ROUTER_LOG_BYTES): Promise<string[]> {
+    const router = this.router;
+    if (!router?.logFiles || !router.reopenLogs) return [];
+    const full: string[] = [];
+    for (const file of router.logFiles()) {
+      const st = await stat(file).catch(() => undefined);
+      if (st && st.size > maxBytes) full.push(file);
+    }
+    if (full.length === 0) return [];
+    for (const file of full) await rename(file, `${file}.1`);
+    await router.reopenLogs();
+    return full;
+  }
+
+  /** Quick crashes in a row of each container (see `onExit`). */
+  private readonly crashStreaks = new Map<string, number>();
+
+  /** Starts a crashed container again in `delay` ms; a start that fails is tried again later. */
+  private restartLater(id: string, delay: number): void {
     const timer = setTimeout(() => {
       this.restartTimers.delete(id);
-      void this.restartInPlace(id).catch((err: unknown) => this.ctx.log(`supervisor: restart of ${id} failed: ${String(err)}`));
+      void this.restartInPlace(id).catch((err: unknown) => {
+        const next = Math.min(this.opts.maxBackoffMs, Math.max(1000, delay * 2));
+        this.ctx.log(`supervisor: restart of ${id} failed (trying again in ${Math.round(next / 1000)} s): ${String(err)}`);
+        if (!this.closed) this.restartLater(id, next);
+      });
     }, delay);
     timer.unref();
     this.restartTimers.set(id, timer);
@@ -335,7 +394,10 @@ export class Supervisor {
   /** Marks containers as serving (after a deployment's switch). */
   async markRunning(ids: string[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.ctx.db.updateTable("containers").set({ state: "running", updated_at: new Date() }).where("id", "in", ids).execute();
+    const marked = await this.ctx.db.updateTable("containers").set({ state: "running", updated_at: new Date() }).where("id", "in", ids).where("state", "=", "starting").returning("id").execute();
+    // One that exited since its deployment last looked was left to the deployment (`onExit`):
+    // from now on it is a crash like any other, restarted with backoff.
+    for (const id of ids) if (!marked.some((m) => m.id === id)) void this.ctx.runtime.inspect(id).then((state) => this.onExit(id, state)).catch(() => {});
   }
 
   /** Stops a container (SIGTERM, then SIGKILL after `graceMs`) and forgets it. */
@@ -343,6 +405,8 @@ export class Supervisor {
     this.stopping.add(id);
     const timer = this.restartTimers.get(id);
     if (timer) clearTimeout(timer);
+    this.restartTimers.delete(id);
+    this.crashStreaks.delete(id);
     try {
       await this.ctx.db.updateTable("containers").set({ state: "stopping", updated_at: new Date() }).where("id", "=", id).execute();
       this.watched.get(id)?.abort();

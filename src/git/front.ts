@@ -76,6 +76,29 @@ export interface PushGrant {
   deploymentId?: string;
 }
 
+/** The end of the last push of each app (see `pushTurn`). */
+const pushChains = new Map<string, Promise<void>>();
+
+/**
+ * Waits for the app's turn to receive a push, and returns the function that ends it. Pushes to
+ * one app take turns from their start to their ref update: two pushes from the same base would
+ * otherwise both deploy, the second going live while git refuses its ref update (the first had
+ * moved the branch), and the branch would no longer hold the code that runs. In turn, the hook
+ * refuses a push whose base is no longer the branch's head before anything is built.
+ */
+export async function pushTurn(appId: string): Promise<() => void> {
+  const before = pushChains.get(appId) ?? Promise.resolve();
+  let end = () => {};
+  const mine = new Promise<void>((resolve) => (end = resolve));
+  const chain = before.then(() => mine);
+  pushChains.set(appId, chain);
+  void chain.then(() => {
+    if (pushChains.get(appId) === chain) pushChains.delete(appId);
+  });
+  await before;
+  return end;
+}
+
 /** Registers a push and returns the environment its pre-receive hook needs to call back. */
 export function grantPush(deps: GitFrontDeps, who: PushGrant): { token: string; env: NodeJS.ProcessEnv } {
   const token = randomBytes(24).toString("hex");
@@ -123,6 +146,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       const who = await authenticate(req, reply);
       if (!who) return reply;
       await ensureRepo(deps.reposDir, who.app.id);
+      const endTurn = pathInfo === "/git-receive-pack" ? await pushTurn(who.app.id) : () => {};
       // A push: the build runner of the deployment it may make starts now, beside the transfer.
       const deploymentId = pathInfo === "/git-receive-pack" ? deps.deployments().prestart(who.app) : undefined;
       const { token, env: hookEnv } = grantPush(deps, { ...who, deploymentId });
@@ -145,7 +169,10 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       const [program, ...args] = await httpBackend();
       const child = spawnStreaming(program as string, args, { env, stdio: ["pipe", "pipe", "pipe"] });
       child.stderr!.on("data", (b: Buffer) => deps.log(`git: ${b.toString().trim()}`));
-      child.on("error", (err: Error) => deps.log(`git: http-backend could not start: ${err.message}`));
+      child.on("error", (err: Error) => {
+        endTurn();
+        deps.log(`git: http-backend could not start: ${err.message}`);
+      });
       const body = req.body as NodeJS.ReadableStream | undefined;
       if (body && typeof body.pipe === "function") body.pipe(child.stdin!);
       else child.stdin!.end();
@@ -177,6 +204,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
         res.write(head.subarray(end + 4));
       });
       child.on("close", () => {
+        endTurn();
         grants.delete(token);
         if (deploymentId) deps.deployments().dropPrestart(deploymentId);
         if (!headersDone) res.writeHead(500, { "content-type": "text/plain" }).end("git failed\n");

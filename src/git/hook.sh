@@ -14,11 +14,18 @@ fi
 
 zero='^0+$'
 deploy_sha="" deploy_ref=""
-while read -r _old new ref; do
+while read -r old new ref; do
   [[ -n ${ref:-} ]] || continue
   if [[ ($ref == refs/heads/main || $ref == refs/heads/master) && ! $new =~ $zero ]]; then
     if [[ -n $deploy_sha ]]; then
       echo "Quai: push main or master, not both at once"
+      exit 1
+    fi
+    # Pushes to an app take turns (Quai's git front): one that landed while this one waited has
+    # moved the branch, and git would refuse this one's update after its deployment went live.
+    head="$(git rev-parse -q --verify "$ref^{commit}" 2>/dev/null)" || head=""
+    if [[ ${head:-0} != "$old" && ! ( -z $head && $old =~ $zero ) ]]; then
+      echo "Quai: ${ref#refs/heads/} moved while this push waited for the one before it: fetch, merge and push again"
       exit 1
     fi
     deploy_sha="$new" deploy_ref="$ref"

@@ -13,7 +13,7 @@ import { QuaiError } from "../core/errors.ts";
 import { findApp } from "../apps/service.ts";
 import { actorForKey } from "../keys/service.ts";
 import type { Actor } from "../auth/service.ts";
-import { ensureRepo, grantPush, type GitFrontDeps } from "./front.ts";
+import { ensureRepo, grantPush, pushTurn, type GitFrontDeps } from "./front.ts";
 
 /** A running SSH front. */
 export interface SshFront {
@@ -96,6 +96,7 @@ export async function startSshFront(deps: GitFrontDeps, opts: { host: string; po
 async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; app: string }, channel: ServerChannel): Promise<void> {
   const app = await findApp(deps.db, actor, cmd.app);
   const repo = await ensureRepo(deps.reposDir, app.id);
+  const endTurn = cmd.service === "git-receive-pack" ? await pushTurn(app.id) : () => {};
   // A push: the build runner of the deployment it may make starts now, beside the transfer.
   const deploymentId = cmd.service === "git-receive-pack" ? deps.deployments().prestart(app) : undefined;
   const { token, env } = grantPush(deps, { actor, app, deploymentId });
@@ -104,11 +105,15 @@ async function serve(deps: GitFrontDeps, actor: Actor, cmd: { service: string; a
   child.stdout!.pipe(channel, { end: false });
   child.stderr!.pipe(channel.stderr, { end: false });
   child.stdin!.on("error", () => {});
-  child.on("error", (err: Error) => deps.log(`git: ${cmd.service} could not start: ${err.message}`));
+  child.on("error", (err: Error) => {
+    endTurn();
+    deps.log(`git: ${cmd.service} could not start: ${err.message}`);
+  });
   channel.on("close", () => {
     if (child.exitCode === null) child.kill("SIGTERM");
   });
   child.on("close", (code) => {
+    endTurn();
     deps.grants.delete(token);
     if (deploymentId) deps.deployments().dropPrestart(deploymentId);
     channel.exit(code ?? 1);

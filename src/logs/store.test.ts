@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { appendFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
@@ -32,15 +33,39 @@ describe("SpoolReader", () => {
     });
   });
 
-  it("empties a spool read past its truncation size; the writer goes on at the new end", async () => {
+  it("gives back the disk of what it shipped past its truncation size; the writer goes on at the end", async () => {
     await inTempDir("quai-spool-", async (dir) => {
       const file = join(dir, "output.log");
-      const reader = new SpoolReader(1000);
-      await writeFile(file, Array.from({ length: 30 }, (_, i) => line(i)).join(""));
-      assert.equal((await reader.drain(file)).split("\n").length - 1, 30);
-      assert.equal((await stat(file)).size, 0);
-      await appendFile(file, line(30));
-      assert.equal(await reader.drain(file), line(30));
+      const reader = new SpoolReader(10_000);
+      await writeFile(file, Array.from({ length: 1_000 }, (_, i) => line(i)).join(""));
+      assert.equal((await reader.drain(file)).split("\n").length - 1, 1_000);
+      // Of 53 KB shipped, less than a block stays on disk.
+      assert.ok((await stat(file)).blocks * 512 <= 8192, `${(await stat(file)).blocks * 512} bytes on disk`);
+      await appendFile(file, line(1_000));
+      assert.equal(await reader.drain(file), line(1_000));
+    });
+  });
+
+  it("loses no line and ships none twice while a process appends as it drains", async () => {
+    await inTempDir("quai-spool-", async (dir) => {
+      const file = join(dir, "output.log");
+      const total = 60_000;
+      // Another process, writing like a container does: O_APPEND, a line at a time.
+      const writer = spawn(process.execPath, ["-e", `const fs = require("fs"); const fd = fs.openSync(${JSON.stringify(file)}, "a"); for (let i = 0; i < ${total}; i++) fs.writeSync(fd, ${JSON.stringify(line(0).slice(0, 5))} + String(i).padStart(6, "0") + " " + "x".repeat(40) + "\\n");`], { stdio: "inherit" });
+      const exited = new Promise<number | null>((resolve) => writer.once("exit", resolve));
+      let done = false;
+      void exited.then(() => (done = true));
+      const reader = new SpoolReader(64 * 1024);
+      let shipped = "";
+      while (!done) shipped += await reader.drain(file);
+      shipped += await reader.drain(file);
+      assert.equal(await exited, 0);
+      const lines = shipped.split("\n").slice(0, -1);
+      assert.equal(lines.length, total, "every line, once");
+      lines.forEach((l, i) => {
+        if (l !== line(i).trimEnd()) assert.fail(`line ${i} is ${JSON.stringify(l)}`);
+      });
+      assert.ok((await stat(file)).blocks * 512 < 512 * 1024, "the spool's shipped part was given back");
     });
   });
 

@@ -1,5 +1,6 @@
 // Per-app log streams: container output, router access lines and deployment events, one line
 // each with a timestamp and a source, in a bounded file per app (current + one rotated file).
+import { execFile } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { appendFile, mkdir, readFile, rename, rm, stat, open, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -15,6 +16,11 @@ export interface LogLine {
 /** Formats a line as `quai logs` and the API show it. */
 export function formatLine(l: LogLine): string {
   return `${l.at.toISOString()} [${l.source}] ${l.text}`;
+}
+
+/** Runs fallocate(1) `op` on `length` bytes of `file` from `offset`; whether it did. */
+function fallocate(op: "--collapse-range" | "--punch-hole", offset: number, length: number, file: string): Promise<boolean> {
+  return new Promise((resolve) => execFile("fallocate", [op, "--offset", String(offset), "--length", String(length), file], (err) => resolve(!err)));
 }
 
 /** Bounded per-app log files with live followers. */
@@ -143,7 +149,8 @@ export class SpoolReader {
       return "";
     }
     try {
-      const { size } = await fh.stat();
+      const st = await fh.stat();
+      const size = st.size;
       if (size < offset) offset = 0;
       if (size === offset) return "";
       let note = "";
@@ -164,10 +171,7 @@ export class SpoolReader {
       // A partial line waits for its end, unless it is huge.
       const end = lastNl < 0 ? (chunk.length >= 64 * 1024 ? chunk.length : 0) : lastNl + 1;
       offset += end;
-      if (offset >= this.truncateAt && offset === size) {
-        await truncate(file, 0);
-        offset = 0;
-      }
+      if (offset - (this.punched.get(file) ?? 0) >= this.truncateAt) offset = await this.reclaim(file, offset, size, st.blksize || 4096);
       this.offsets.set(file, offset);
       await writeFile(`${file}.offset`, String(offset));
       return note + chunk.subarray(0, end).toString("utf8");
@@ -176,14 +180,54 @@ export class SpoolReader {
     }
   }
 
+  /** How the file system gives back shipped bytes, once found: see `reclaim`. */
+  private mode: "collapse" | "punch" | "truncate" | undefined;
+  /** Bytes punched out at the head of each spool (mode "punch"). */
+  private readonly punched = new Map<string, number>();
+
+  /**
+   * Gives the disk of the shipped head of a spool back, without losing what the container appends
+   * meanwhile (it writes with O_APPEND, at whatever the end is then): the head is cut out of the
+   * file (FALLOC_FL_COLLAPSE_RANGE, whole blocks, never the last byte), or where the file system
+   * cannot, punched out (the file keeps its length, not its blocks). A file system that can do
+   * neither gets the spool emptied once all of it was read, as before: a line written between the
+   * read and the truncation is lost. Returns the read offset in the file afterwards.
+   */
+  private async reclaim(file: string, offset: number, size: number, block: number): Promise<number> {
+    const len = Math.floor(Math.min(offset, size - 1) / block) * block;
+    if (this.mode !== "punch" && this.mode !== "truncate" && len > 0) {
+      if (await fallocate("--collapse-range", 0, len, file)) {
+        this.mode = "collapse";
+        return offset - len;
+      }
+      if (this.mode === undefined) this.mode = "punch";
+    }
+    if (this.mode === "punch") {
+      const from = this.punched.get(file) ?? 0;
+      if (await fallocate("--punch-hole", from, offset - from, file)) {
+        this.punched.set(file, offset);
+        return offset;
+      }
+      this.mode = "truncate";
+    }
+    if (offset === size) {
+      await truncate(file, 0);
+      this.punched.delete(file);
+      return 0;
+    }
+    return offset;
+  }
+
   forget(file: string): void {
     this.offsets.delete(file);
+    this.punched.delete(file);
   }
 
   /** Deletes a spool and its saved offset, after a drain under way. */
   async remove(file: string): Promise<void> {
     await this.busy.get(file);
     this.offsets.delete(file);
+    this.punched.delete(file);
     await rm(file, { force: true });
     await rm(`${file}.offset`, { force: true });
   }

@@ -2,9 +2,9 @@
 // are chosen (.buildpacks, BUILDPACK_URL, else detection over the built-ins) and run with the
 // Heroku buildpack API inside the sandbox, and the result is packed into a content-addressed slug.
 import { existsSync } from "node:fs";
-import { chmod, chown, mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, lstat, mkdir, readdir, realpath, rename, rm, writeFile } from "node:fs/promises";
 import { openAppOwnedFile } from "../core/files.ts";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { spawnStreaming, type StreamChild } from "../core/spawner.ts";
 import { PassThrough, type Readable, type Writable } from "node:stream";
 import { randomBytes } from "node:crypto";
@@ -219,10 +219,10 @@ export async function buildSlug(ctx: PipelineContext, job: BuildJob, out: (text:
         types = { ...types, ...parseReleaseYaml(yaml) };
       }
     }
-    const procfile = join(appDir, "Procfile");
-    if (existsSync(procfile)) {
+    const procfile = await readTreeFile(appDir, "Procfile", uid);
+    if (procfile !== undefined) {
       try {
-        types = { ...types, ...parseProcfile(await readFile(procfile, "utf8")) };
+        types = { ...types, ...parseProcfile(procfile) };
       } catch (err) {
         throw new BuildError(err instanceof Error ? err.message : String(err));
       }
@@ -451,6 +451,25 @@ export async function readAppFile(path: string, uid: number): Promise<string | u
   }
 }
 
+/**
+ * Reads a file of the app's tree that the control plane interprets (Procfile, .buildpacks):
+ * undefined when there is none. A symlink is followed only within the tree (a repository may link
+ * Procfile to Procfile.prod), and what it reaches must be a regular file of the app's uid: a link
+ * to a file of the host, a FIFO or a device is refused, never read as root.
+ */
+async function readTreeFile(appDir: string, name: string, uid: number): Promise<string | undefined> {
+  const path = join(appDir, name);
+  const st = await lstat(path).catch(() => undefined);
+  if (!st) return undefined;
+  const root = await realpath(appDir);
+  const real = await realpath(path).catch(() => undefined);
+  if (real === undefined) throw new BuildError(`${name} is a symlink to nothing: make it the file itself`);
+  if (!real.startsWith(`${root}/`)) throw new BuildError(`${name} is a symlink out of the app's tree: make it a file of the app`);
+  const text = await readAppFile(real, uid);
+  if (text === undefined) throw new BuildError(`${name} is not a regular file: make it a text file of the app`);
+  return text;
+}
+
 /** Build trees being deleted in the background. */
 export const TRASH_PREFIX = ".trash-";
 /** How long background clean-up waits after a build: the new release's containers boot meanwhile. */
@@ -562,9 +581,9 @@ async function singleTopFolder(dir: string): Promise<string> {
 /** Buildpacks named by `.buildpacks` or BUILDPACK_URL, fetched and ready; undefined means detect. */
 async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Record<string, string>, work: string, uid: number, out: (t: string) => void): Promise<Buildpack[] | undefined> {
   let refs: { ref: ReturnType<typeof parseBuildpackRef>; where: string }[] = [];
-  const file = join(appDir, ".buildpacks");
-  if (existsSync(file)) {
-    const lines = (await readFile(file, "utf8")).split(/\r?\n/);
+  const listed = await readTreeFile(appDir, ".buildpacks", uid);
+  if (listed !== undefined) {
+    const lines = listed.split(/\r?\n/);
     lines.forEach((l, i) => {
       if (l.trim() === "" || l.trim().startsWith("#")) return;
       refs.push({ ref: parseBuildpackRef(l, `.buildpacks line ${i + 1}`), where: `.buildpacks line ${i + 1}` });
@@ -590,8 +609,11 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
       result.push({ label: b?.title ?? ref.builtin, dir: join(ctx.paths.buildpacks, ref.builtin) });
       continue;
     }
-    const local = "path" in ref ? ref.path : ref.git.startsWith("file://") ? decodeURIComponent(new URL(ref.git).pathname) : undefined;
-    if (local !== undefined && !ctx.settings.buildpackDirs.some((d) => local === d || local.startsWith(d.endsWith("/") ? d : `${d}/`))) {
+    // Resolved first (symlinks and ..): /allowed/../etc must not pass for a directory under /allowed.
+    const given = "path" in ref ? ref.path : ref.git.startsWith("file://") ? decodeURIComponent(new URL(ref.git).pathname) : undefined;
+    const local = given === undefined ? undefined : await realpath(given).catch(() => resolvePath(given));
+    const allowed = await Promise.all(ctx.settings.buildpackDirs.map((d) => realpath(d).catch(() => d)));
+    if (local !== undefined && !allowed.some((d) => local === d || local.startsWith(d.endsWith("/") ? d : `${d}/`))) {
       throw new BuildError(`${where}: ${local} is on the host, outside the directories this platform allows buildpacks from (QUAI_BUILDPACK_DIRS${ctx.settings.buildpackDirs.length ? `: ${ctx.settings.buildpackDirs.join(", ")}` : " is empty"})`);
     }
     if ("git" in ref) {
@@ -604,7 +626,7 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
       if (res.code !== 0) throw new BuildError(`${where}: could not fetch ${ref.git}: ${res.stderr.trim().split("\n").pop()}`);
       result.push({ label: ref.git.replace(/\.git$/, "").split("/").pop() ?? ref.git, dir });
     } else {
-      const res = await run(asApp[0] as string, [...asApp.slice(1), "cp", "-R", "--", ref.path, dir]);
+      const res = await run(asApp[0] as string, [...asApp.slice(1), "cp", "-R", "--", local ?? ref.path, dir]);
       if (res.code !== 0 || !existsSync(join(dir, "bin", "compile"))) throw new BuildError(`${where}: ${ref.path} is not a buildpack directory the app may read (no readable bin/compile)`);
       result.push({ label: ref.path.split("/").pop() ?? ref.path, dir });
     }

@@ -4,8 +4,7 @@
 import type { Supervisor, AppRef, ContainerRow } from "../formation/supervisor.ts";
 import type { PipelineContext } from "./context.ts";
 import type { Release } from "./release.ts";
-import { runnableTypes } from "./procfile.ts";
-import { containerSizes, type ContainerSize } from "../runtime/types.ts";
+import { converge, formationFor, serialized } from "../formation/service.ts";
 
 /** How a deploy ended when it did not succeed (Scalingo's outcome words). */
 export class DeployError extends Error {
@@ -16,20 +15,6 @@ export class DeployError extends Error {
   }
 }
 
-/** Formation to run: the stored one, completed with web:1:M for a new web type, others 0. */
-export async function formationFor(ctx: PipelineContext, appId: string, release: Release): Promise<{ type: string; amount: number; size: ContainerSize }[]> {
-  const stored = await ctx.db.selectFrom("formation").selectAll().where("app_id", "=", appId).execute();
-  const out: { type: string; amount: number; size: ContainerSize }[] = [];
-  for (const type of runnableTypes(release.processTypes)) {
-    const row = stored.find((r) => r.type === type);
-    const size = (row && row.size in containerSizes ? row.size : "M") as ContainerSize;
-    const amount = row ? row.amount : type === "web" ? 1 : 0;
-    if (!row) await ctx.db.insertInto("formation").values({ app_id: appId, type, amount, size }).onConflict((oc) => oc.doNothing()).execute();
-    out.push({ type, amount, size });
-  }
-  return out;
-}
-
 /**
  * Runs `release` in place of what runs now. On failure the new containers are stopped and the
  * old ones keep serving; the error says which outcome it was.
@@ -37,11 +22,7 @@ export async function formationFor(ctx: PipelineContext, appId: string, release:
 export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: AppRef, release: Release, out: (text: string) => void, opts: { postdeploy?: string; signal?: AbortSignal } = {}): Promise<void> {
   // Containers start once the formation is read and their rows made: the runtime readies itself meanwhile.
   ctx.runtime.warm?.();
-  const [formation, old, settings] = await Promise.all([
-    formationFor(ctx, app.id, release),
-    ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).execute(),
-    ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst(),
-  ]);
+  const [formation, settings] = await Promise.all([formationFor(ctx, app.id, release), ctx.db.selectFrom("apps").select("health_check_path").where("id", "=", app.id).executeTakeFirst()]);
   const started: ContainerRow[] = [];
   const hook = opts.postdeploy ?? release.processTypes.postdeploy;
   const healthPath = settings?.health_check_path ?? null;
@@ -63,21 +44,37 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     throw err;
   }
 
-  // The switch: the new release becomes current, its web containers get the traffic.
-  await sup.markRunning(started.map((c) => c.id));
-  await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
-  const ahead = (await routedAhead) === true;
-  sup.forgetIncoming(app.id);
-  // Routed ahead: every new web container listens and is every request's first choice, so the
-  // traffic has moved; the table without the old containers follows in the background.
-  const routed = sup.syncRouter();
-  if (!ahead) await routed;
-  out(`-----> Switched traffic to v${release.version}\n`);
-  const live = routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
-  if (old.length > 0) {
-    // Retire in the background of the deployment's success, once no router worker may still
-    // pick them: requests in flight finish first.
-    void live.then(() => sup.retire(old)).catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
+  // The switch: the new release becomes current, its web containers get the traffic. It takes
+  // its turn with the app's scale and restart, which may have run while the release booted: what
+  // they started of the previous release retires with the rest, and a formation changed meanwhile
+  // is applied to the new release.
+  await serialized(app.id, async () => {
+    await sup.markRunning(started.map((c) => c.id));
+    await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
+    const ahead = (await routedAhead) === true;
+    sup.forgetIncoming(app.id);
+    const old = await previous();
+    // Routed ahead: every new web container listens and is every request's first choice, so the
+    // traffic has moved; the table without the old containers follows in the background.
+    const routed = sup.syncRouter();
+    if (!ahead) await routed;
+    out(`-----> Switched traffic to v${release.version}\n`);
+    const live = routed.catch((err: unknown) => ctx.log(`deploy: routing ${app.name} to v${release.version} only: ${String(err)}`));
+    if (old.length > 0) {
+      // Retire in the background of the deployment's success, once no router worker may still
+      // pick them: requests in flight finish first.
+      void live.then(() => sup.retire(old)).catch((err: unknown) => ctx.log(`deploy: retiring old containers of ${app.name}: ${String(err)}`));
+    }
+    const now = await formationFor(ctx, app.id, release);
+    if (now.some((f) => !formation.some((g) => g.type === f.type && g.amount === f.amount && g.size === f.size))) {
+      out(`-----> The formation changed during the deployment: ${now.map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ")}\n`);
+      await converge(ctx, sup, app, release, []);
+    }
+  });
+
+  /** The app's containers of other releases, but its one-offs: a `run` ends when its command does. */
+  function previous(): Promise<ContainerRow[]> {
+    return ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).where("type", "!=", "one-off").execute();
   }
 
   /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */
@@ -139,6 +136,15 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
         out(`       postdeploy failed (${res.oomKilled ? "out of memory" : res.signal ? `killed by ${res.signal}` : `exit code ${res.exitCode}`}); the previous release keeps serving\n`);
         throw new DeployError("hook-error", `postdeploy hook failed with ${res.exitCode ?? res.signal}`);
       }
+      // A container that was ready may have exited while the hook ran: the release does not
+      // hold, and the previous one keeps serving.
+      const down = await ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index", "last_exit"]).where("id", "in", started.map((c) => c.id)).where("state", "!=", "starting").execute();
+      for (const c of down) {
+        await sup.shipContainerLogs(c);
+        const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
+        out(`       ${c.type}-${c.index} exited (${c.last_exit ?? "unknown"}) while the postdeploy hook ran\n${tail}`);
+      }
+      if (down[0]) throw new DeployError("crashed-error", `${down[0].type}-${down[0].index} exited (${down[0].last_exit ?? "unknown"}) while the postdeploy hook ran`);
     }
     cancelled();
   }

@@ -24,6 +24,12 @@ describe("parseProcfile", () => {
     assert.throws(() => parseProcfile("web: a\nweb: b\n"), /defined twice/);
   });
 
+  it("takes type names that objects have as properties, once each, and refuses __proto__", () => {
+    assert.deepEqual(Object.entries(parseProcfile("web: a\nconstructor: b\ntoString: c\n")), [["web", "a"], ["constructor", "b"], ["toString", "c"]]);
+    assert.throws(() => parseProcfile("constructor: a\nconstructor: b\n"), /line 2: process type "constructor" is defined twice/);
+    assert.throws(() => parseProcfile("web: a\n__proto__: b\n"), /line 2: "__proto__" cannot name a process type/);
+  });
+
   it("refuses the type one-off, which `quai run` containers have", () => {
     assert.throws(() => parseProcfile("web: a\none-off: b\n"), /line 2: process type "one-off" is the name of the containers `quai run` starts/);
   });

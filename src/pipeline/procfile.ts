@@ -22,7 +22,8 @@ export function parseProcfile(text: string): ProcessTypes {
     if (!typeName.test(name)) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" may only use letters, digits, "-" and "_"`);
     if (name === ONE_OFF) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${ONE_OFF}" is the name of the containers \`quai run\` starts; choose another`);
     if (command.trim() === "") throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" has an empty command`);
-    if (name in out) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" is defined twice`);
+    if (name === "__proto__") throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: "__proto__" cannot name a process type; choose another`);
+    if (Object.hasOwn(out, name)) throw new QuaiError("procfile_invalid", `Procfile line ${i + 1}: process type "${name}" is defined twice`);
     out[name] = command.trim();
   });
   return out;
@@ -46,7 +47,7 @@ export function parseReleaseYaml(text: string): ProcessTypes {
     }
     if (!inTypes) continue;
     const m = /^\s+([A-Za-z0-9_-]+)\s*:\s*(.+?)\s*$/.exec(raw);
-    if (m && m[1] !== ONE_OFF) out[m[1] as string] = unquote(m[2] as string);
+    if (m && m[1] !== ONE_OFF && m[1] !== "__proto__") out[m[1] as string] = unquote(m[2] as string);
   }
   return out;
 }

@@ -9,6 +9,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runRouterSuite } from "../../test/conformance/router.suite.ts";
 import { defaultRouterWorkers, NginxRouter } from "./nginx.ts";
+import { Supervisor } from "../formation/supervisor.ts";
+import { AppLogs } from "../logs/store.ts";
+import type { PipelineContext } from "../pipeline/context.ts";
 
 runRouterSuite("nginx", async ({ dir, domain }) => new NginxRouter({ prefix: join(dir, "router"), domain }));
 
@@ -118,6 +121,20 @@ describe("nginx router", () => {
       }
       assert.match(rotated, /\/after-rotation/);
       assert.doesNotMatch(await readFile(join(dir, "up.log.1"), "utf8"), /\/after-rotation/);
+      // The router's own logs (requests for no app, its errors) are rotated past their size.
+      const sup = new Supervisor({} as PipelineContext, router, new AppLogs(join(dir, "app-logs"), 100_000));
+      const [own] = router.logFiles();
+      assert.deepEqual(await sup.rotateRouterLogs(1024 * 1024), [], "below the size");
+      assert.ok((await sup.rotateRouterLogs(10)).includes(own as string), "the access log of no app is rotated");
+      await get(router.httpPort, "after-rotation.localhost");
+      let fresh = "";
+      for (let i = 0; i < 100 && !fresh.includes("after-rotation.localhost"); i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 20));
+        fresh = await readFile(own as string, "utf8").catch(() => "");
+      }
+      assert.match(fresh, /host=after-rotation\.localhost/);
+      assert.doesNotMatch(fresh, /nobody-here/);
+      assert.match(await readFile(`${own}.1`, "utf8"), /host=nobody-here\.localhost/);
     } finally {
       backend.closeAllConnections();
       backend.close();

@@ -291,6 +291,10 @@ export class NginxRouter implements RouterDriver {
     });
   }
 
+  logFiles(): string[] {
+    return [join(this.prefix, "logs", "access.log"), this.errorLog];
+  }
+
   /**
    * Reopens the log files after they were renamed (log rotation). A reload rather than nginx's
    * SIGUSR1: on USR1 the workers reopen the files themselves, as nobody, and cannot when the logs

@@ -64,4 +64,8 @@ export interface RouterDriver {
   readonly httpPort: number;
   /** Stops the router process. */
   stop(): Promise<void>;
+  /** The router's own log files (requests for no app, its errors), which Quai rotates. */
+  logFiles?(): string[];
+  /** Makes the router write to new files at those paths (after they were renamed). */
+  reopenLogs?(): Promise<void>;
 }

@@ -93,7 +93,13 @@ if pid == 0:
 def put(f, data):
     while data:
         data = data[os.write(f, data):]
-rows, cols = int(os.environ.get("LINES", "24")), int(os.environ.get("COLUMNS", "80"))
+def dim(name, default):
+    try:
+        v = int(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return v if 1 <= v <= 65535 else default
+rows, cols = dim("LINES", 24), dim("COLUMNS", 80)
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 fds = [fd, 0]
 while fd in fds:
@@ -510,24 +516,31 @@ export class LocalRuntime implements RuntimeDriver {
     let timedOut = false;
     let aborted = false;
     let timer: NodeJS.Timeout | undefined;
+    let child: ReturnType<typeof spawnStreaming> | undefined;
     const onAbort = () => {
       aborted = true;
+      // The sandbox too, in case it has not joined its group yet (it dies with it).
+      child?.kill("SIGKILL");
       void this.cgroups.killAll(group);
     };
     try {
-      const child = spawnStreaming(argv[0] as string, argv.slice(1), { stdio: [io.stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
+      const proc = spawnStreaming(argv[0] as string, argv.slice(1), { stdio: [io.stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
+      child = proc;
+      // An abort while the group was made, or from now on.
+      io.signal?.addEventListener("abort", onAbort, { once: true });
+      if (io.signal?.aborted) onAbort();
       const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-        child.once("error", reject);
-        child.once("close", (code, signal) => resolve({ code, signal }));
+        proc.once("error", reject);
+        proc.once("close", (code, signal) => resolve({ code, signal }));
       });
-      const args = child.stdio[3] as Writable | null;
+      const args = proc.stdio[3] as Writable | null;
       args?.on("error", () => undefined);
       args?.end(encodeArgs(bwrapArgs));
-      child.stdout?.on("data", (b: Buffer) => io.onStdout(b));
-      child.stderr?.on("data", (b: Buffer) => io.onStderr(b));
-      if (io.stdin && child.stdin) {
-        child.stdin.on("error", () => undefined); // The program may exit without reading it all.
-        (io.stdin as Readable).pipe(child.stdin);
+      proc.stdout?.on("data", (b: Buffer) => io.onStdout(b));
+      proc.stderr?.on("data", (b: Buffer) => io.onStderr(b));
+      if (io.stdin && proc.stdin) {
+        proc.stdin.on("error", () => undefined); // The program may exit without reading it all.
+        (io.stdin as Readable).pipe(proc.stdin);
       }
       if (io.timeoutMs !== undefined) {
         timer = setTimeout(() => {
@@ -535,9 +548,8 @@ export class LocalRuntime implements RuntimeDriver {
           void this.cgroups.killAll(group);
         }, io.timeoutMs);
       }
-      io.signal?.addEventListener("abort", onAbort, { once: true });
       const { code, signal } = await closed;
-      if (io.stdin && child.stdin) (io.stdin as Readable).unpipe(child.stdin);
+      if (io.stdin && proc.stdin) (io.stdin as Readable).unpipe(proc.stdin);
       const oomKilled = (await this.cgroups.oomKills(group)) > 0;
       if (aborted) throw io.signal?.reason ?? new Error("aborted");
       return { exitCode: code, signal, oomKilled, timedOut };

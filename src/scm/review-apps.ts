@@ -304,7 +304,7 @@ export class ReviewApps {
     }
     if (plan.env.length > 0) await bulkSetVariables(this.db, this.scm.o.keyring, actor, app.id, plan.env.map((e) => ({ name: e.name, value: e.value })));
     for (const f of plan.formation) {
-      const size = f.size in containerSizes ? f.size : "M";
+      const size = Object.hasOwn(containerSizes, f.size) ? f.size : "M";
       await this.db.insertInto("formation").values({ app_id: app.id, type: f.name, amount: f.amount, size }).onConflict((oc) => oc.columns(["app_id", "type"]).doUpdateSet({ amount: f.amount, size })).execute();
     }
     if (plan.addons.length > 0 && !this.d.addons) throw new QuaiError("addon_failed", "the manifest asks for add-ons and add-ons are turned off on this platform");

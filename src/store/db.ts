@@ -16,6 +16,7 @@ import * as m0010 from "./migrations/0010_create_domains.ts";
 import * as m0011 from "./migrations/0011_add_domain_certificates.ts";
 import * as m0012 from "./migrations/0012_create_scm_links_and_review_apps.ts";
 import * as m0013 from "./migrations/0013_count_variable_changes_per_app.ts";
+import * as m0014 from "./migrations/0014_app_uids_cycle.ts";
 
 /** Typed database handle used by every capability. */
 export type Db = Kysely<Database>;
@@ -35,6 +36,7 @@ export const migrations: Record<string, Migration> = {
   "0011_add_domain_certificates": m0011,
   "0012_create_scm_links_and_review_apps": m0012,
   "0013_count_variable_changes_per_app": m0013,
+  "0014_app_uids_cycle": m0014,
 };
 
 // timestamptz comes back as Date (pg's default); bigint counts as numbers, they stay far below 2^53.

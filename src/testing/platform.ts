@@ -100,9 +100,9 @@ export async function bearer(url: string, token: string): Promise<string> {
 }
 
 /** GET with a Host header, over a fresh connection. */
-export function httpGet(port: number, host: string, path: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+export function httpGet(port: number, host: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: "127.0.0.1", port, path, headers: { host }, agent: false }, (res) => {
+    const req = request({ host: "127.0.0.1", port, path, headers: { ...headers, host }, agent: false }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (c: string) => (body += c));
