@@ -102,14 +102,37 @@ export class Deployments {
 
   /** Marks deployments left mid-way by a dead server as aborted, and resumes queues. */
   async recover(): Promise<void> {
+    // Stopped just after its switch: its release serves. It ends `success`, and what runs of the
+    // earlier releases retires, as the deployment would have had it.
+    const switched = await this.ctx.db
+      .updateTable("deployments")
+      .set({ status: "success", finished_at: new Date() })
+      .from("apps")
+      .whereRef("apps.id", "=", "deployments.app_id")
+      .whereRef("apps.current_release_id", "=", "deployments.release_id")
+      .where("deployments.status", "=", "starting")
+      .where(sql<boolean>`pg_try_advisory_lock(hashtext('quai-deploy:' || deployments.app_id::text)) AND pg_advisory_unlock(hashtext('quai-deploy:' || deployments.app_id::text))`)
+      .returning(["deployments.id", "deployments.app_id", "deployments.release_id"])
+      .execute();
+    for (const d of switched) {
+      await this.ctx.outputs.append(d.id, "\n-----> The control plane stopped just after the switch: the new release serves.\n");
+      this.ctx.outputs.status(d.id, "success");
+      const old = await this.ctx.db.selectFrom("containers").selectAll().where("app_id", "=", d.app_id).where("release_id", "!=", d.release_id as string).where("type", "!=", "one-off").where("state", "!=", "stopping").execute();
+      if (old.length > 0) void this.sup.retire(old).catch((err: unknown) => this.ctx.log(`deployments: retiring the containers ${d.id} replaced: ${String(err)}`));
+    }
     const stale = await this.ctx.db
       .updateTable("deployments")
       .set({ status: "aborted", error: "the control plane stopped during this deployment; the previous release kept serving", finished_at: new Date() })
       .where("status", "in", ["building", "pushing", "starting"])
       .where(sql<boolean>`pg_try_advisory_lock(hashtext('quai-deploy:' || app_id::text)) AND pg_advisory_unlock(hashtext('quai-deploy:' || app_id::text))`)
-      .returning(["id", "app_id"])
+      .returning(["id", "app_id", "release_id"])
       .execute();
     for (const d of stale) {
+      // Containers it had started (the control plane stopped before its switch) serve nothing.
+      if (d.release_id) {
+        const started = await this.ctx.db.selectFrom("containers").select("id").where("release_id", "=", d.release_id).where("type", "!=", "one-off").execute();
+        for (const c of started) await this.sup.destroy(c.id, 1000).catch(() => {});
+      }
       // A build cut short holds the app's build cache in its work directory: give it back.
       await cleanUpBuild(this.ctx, d.id, d.app_id);
       await this.ctx.outputs.append(d.id, "\n !     The control plane stopped during this deployment; it was aborted. The previous release kept serving.\n");

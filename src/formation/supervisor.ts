@@ -268,10 +268,12 @@ export class Supervisor {
   }
 
   /** Waits until the container accepts TCP connections on its port, or exits, or the timeout passes. */
-  async waitReady(c: ContainerRow, timeoutMs = this.opts.startTimeoutMs, healthPath?: string | null): Promise<ReadyOutcome> {
+  async waitReady(c: ContainerRow, timeoutMs = this.opts.startTimeoutMs, healthPath?: string | null, signal?: AbortSignal): Promise<ReadyOutcome> {
     const deadline = Date.now() + timeoutMs;
     let lastHealth = "";
     for (;;) {
+      // A cancelled deployment does not wait out the start timeout.
+      signal?.throwIfAborted();
       const state = await this.ctx.runtime.inspect(c.id);
       if (!state || state.status !== "running") return { ok: false, reason: "crashed", detail: exitText(state) };
       if (c.type !== "web" || c.port === null) {

@@ -68,7 +68,8 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     const now = await formationFor(ctx, app.id, release);
     if (now.some((f) => !formation.some((g) => g.type === f.type && g.amount === f.amount && g.size === f.size))) {
       out(`-----> The formation changed during the deployment: ${now.map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ")}\n`);
-      await converge(ctx, sup, app, release, []);
+      // The release is live whatever comes of it: a failure here is said, not a failed deployment.
+      await converge(ctx, sup, app, release, []).catch((err: unknown) => out(`       It could not be applied: ${err instanceof Error ? err.message : String(err)}\n`));
     }
   });
 
@@ -102,7 +103,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     const failed = starts.find((r): r is PromiseRejectedResult => r.status === "rejected");
     if (failed) throw failed.reason;
     if (healthPath) out(`       Waiting for ${healthPath} to answer 2xx or 3xx\n`);
-    const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null) })));
+    const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null, opts.signal) })));
     for (const { c, r } of ready) {
       if (!r.ok) {
         await sup.shipContainerLogs(c);
