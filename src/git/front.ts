@@ -14,7 +14,7 @@ import { actorForApiToken, type Actor } from "../auth/service.ts";
 import { findApp, type AppRecord } from "../apps/service.ts";
 import type { Db } from "../store/db.ts";
 import type { Deployments } from "../deployments/service.ts";
-import type { DeploymentOutputs } from "../pipeline/output.ts";
+import { finalStatuses, type DeploymentOutputs } from "../pipeline/output.ts";
 
 /** What the git front needs. */
 export interface GitFrontDeps {
@@ -246,7 +246,12 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       const abort = new AbortController();
       res.on("close", () => abort.abort());
       let final = "aborted";
-      for await (const e of deps.outputs.follow(deployment.id, async () => undefined, abort.signal)) {
+      // Ended already (its live output dropped): its status is in the store.
+      const finalNow = async () => {
+        const row = await deps.deployments().find(grant.app.id, deployment.id).catch(() => undefined);
+        return row && finalStatuses.has(row.status) ? row.status : undefined;
+      };
+      for await (const e of deps.outputs.follow(deployment.id, finalNow, abort.signal)) {
         if (e.type === "log") res.write(e.text);
         else if (e.type === "status") {
           if (e.status === "queued") res.write("       Waiting for the deployment before it to finish\n");
