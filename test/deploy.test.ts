@@ -7,6 +7,7 @@ import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import http from "node:http";
 import { connect } from "node:net";
 import WebSocket from "ws";
 import { QUAI_BIN } from "../src/testing/cli.ts";
@@ -468,5 +469,50 @@ describe("git push deploys", () => {
     assert.equal(typo.code, 0, typo.stderr);
     assert.equal(typo.stdout, "");
     assert.match(typo.stderr, /no log lines from "wbe"/);
+  });
+
+  it("skips lines for a log follower that does not read, and tells it how many, rather than buffering them", async () => {
+    const client = await clientFromToken(p.token, { apiUrl: p.url, authApiUrl: p.url });
+    const url = new URL(`${await client.Apps.logsURL("web-app")}&n=1&stream=true`);
+    // A reader that takes nothing for now: its socket fills, then the server's buffer for it.
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(url, resolve).on("error", reject));
+    res.pause();
+    // About 24 MB of lines, shipped into the stream at its pace.
+    const flood = await p.quai(["--app", "web-app", "run", "--detached", "sh", "-c", "i=0; while [ $i -lt 200 ]; do head -c 120000 /dev/zero | tr '\\0' x | fold -w 119; i=$((i+1)); done"]);
+    assert.equal(flood.code, 0, flood.stderr);
+    const label = /Started (one-off-\d+)/.exec(flood.stdout)![1]!;
+    await waitUntil(async () => !(await json<{ containers: { label: string }[] }>(["--app", "web-app", "ps"])).containers.some((c) => c.label === label), "the flood ends", 60_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    // Now read what was kept for it.
+    let text = "";
+    res.setEncoding("utf8");
+    res.on("data", (c: string) => (text += c));
+    res.resume();
+    // The next line it gets (a request's access line) comes after the count of those skipped.
+    await waitUntil(async () => {
+      await p.get("web-app");
+      return /lines skipped: this reader did not keep up/.test(text);
+    }, "the follower is told lines were skipped", 30_000);
+    res.destroy();
+    const skipped = Number(/quai: (\d+) lines skipped/.exec(text)?.[1]);
+    assert.ok(skipped > 0);
+    assert.ok(text.length < 16 * 1024 * 1024, `${text.length} bytes were held for the reader`);
+  });
+
+  it("stops with a log follower and an attached run open: it ends them rather than wait for them", async () => {
+    const client = await clientFromToken(p.token, { apiUrl: p.url, authApiUrl: p.url });
+    const logsUrl = `${await client.Apps.logsURL("web-app")}&n=1&stream=true`;
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => http.get(logsUrl, resolve).on("error", reject));
+    res.resume();
+    const ended = once(res, "close");
+    const run = spawn(process.execPath, [QUAI_BIN, "--app", "web-app", "run", "sleep", "600"], { env: { ...process.env, ...p.env }, stdio: "ignore" });
+    const runEnded = once(run, "exit");
+    await waitUntil(async () => (await json<{ containers: { label: string }[] }>(["--app", "web-app", "ps"])).containers.some((c) => c.label.startsWith("one-off-")), "the run starts", 30_000);
+    const started = Date.now();
+    await p.restart(false);
+    assert.ok(Date.now() - started < 20_000, `the stop took ${Date.now() - started} ms`);
+    await ended;
+    await runEnded;
+    assert.equal((await p.get("web-app")).status, 200, "the app kept serving");
   });
 });

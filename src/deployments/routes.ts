@@ -140,6 +140,10 @@ export function deploymentRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlu
         }
       });
     };
+    // A stopping server closes these streams: it would wait on them for ever.
+    app.addHook("preClose", async () => {
+      for (const client of wss.clients) client.terminate();
+    });
     app.addHook("onClose", async () => wss.close());
   };
 }

@@ -49,6 +49,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     if (!p) return;
     const { ctx, supervisor: sup } = p;
     const ref = (a: AppRecord) => ({ id: a.id, name: a.name, uid: a.uid });
+    /** Ends each open log stream (`logs -f`). */
+    const following = new Set<() => void>();
     /** Attached one-offs (runs of the control plane's, not started containers), by container id. */
     const attached = new Map<string, AbortController>();
 
@@ -231,7 +233,12 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         // The app was deleted: nothing more will come.
         () => res.end(),
       );
-      res.on("close", off);
+      const end = () => res.end();
+      following.add(end);
+      res.on("close", () => {
+        off();
+        following.delete(end);
+      });
       return reply;
     });
 
@@ -383,8 +390,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
               ws.pause();
               stdin.once("drain", () => ws.resume());
             }
-          }
-          else if (stage === 2 && msg.type === "eof") stdin?.end();
+          } else if (stage === 2 && msg.type === "eof") stdin?.end();
         } catch (err) {
           const e = err instanceof QuaiError ? err : new QuaiError("internal_error", "internal error");
           if (!(err instanceof QuaiError)) ctx.log(`run: ${String(err)}`);
@@ -393,6 +399,11 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         }
       });
     };
+    // A stopping server ends its log streams and attached runs: it would wait on them for ever.
+    app.addHook("preClose", async () => {
+      for (const end of following) end();
+      for (const client of wss.clients) client.terminate();
+    });
     app.addHook("onClose", async () => wss.close());
   };
 }

@@ -410,10 +410,13 @@ export class Supervisor {
     this.restartTimers.delete(id);
     this.crashStreaks.delete(id);
     try {
-      await this.ctx.db.updateTable("containers").set({ state: "stopping", updated_at: new Date() }).where("id", "=", id).execute();
+      const row = await this.ctx.db.updateTable("containers").set({ state: "stopping", updated_at: new Date() }).where("id", "=", id).returning(["id", "app_id", "type", "index"]).executeTakeFirst();
       this.watched.get(id)?.abort();
       await this.ctx.runtime.stop(id, graceMs).catch(() => {});
       await this.shipLogs();
+      // What it wrote last and was not shipped yet (a round ships 1 MiB a spool), to its end:
+      // a one-off's last output, before its spool goes.
+      if (row) for (let round = 0; round < 64 && (await this.shipContainerLogs(row)); round++);
       await this.ctx.runtime.remove(id).catch(() => {});
       await this.ctx.db.deleteFrom("containers").where("id", "=", id).execute();
       this.spools.forget(join(this.dir(id), "output.log"));
@@ -501,9 +504,11 @@ export class Supervisor {
   }
 
   /** Moves one container's new output into its app's log stream now (a crash report shows its last lines). */
-  async shipContainerLogs(c: { id: string; app_id: string; type: string; index: number }): Promise<void> {
+  /** Ships one round of a container's spool; whether there was anything. */
+  async shipContainerLogs(c: { id: string; app_id: string; type: string; index: number }): Promise<boolean> {
     const text = await this.spools.drain(join(this.dir(c.id), "output.log"));
     if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));
+    return text !== "";
   }
 
   /** Where the router writes each app's access log, which `shipLogs` moves into its stream. */

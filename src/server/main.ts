@@ -64,7 +64,11 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let certificates: CertificateIssuer | undefined;
   let scm: Scm | undefined;
   const stop = async () => {
+    // Requests under way get a few seconds to end (a push's stream, a download); then their
+    // connections are cut, or a client that never ends one would keep the server from stopping.
+    const cut = setTimeout(() => api?.server.closeAllConnections(), 5_000);
     await api?.close().catch(() => {});
+    clearTimeout(cut);
     await scm?.close().catch(() => {});
     maintenance?.close();
     certificates?.close();
