@@ -180,6 +180,12 @@ describe("add-ons", () => {
       const full = Buffer.from(await (await fetch(`${server.url}/v1/apps/${app}/addons/${addon.id}/backups/${backup.id}/archive`, { headers: { authorization: `Bearer ${auth}` } })).arrayBuffer());
       assert.equal(full.length, backup.size);
       assert.equal(createHash("sha256").update(full).digest("hex"), backup.sha256);
+      // A start past the end, even past what a number holds exactly: 416 with the size.
+      for (const start of [String(backup.size), "9007199254740993", "99999999999999999999"]) {
+        const past = await fetch(`${server.url}/v1/apps/${app}/addons/${addon.id}/backups/${backup.id}/archive`, { headers: { authorization: `Bearer ${auth}`, range: `bytes=${start}-` } });
+        assert.equal(past.status, 416, start);
+        assert.equal(past.headers.get("content-range"), `bytes */${backup.size}`, start);
+      }
       // An interrupted download picks up where it stopped (the CLI does it with --output).
       const out = join(root, "partial.pgdump");
       await writeFile(out, full.subarray(0, Math.floor(full.length / 2)));

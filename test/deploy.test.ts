@@ -289,6 +289,20 @@ describe("git push deploys", () => {
     assert.equal((await p.quai(["create", "undeployed-app"])).code, 0);
     assert.equal((await p.quai(["--app", "undeployed-app", "scale", "wbe:2"])).code, 0);
     assert.match((await p.quai(["--app", "undeployed-app", "ps"])).stdout, /^wbe +2 +M +\(not in the current release: none run\)$/m);
+    // But only a name a Procfile could have.
+    const token = await bearer(p.url, p.token);
+    const post = (path: string, body: unknown) => fetch(`${p.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    for (const name of ["", "one-off", "a b"]) {
+      const res = await post("/v1/apps/undeployed-app/scale", { containers: [{ name, amount: 1 }] });
+      assert.equal(res.status, 422, name);
+      assert.equal(((await res.json()) as { error: string }).error, "formation_invalid", name);
+    }
+    // A rollback to a version no integer column holds is a release that does not exist.
+    for (const version of [2_147_483_648, 1e300, -1, 0, 1.5]) {
+      const res = await post("/v1/apps/web-app/rollback", { version });
+      assert.equal(res.status, 404, String(version));
+      assert.equal(((await res.json()) as { error: string }).error, "release_not_found", String(version));
+    }
   });
 
   it("runs one-off commands as argv, keeps their exit code, and records who ran what", async () => {

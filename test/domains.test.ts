@@ -4,7 +4,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { request as httpsRequest } from "node:https";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { gitApp, httpGet, pythonWebApp, startPlatform, traversableTempDir, type TestPlatform } from "../src/testing/platform.ts";
 import { bearer } from "../src/testing/platform.ts";
@@ -101,7 +102,12 @@ describe("custom domains", () => {
     const other = await ca.issue(["www.site.test"]);
     const wrongName = await ca.issue(["elsewhere.test"]);
     const expired = await ca.issue(["www.site.test"], { expired: true });
+    // A key nginx's OpenSSL finds too small: it would refuse the whole routing table for it.
+    const weakDir = await traversableTempDir("quai-weak-");
+    execFileSync("openssl", ["req", "-x509", "-newkey", "rsa:1024", "-nodes", "-days", "30", "-subj", "/CN=www.site.test", "-addext", "subjectAltName=DNS:www.site.test", "-keyout", join(weakDir, "k.pem"), "-out", join(weakDir, "c.pem")], { stdio: "ignore" });
+    const weak = { certPem: await readFile(join(weakDir, "c.pem"), "utf8"), keyPem: await readFile(join(weakDir, "k.pem"), "utf8") };
     const refused: [string, string, RegExp][] = [
+      [weak.certPem, weak.keyPem, /TLS refuses it \(.*key too small\)/],
       [good.certPem, other.keyPem, /does not match/],
       [wrongName.certPem, wrongName.keyPem, /not www\.site\.test/],
       [expired.certPem, expired.keyPem, /expired/],

@@ -179,7 +179,8 @@ export function addonRoutes(deps: ApiDeps): FastifyPluginAsync {
     app.get<{ Params: { app: string; addon: string; backup: string } }>("/v1/apps/:app/addons/:addon/backups/:backup/archive", { schema: { summary: "Download a backup (streamed; Range resumes)", tags: ["addons"], params: backupParams } }, async (req, reply) => {
       await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
       const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
-      const start = range ? Number(range[1]) : 0;
+      // A start past any file (even past what a number holds exactly) is past this one: 416.
+      const start = range ? Math.min(Number(range[1]), Number.MAX_SAFE_INTEGER) : 0;
       const { backup, stream, size } = await addons.backupFile(req.actor, req.params.backup, start);
       if (start >= size && size > 0) {
         stream.destroy();

@@ -40,9 +40,10 @@ export interface AddonsOptions {
   log: (line: string) => void;
   /**
    * Makes the app pick up changed variables (a config release, zero downtime); resolves with a
-   * wait for it to be live. Absent when Quai runs without its runtime.
+   * wait for it to be live, which tells whether it went live (a failed or cancelled release
+   * leaves the app on its previous variables). Absent when Quai runs without its runtime.
    */
-  configRelease?: (actor: Actor, app: AppRecord) => Promise<(() => Promise<void>) | undefined>;
+  configRelease?: (actor: Actor, app: AppRecord) => Promise<(() => Promise<boolean>) | undefined>;
   retention?: RetentionPolicy;
   /** How often servers are checked (ms). */
   monitorMs?: number;
@@ -278,7 +279,7 @@ export class Addons {
    * Sets the add-on's variables on the app and releases them; resolves with a wait for that
    * release to be live (a restore stops the old server after it), if there is a release.
    */
-  private async bindEnv(actor: Actor, app: AppRecord, env: Record<string, string>): Promise<(() => Promise<void>) | undefined> {
+  private async bindEnv(actor: Actor, app: AppRecord, env: Record<string, string>): Promise<(() => Promise<boolean>) | undefined> {
     await bulkSetVariables(this.o.db, this.o.keyring, actor, app.id, Object.entries(env).map(([name, value]) => ({ name, value })));
     return this.o.configRelease?.(actor, app).catch((err: unknown) => {
       this.o.log(`addons: releasing ${app.name}'s new variables failed: ${String(err)}`);
@@ -341,6 +342,11 @@ export class Addons {
     return this.serial(addon.id, async () => {
       addon = await this.reload(addon);
       let final: BackupRow | undefined;
+      // A final backup asked for and impossible (the server is not running) stops the removal:
+      // the data is not deleted without the backup the user expects.
+      if (opts.finalBackup && addon.status !== "running" && addon.status !== "provisioning") {
+        throw new QuaiError("addon_not_running", `the ${addon.provider} add-on is ${addon.status}, so its final backup cannot be taken; nothing was removed. Remove with --no-backup to delete its data without one.`);
+      }
       if (opts.finalBackup && addon.status === "running") {
         final = await this.runBackup(actor, app, addon, "final");
         if (final.status !== "done") throw new QuaiError("addon_failed", `the final backup failed (${final.error ?? "unknown error"}); nothing was removed. Remove with --no-backup to skip it.`);
@@ -573,17 +579,16 @@ export class Addons {
     const engine = this.engine(addon.provider);
     const old = await this.current(addon);
     await this.o.db.updateTable("addons").set({ status: "restoring", updated_at: new Date() }).where("id", "=", addon.id).execute();
-    let target: Instance;
+    let target: Instance | undefined;
     try {
       target = await this.newInstance(addon, "restore", old.inst.plan, origin, fill);
       const summary = await engine.summarize(target);
       const used = await engine.dataBytes(target);
-      if (used > target.plan.diskBytes) {
-        await this.destroyInstance(target, addon.provider);
-        throw new QuaiError("addon_plan_too_small", `the restored data uses ${used} bytes, more than the plan's ${target.plan.diskBytes}`);
-      }
+      if (used > target.plan.diskBytes) throw new QuaiError("addon_plan_too_small", `the restored data uses ${used} bytes, more than the plan's ${target.plan.diskBytes}`);
       origin.summary = summary;
     } catch (err) {
+      // Whatever failed after the new server started, it goes: nothing of the restore stays.
+      if (target) await this.destroyInstance(target, addon.provider).catch((e: unknown) => this.o.log(`addons: removing the failed restore's instance ${target?.id}: ${String(e)}`));
       await this.o.db.updateTable("addons").set({ status: "running", updated_at: new Date() }).where("id", "=", addon.id).execute();
       const message = err instanceof QuaiError ? err.message : `the restore failed and nothing was changed: ${(err as Error).message.split("\n")[0]}`;
       await this.event(actor, app, "addon_restore_failed", { addon_id: addon.id, ...origin, error: message });
@@ -608,8 +613,19 @@ export class Addons {
     await this.event(actor, app, "addon_restore", { addon_id: addon.id, old_instance_id: old.row.id, new_instance_id: target.id, ...origin });
     const wait = await this.bindEnv(actor, app, engine.env(target));
     this.track((async () => {
-      await wait?.().catch(() => {});
-      await this.stopInstance(old.inst, addon.provider).catch((err: unknown) => this.o.log(`addons: stopping replaced instance ${old.row.id}: ${String(err)}`));
+      const live = wait ? await wait().catch(() => false) : true;
+      // In the add-on's turn: a reattachment meanwhile may have made the old instance current again.
+      await this.serial(addon.id, async () => {
+        const row = await this.o.db.selectFrom("addon_instances").select(["role", "state"]).where("id", "=", old.row.id).executeTakeFirst();
+        if (row?.role !== "detached" || row.state !== "running") return;
+        if (!live) {
+          // The app still runs with the old URL: its database stays up, kept until it is
+          // reattached or expires with the other replaced instances.
+          this.o.log(`addons: ${app.name}'s release with the restored ${addon.provider}'s URL did not go live; the replaced instance ${old.row.id} keeps serving its running release`);
+          return;
+        }
+        await this.stopInstance(old.inst, addon.provider).catch((err: unknown) => this.o.log(`addons: stopping replaced instance ${old.row.id}: ${String(err)}`));
+      });
     })());
     if (engine.pitr && !(await this.o.db.selectFrom("addon_base_backups").select("id").where("instance_id", "=", target.id).executeTakeFirst())) {
       this.track(this.serial(addon.id, () => this.baseBackup(updated, target)));
@@ -736,13 +752,17 @@ export class Addons {
           }
           continue;
         }
-        if (r.state !== "running") continue;
-        if (recorded && serverAlive(recorded)) {
+        // The current server of an add-on whose upgrade (or failed start: `error`) the stop cut
+        // short is stopped: it starts again, on the plan its row still names.
+        const interrupted = isCurrent && r.state === "stopped" && (r.addon_status === "upgrading" || r.addon_status === "error");
+        if (r.state !== "running" && !interrupted) continue;
+        if (recorded && serverAlive(recorded) && !interrupted) {
           this.procs.set(r.id, recorded);
         } else {
           const proc = await this.engine(r.provider).start(inst);
           this.procs.set(r.id, proc);
-          await this.o.db.updateTable("addon_instances").set({ pid: proc.pid, start_ticks: proc.startTicks }).where("id", "=", r.id).execute();
+          await this.o.db.updateTable("addon_instances").set({ state: "running", pid: proc.pid, start_ticks: proc.startTicks }).where("id", "=", r.id).execute();
+          if (interrupted) await this.o.db.updateTable("addons").set({ status: "running", updated_at: new Date() }).where("id", "=", r.addon_id).execute();
           this.o.log(`addons: started ${r.provider} instance ${r.id} again`);
         }
       } catch (err) {

@@ -26,6 +26,7 @@ export const Exit = {
 
 export const catalogue = {
   // Requests
+  bad_request: { status: 400, exit: Exit.data, description: "The request is not valid HTTP (a Content-Length that does not match the body, a malformed header line)." },
   bad_json: { status: 400, exit: Exit.data, description: "The request body is not valid JSON." },
   unsupported_media_type: { status: 415, exit: Exit.data, description: "The request body is not `application/json`." },
   body_too_large: { status: 413, exit: Exit.data, description: "The request body is larger than the server accepts." },

@@ -12,6 +12,7 @@ import { normaliseDomain } from "./names.ts";
 import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
 import { domainToUnicode } from "node:url";
 import type { Keyring } from "../variables/keyring.ts";
+import { createSecureContext } from "node:tls";
 
 export type DomainRow = Selectable<DomainsTable>;
 
@@ -111,6 +112,13 @@ export async function setCertificate(db: Db, keyring: Keyring, actor: Actor, app
     throw invalid("the key is not a PEM private key (without a passphrase)");
   }
   if (!cert.checkPrivateKey(key)) throw invalid("the key does not match the certificate");
+  // Loaded as the router's OpenSSL would (security level 2): a key it finds too small or a
+  // signature too weak would have nginx refuse every app's routes.
+  try {
+    createSecureContext({ cert: pems.certPem, key: pems.keyPem, ciphers: "DEFAULT@SECLEVEL=2" });
+  } catch (err) {
+    throw invalid(`TLS refuses it (${(err as Error).message.replace(/^error:[^:]*:/, "").trim()}): use an RSA key of 2048 bits or more, or an ECDSA key, signed with SHA-256 or better`);
+  }
   if (cert.checkHost(domain.name) === undefined) throw invalid(`it covers ${cert.subjectAltName ?? cert.subject}, not ${domain.name}`);
   const notAfter = new Date(cert.validTo);
   if (notAfter.getTime() <= now.getTime()) throw invalid(`it expired on ${notAfter.toISOString()}`);

@@ -174,7 +174,9 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
           .orderBy("version", "desc").limit(1).executeTakeFirst()
         : undefined;
       const version = req.body?.version ?? served?.version ?? 0;
-      if (!Number.isInteger(version) || version < 1) throw new QuaiError("release_not_found", "there is no earlier release that went live to roll back to");
+      if (typeof version !== "number" || !Number.isInteger(version) || version < 1 || version > 2_147_483_647) {
+        throw new QuaiError("release_not_found", req.body?.version === undefined ? "there is no earlier release that went live to roll back to" : `the app has no release ${JSON.stringify(req.body.version)}`);
+      }
       const target = await findRelease(ctx.db, ctx.keyring, found.id, version);
       const d = await p.deployments.create(req.actor, found, { source: "rollback", gitRef: target.gitRef, releaseId: target.id });
       return reply.code(201).send({ deployment: deploymentJson(d, deps.platform().api_url, found.name), release: { version: target.version } });
@@ -263,7 +265,15 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       const job = await prepareRun(found, req.actor, req.body);
       // Its spec is kept like a container's, so a restarted control plane re-adopts it.
       await writeFile(join(ctx.paths.containers, job.spec.id, "spec.json"), JSON.stringify(job.spec), { mode: 0o600 });
-      const state = await ctx.runtime.start(job.spec);
+      let state;
+      try {
+        state = await ctx.runtime.start(job.spec);
+      } catch (err) {
+        // Nothing runs: no row or files stay behind.
+        await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute().catch(() => {});
+        await sup.destroy(job.spec.id, 0).catch(() => {});
+        throw err;
+      }
       // When it ends: its output is shipped, its row, cgroup and files removed.
       void ctx.runtime.wait(job.spec.id).then(() => sup.destroy(job.spec.id, 0)).catch(() => {});
       return reply.code(201).send({ container: { id: job.spec.id, label: job.label, type: "one-off", state: state.status, command: job.commandText, size: job.spec.size, created_at: state.startedAt } });
@@ -277,11 +287,13 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
       // A shell line of blanks, or a program named "": nothing to run (the launcher would say "not found").
       const program = typeof body.command === "string" ? body.command : (body.command as string[] | undefined)?.[0];
       if (!argv || program === undefined || program.trim() === "") throw new QuaiError("run_command_invalid", "the command is empty");
+      if (argv.some((a) => a.includes("\0"))) throw new QuaiError("run_command_invalid", "the command holds a NUL byte, which no program argument can");
       const size = (body.size ?? "M") as ContainerSize;
       if (!Object.hasOwn(containerSizes, size)) throw new QuaiError("formation_invalid", `unknown size "${body.size}": sizes are ${Object.keys(containerSizes).join(", ")}`);
       for (const [k, v] of Object.entries(body.env ?? {})) {
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new QuaiError("variable_name_invalid", `--env name ${JSON.stringify(k)} is not a valid variable name`);
         if (typeof v !== "string") throw new QuaiError("validation_failed", `--env ${k}: the value must be a string`);
+        if (v.includes("\0")) throw new QuaiError("validation_failed", `--env ${k}: the value holds a NUL byte, which no environment can carry`);
       }
       const n = await recordRun(ctx, found, actor, typeof body.command === "string" ? body.command : (body.command as string[]));
       const id = `${found.name}-one-off-${n}-${randomBytes(3).toString("hex")}`;

@@ -4,7 +4,7 @@ import { sql } from "kysely";
 import { QuaiError } from "../core/errors.ts";
 import { containerSizes, type ContainerSize } from "../runtime/types.ts";
 import type { PipelineContext } from "../pipeline/context.ts";
-import { runnableTypes } from "../pipeline/procfile.ts";
+import { ONE_OFF, runnableTypes } from "../pipeline/procfile.ts";
 import type { Release } from "../pipeline/release.ts";
 import type { AppRef, ContainerRow, Supervisor } from "./supervisor.ts";
 
@@ -35,6 +35,9 @@ export function validateScale(input: ScaleInput[], release: Release | undefined)
   for (const c of input) {
     if (seen.has(c.name)) throw new QuaiError("formation_invalid", `${c.name} is named twice: give each process type once (for example web:2:M)`);
     seen.add(c.name);
+    // Before the first release any type may be scaled (there is no Procfile to check against),
+    // but only a name a Procfile could have.
+    if (!types && (!/^[A-Za-z0-9_-]{1,63}$/.test(c.name) || c.name === ONE_OFF)) throw new QuaiError("formation_invalid", `${JSON.stringify(c.name)} cannot name a process type: letters, digits, "-" and "_", and not ${ONE_OFF}`);
     if (types && !types.includes(c.name)) throw new QuaiError("formation_invalid", `unknown process type "${c.name}": the current release has ${types.join(", ") || "none"}`);
     if (c.amount !== undefined && (!Number.isInteger(c.amount) || c.amount < 0 || c.amount > maxContainersPerType)) {
       throw new QuaiError("formation_invalid", `amount of ${c.name} must be a whole number from 0 to ${maxContainersPerType}, got ${c.amount}`);

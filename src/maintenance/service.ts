@@ -17,6 +17,7 @@ import { recordEvent } from "../events/service.ts";
 import { bulkSetVariables, deleteVariables, listVariables } from "../variables/service.ts";
 import { parsePlatformTime } from "../addons/time.ts";
 import type { RouteMaintenance } from "../router/types.ts";
+import { isRouterNetwork } from "../router/render.ts";
 
 export type MaintenanceWindow = Selectable<MaintenanceWindowsTable>;
 
@@ -76,7 +77,11 @@ export function normaliseNetwork(text: string): string {
   if (extra !== undefined || family === 0 || (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) <= max))) {
     throw new QuaiError("maintenance_invalid", `${JSON.stringify(text)} is not an IP address or a network in CIDR form (1.2.3.4/32, 2001:db8::/32)`);
   }
-  return `${(addr as string).toLowerCase()}/${bits ?? max}`;
+  // Written the one way the router reads (no leading zeros, no zone, no IPv4 inside IPv6): a
+  // network it refused would fail the routing of every app while the window is open.
+  const network = `${(addr as string).toLowerCase()}/${bits === undefined ? max : Number(bits)}`;
+  if (!isRouterNetwork(network)) throw new QuaiError("maintenance_invalid", `${JSON.stringify(text)} is not an IP address or a network in CIDR form (1.2.3.4/32, 2001:db8::/32); write IPv6 addresses without a zone, and IPv4 ones as such`);
+  return network;
 }
 
 export class Maintenance {

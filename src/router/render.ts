@@ -46,6 +46,11 @@ const CIDR4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|
 const CIDR6 = /^[0-9a-f:]+\/(?:12[0-8]|1[01]\d|[1-9]?\d)$/;
 const TOKEN = /^[0-9a-f]{32,128}$/;
 
+/** Whether the router takes `network` in an allow list: an address in CIDR form, as written by `normaliseNetwork`. */
+export function isRouterNetwork(network: string): boolean {
+  return CIDR4.test(network) || CIDR6.test(network);
+}
+
 /** Where the bypass link of an app in maintenance points (sets the cookie, then redirects to /). */
 export const BYPASS_PATH = "/.quai/maintenance-bypass";
 /** Name of the cookie that lets team members through maintenance. */

@@ -198,6 +198,30 @@ describe("API", () => {
       assert.equal(res.json().error, "route_not_found");
     });
 
+    it("answers a URL it cannot read, and a NUL byte anywhere, with the catalogue's errors", async () => {
+      for (const url of ["/v1/apps/%FF", `/v1/apps/${"a".repeat(5000)}`]) {
+        const res = await t.call("GET", url);
+        assert.equal(res.statusCode, 422, url.slice(0, 40));
+        assert.equal(res.json().error, "validation_failed");
+      }
+      // PostgreSQL refuses NUL in text: found before any handler runs, never a 500 after a change.
+      const cases: [string, string, unknown, RegExp][] = [
+        ["GET", "/v1/apps/a%00b", undefined, /^path\.app holds a NUL byte/],
+        ["GET", "/v1/apps?x=%00", undefined, /^query\.x holds a NUL byte/],
+        ["POST", "/v1/apps", { app: { name: "nul\u0000app" } }, /^body\.app\.name holds a NUL byte/],
+        ["PUT", "/v1/apps/vars-app/variables", { variables: [{ name: "OK", value: "x" }, { name: "B", value: "\u0000" }] }, /^body\.variables\[1\]\.value holds a NUL byte/],
+      ];
+      for (const [method, url, body, message] of cases) {
+        const res = await t.call(method, url, body);
+        assert.equal(res.statusCode, 422, url);
+        assert.equal(res.json().error, "validation_failed", url);
+        assert.match(res.json().message, message, url);
+      }
+      // Unauthenticated and public (the logs link): the same answer, not a 500.
+      const logs = await t.call("GET", "/v1/apps/%00/logs/stream?token=1.a", undefined, null);
+      assert.notEqual(logs.statusCode, 500);
+    });
+
     it("sets X-Request-ID, keeping a well-formed one from the client", async () => {
       const res = await t.api.inject({ method: "GET", url: "/v1/health", headers: { "x-request-id": "abc-123" } });
       assert.equal(res.headers["x-request-id"], "abc-123");
@@ -254,6 +278,8 @@ describe("API", () => {
         [[{ name: "GOOD", value: "x" }, { name: "$(id)", value: "x" }], "variable_name_invalid"],
         [[{ name: "BIG", value: "x".repeat(65 * 1024) }], "variable_value_too_large"],
         [[{ name: "D", value: "1" }, { name: "D", value: "2" }], "variable_duplicate"],
+        // No environment can carry it: every release of the app would fail.
+        [[{ name: "NUL", value: "a\u0000b" }], "validation_failed"],
       ];
       for (const [variables, code] of cases) {
         const res = await t.call("PUT", "/v1/apps/vars-app/variables", { variables });

@@ -85,6 +85,19 @@ export interface ErrorBody {
   details?: Record<string, unknown>;
 }
 
+/** Where in `value` (a parsed JSON body, params or query) a string holds a NUL byte, if one does. */
+function nulIn(value: unknown, at: string, depth = 0): string | undefined {
+  if (typeof value === "string") return value.includes("\0") ? at : undefined;
+  if (value === null || typeof value !== "object" || depth > 32 || Buffer.isBuffer(value) || typeof (value as { pipe?: unknown }).pipe === "function") return undefined;
+  for (const [k, v] of Object.entries(value)) {
+    const name = Array.isArray(value) ? `${at}[${k}]` : `${at}.${k}`;
+    if (k.includes("\0")) return name;
+    const found = nulIn(v, name, depth + 1);
+    if (found) return found;
+  }
+  return undefined;
+}
+
 function sendError(reply: FastifyReply, code: ErrorCode, message: string, details?: Record<string, unknown>): FastifyReply {
   const body: ErrorBody = { error: code, message };
   if (details) body.details = details;
@@ -120,6 +133,15 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false } },
     routerOptions: { ignoreTrailingSlash: true },
+    // A URL the router cannot read (a bad escape, a path parameter over its length) gets the
+    // catalogue's error too, not the framework's own shape.
+    frameworkErrors: (err, _req, reply) => sendError(reply, "validation_failed", `the URL cannot be read: ${err.message}`),
+    // A request that is not HTTP at all (a Content-Length that lies, a malformed header line).
+    clientErrorHandler: (_err, socket) => {
+      const body = JSON.stringify({ error: "bad_request", message: "the request is not valid HTTP (a Content-Length that does not match the body, a malformed header line)" });
+      if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      else socket.destroy();
+    },
   });
   app.decorateRequest("actor", null as unknown as Actor);
   const auth = new Authenticator(deps.db, { ttlMs: deps.authCacheMs ?? 5000 });
@@ -148,6 +170,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.addHook("onSend", async (req, reply) => {
     reply.header("x-request-id", req.id);
+  });
+
+  // No text Quai stores or passes on may hold a NUL byte: PostgreSQL refuses it (a 500 deep in a
+  // handler, possibly after part of a change), and so does every process environment.
+  app.addHook("preValidation", async (req, reply) => {
+    const where = nulIn(req.params, "path") ?? nulIn(req.query, "query") ?? nulIn(req.body, "body");
+    if (where) return sendError(reply, "validation_failed", `${where} holds a NUL byte (\\u0000), which no name or value may`);
   });
 
   app.addHook("onRequest", async (req, reply) => {

@@ -145,8 +145,9 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
                 // Live means the old containers (which still hold the old URL) have stopped too.
                 return id
                   ? async () => {
-                      await deployments.waitFinished(id);
+                      if ((await deployments.waitFinished(id)) !== "success") return false;
                       await deployments.waitRetired(app.id);
+                      return true;
                     }
                   : undefined;
               },

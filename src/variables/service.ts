@@ -38,6 +38,8 @@ export function assertVariableName(name: string): void {
 
 /** Throws `variable_value_too_large` when `value` exceeds 64 KiB of UTF-8. */
 export function assertVariableValue(name: string, value: string): void {
+  // No process environment can carry it: every release of the app would fail.
+  if (value.includes("\0")) throw new QuaiError("validation_failed", `value of ${name} holds a NUL byte (\\u0000), which no environment can carry`, { name });
   const bytes = Buffer.byteLength(value, "utf8");
   if (bytes > MAX_VALUE_BYTES) {
     throw new QuaiError("variable_value_too_large", `value of ${name} is ${bytes} bytes; the limit is ${MAX_VALUE_BYTES} bytes (64 KiB)`, { name, bytes });
