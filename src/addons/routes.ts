@@ -172,16 +172,16 @@ export function addonRoutes(deps: ApiDeps): FastifyPluginAsync {
     });
 
     app.get<{ Params: { app: string; addon: string; backup: string } }>("/v1/apps/:app/addons/:addon/backups/:backup", { schema: { summary: "One backup", tags: ["addons"], params: backupParams } }, async (req) => {
-      await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
-      return { backup: backupJson((await addons.findBackup(req.actor, req.params.backup)).backup) };
+      const { addon } = await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
+      return { backup: backupJson((await addons.findBackup(req.actor, req.params.backup, addon.id)).backup) };
     });
 
     app.get<{ Params: { app: string; addon: string; backup: string } }>("/v1/apps/:app/addons/:addon/backups/:backup/archive", { schema: { summary: "Download a backup (streamed; Range resumes)", tags: ["addons"], params: backupParams } }, async (req, reply) => {
-      await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
+      const { addon } = await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
       const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
       // A start past any file (even past what a number holds exactly) is past this one: 416.
       const start = range ? Math.min(Number(range[1]), Number.MAX_SAFE_INTEGER) : 0;
-      const { backup, stream, size } = await addons.backupFile(req.actor, req.params.backup, start);
+      const { backup, stream, size } = await addons.backupFile(req.actor, req.params.backup, start, addon.id);
       if (start >= size && size > 0) {
         stream.destroy();
         return reply.code(416).header("content-range", `bytes */${size}`).send();
@@ -194,8 +194,8 @@ export function addonRoutes(deps: ApiDeps): FastifyPluginAsync {
     });
 
     app.post<{ Params: { app: string; addon: string; backup: string } }>("/v1/apps/:app/addons/:addon/backups/:backup/verify", { schema: { summary: "Restore a backup into a throwaway instance and check it", tags: ["addons"], params: backupParams } }, async (req) => {
-      await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
-      return { backup: backupJson(await addons.verifyBackup(req.actor, req.params.backup)) };
+      const { addon } = await addons.find(req.actor, req.params.app, req.params.addon, { deleted: true });
+      return { backup: backupJson(await addons.verifyBackup(req.actor, req.params.backup, addon.id)) };
     });
 
     app.post<{ Params: { app: string; addon: string }; Body: { backup_id: string } }>("/v1/apps/:app/addons/:addon/restore", {

@@ -400,9 +400,10 @@ export class Addons {
   }
 
   /** A backup any add-on of an app the user can see, by id. */
-  async findBackup(actor: Actor, backupId: string): Promise<{ backup: BackupRow; addon: AddonRow; app: AppRecord }> {
+  async findBackup(actor: Actor, backupId: string, addonId?: string): Promise<{ backup: BackupRow; addon: AddonRow; app: AppRecord }> {
     const backup = isUuid(backupId) ? await this.o.db.selectFrom("addon_backups").selectAll().where("id", "=", backupId).executeTakeFirst() : undefined;
-    if (!backup) throw new QuaiError("backup_not_found", `no backup ${backupId}`);
+    // Addressed through an add-on (its URL names one), a backup of another is not found there.
+    if (!backup || (addonId !== undefined && backup.addon_id !== addonId)) throw new QuaiError("backup_not_found", `no backup ${backupId}${addonId ? " of this add-on" : ""}`);
     const addon = await this.o.db.selectFrom("addons").selectAll().where("id", "=", backup.addon_id).executeTakeFirstOrThrow();
     try {
       const app = await findApp(this.o.db, actor, addon.app_id);
@@ -470,8 +471,8 @@ export class Addons {
   }
 
   /** The backup's file, from byte `start` (downloads resume with Range). */
-  async backupFile(actor: Actor, backupId: string, start = 0): Promise<{ backup: BackupRow; stream: Readable; size: number }> {
-    const { backup } = await this.findBackup(actor, backupId);
+  async backupFile(actor: Actor, backupId: string, start = 0, addonId?: string): Promise<{ backup: BackupRow; stream: Readable; size: number }> {
+    const { backup } = await this.findBackup(actor, backupId, addonId);
     if (backup.status !== "done" || !backup.blob_key) throw new QuaiError("backup_not_done", `backup ${backup.id} is ${backup.status}`);
     return { backup, stream: await this.o.blobs.get(backup.blob_key, { start }), size: Number(backup.size) };
   }
@@ -490,8 +491,8 @@ export class Addons {
    * Restores a backup into a throwaway instance and summarises it (tables and rows, or keys);
    * records the result on the backup. A corrupted file fails verification.
    */
-  async verifyBackup(actor: Actor, backupId: string): Promise<BackupRow> {
-    const { backup, addon } = await this.findBackup(actor, backupId);
+  async verifyBackup(actor: Actor, backupId: string, addonId?: string): Promise<BackupRow> {
+    const { backup, addon } = await this.findBackup(actor, backupId, addonId);
     if (backup.status !== "done") throw new QuaiError("backup_not_done", `backup ${backup.id} is ${backup.status}`);
     const engine = this.engine(addon.provider);
     const started = Date.now();

@@ -14,8 +14,11 @@ describe("restore times", () => {
     assert.equal(parseRestoreTime("2026-11-22 14:03:00 -0330").toISOString(), "2026-11-22T17:33:00.000Z");
     assert.equal(parseRestoreTime("2026-11-22 14:03:00 UTC").toISOString(), "2026-11-22T14:03:00.000Z");
     assert.equal(parseRestoreTime("2026-11-22 14:03:00.250 America/New_York").toISOString(), "2026-11-22T19:03:00.250Z");
+    // Zone names with digits are zone names too (Etc/GMT+5 is five hours behind UTC).
+    assert.equal(parseRestoreTime("2026-11-22 14:03:00 Etc/GMT+5").toISOString(), "2026-11-22T19:03:00.000Z");
+    assert.equal(parseRestoreTime("2026-11-22 14:03:00 EST5EDT").toISOString(), "2026-11-22T19:03:00.000Z");
   });
-  for (const bad of ["yesterday", "2026-13-01 10:00", "2026-02-30 10:00", "2026-11-22 24:00", "2026-11-22 14:03:00 Mars/Olympus", "2026-11-22 14:03:00+25:00", "2026-11-22", "14:03", "2026-11-22 14:03:00; DROP TABLE"]) {
+  for (const bad of ["0099-01-01T00:00Z", "yesterday", "2026-13-01 10:00", "2026-02-30 10:00", "2026-11-22 24:00", "2026-11-22 14:03:00 Mars/Olympus", "2026-11-22 14:03:00+25:00", "2026-11-22", "14:03", "2026-11-22 14:03:00; DROP TABLE"]) {
     it(`refuses ${JSON.stringify(bad)} with pitr_time_invalid`, () => {
       assert.throws(() => parseRestoreTime(bad), (err: unknown) => err instanceof QuaiError && err.code === "pitr_time_invalid");
     });

@@ -6,7 +6,7 @@ import { QuaiError } from "../core/errors.ts";
 /** The zone of backup hours and of restore times given without one. */
 export const PLATFORM_ZONE = "Europe/Paris";
 
-const PATTERN = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(?:\s*(Z|[+-]\d{2}:?\d{2})|\s+([A-Za-z_]+(?:\/[A-Za-z_+-]+)*))?$/;
+const PATTERN = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(?:\s*(Z|[+-]\d{2}:?\d{2})|\s+([A-Za-z][A-Za-z0-9_+-]*(?:\/[A-Za-z0-9_+-]+)*))?$/;
 
 function validZone(zone: string): boolean {
   try {
@@ -50,7 +50,8 @@ export function parsePlatformTime(text: string, code: "pitr_time_invalid" | "mai
   const [year, month, day, hour, minute] = [m[1], m[2], m[3], m[4], m[5]].map(Number) as [number, number, number, number, number];
   const second = m[6] ? Number(m[6]) : 0;
   const millis = m[7] ? Number(m[7].padEnd(3, "0")) : 0;
-  if (month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) throw invalid("a field is out of range");
+  // (Before 1970 is no time Quai has anything of; Date.UTC would also read 0099 as 1999.)
+  if (year < 1970 || month < 1 || month > 12 || hour > 23 || minute > 59 || second > 59) throw invalid("a field is out of range");
   const wall = Date.UTC(year, month - 1, day, hour, minute, second, millis);
   if (new Date(wall).getUTCDate() !== day) throw invalid(`${year}-${m[2]} has no day ${day}`);
   const offset = m[8];
