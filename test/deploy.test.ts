@@ -126,11 +126,13 @@ describe("git push deploys", () => {
 
   it("a scale during a deployment applies to the new release, and a deployment leaves one-offs running", async () => {
     assert.equal((await p.quai(["create", "busy-app"])).code, 0);
-    const app = await gitApp(pythonWebApp("one", { Procfile: "web: python3 server.py\npostdeploy: sleep 4\n" }));
+    const app = await gitApp(pythonWebApp("one"));
     assert.equal((await p.push("busy-app", app)).code, 0);
     const job = await p.quai(["--app", "busy-app", "run", "--detached", "sleep", "120"]);
     assert.equal(job.code, 0, job.stderr);
     await writeFile(join(app, "server.py"), pythonWebApp("two")["server.py"] as string);
+    // Its hook gives the scale below (a CLI call or two on a loaded machine) time to land in it.
+    await writeFile(join(app, "Procfile"), "web: python3 server.py\npostdeploy: sleep 12\n");
     await commitAll(app, "two");
     const push = p.push("busy-app", app);
     await waitUntil(async () => (await json<{ status: string }[]>(["--app", "busy-app", "deployments"]))[0]?.status === "starting", "the second deployment starts its containers", 60_000);
