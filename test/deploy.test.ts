@@ -102,8 +102,8 @@ describe("git push deploys", () => {
     assert.equal((await p.push("two-pushes", first)).code, 0);
     const second = await scratchDir("quai-clone-");
     assert.equal((await run("git", ["clone", "-q", first, second])).code, 0);
-    // The first push is slow (its hook sleeps): the second arrives while it deploys.
-    await writeFile(join(first, "Procfile"), "web: python3 server.py\npostdeploy: sleep 3\n");
+    // The first push is slow (its hook sleeps): the second starts, and waits its turn, while it deploys.
+    await writeFile(join(first, "Procfile"), "web: python3 server.py\npostdeploy: sleep 6\n");
     await writeFile(join(first, "server.py"), pythonWebApp("first")["server.py"] as string);
     await commitAll(first, "first");
     await writeFile(join(second, "server.py"), pythonWebApp("second")["server.py"] as string);
