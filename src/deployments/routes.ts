@@ -12,7 +12,6 @@ import { findApp } from "../apps/service.ts";
 import type { Authenticator } from "../auth/service.ts";
 import { deploymentJson } from "./service.ts";
 import { fetchArchive } from "../core/outbound.ts";
-import { finalStatuses } from "../pipeline/output.ts";
 import { onUpgrade } from "../server/upgrade.ts";
 
 const idParams = { type: "object", required: ["app", "id"], additionalProperties: false, properties: { app: { type: "string" }, id: { type: "string" } } } as const;
@@ -52,10 +51,7 @@ export function deploymentRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlu
       res.writeHead(200, { "content-type": "text/plain; charset=utf-8", "cache-control": "no-store", "x-request-id": req.id });
       const abort = new AbortController();
       res.on("close", () => abort.abort());
-      const finalNow = async () => {
-        const row = await p.deployments.find(found.id, d.id);
-        return finalStatuses.has(row.status) ? row.status : undefined;
-      };
+      const finalNow = () => p.deployments.finalStatus(found.id, d.id);
       for await (const e of p.outputs.follow(d.id, finalNow, abort.signal)) {
         if (e.type === "log") res.write(e.text);
         else if (e.final) res.write(`\n-----> Deployment ${e.status}\n`);

@@ -19,7 +19,7 @@ import { buildSlug, BuildError, cleanUpBuild, prestartRunner, unpackOnReceipt, t
 import { startCacheDetach } from "../pipeline/slug.ts";
 import { harvestNpmContent } from "../pipeline/npm-store.ts";
 import { createRelease, loadRelease } from "../pipeline/release.ts";
-import { deployRelease, DeployError } from "../pipeline/deploy.ts";
+import { deployRelease, DeployError, replacedContainers } from "../pipeline/deploy.ts";
 import type { Supervisor } from "../formation/supervisor.ts";
 import type { DeploymentsTable } from "../store/schema.ts";
 import type { Selectable } from "kysely";
@@ -117,7 +117,7 @@ export class Deployments {
     for (const d of switched) {
       await this.ctx.outputs.append(d.id, "\n-----> The control plane stopped just after the switch: the new release serves.\n");
       this.ctx.outputs.status(d.id, "success");
-      const old = await this.ctx.db.selectFrom("containers").selectAll().where("app_id", "=", d.app_id).where("release_id", "!=", d.release_id as string).where("type", "!=", "one-off").where("state", "!=", "stopping").execute();
+      const old = await replacedContainers(this.ctx, d.app_id, d.release_id as string);
       if (old.length > 0) void this.sup.retire(old).catch((err: unknown) => this.ctx.log(`deployments: retiring the containers ${d.id} replaced: ${String(err)}`));
     }
     const stale = await this.ctx.db
@@ -267,6 +267,12 @@ export class Deployments {
   }
 
   /** Finds a deployment of an app. */
+  /** The deployment's final status, or undefined while it runs (what `outputs.follow` asks). */
+  async finalStatus(appId: string, id: string): Promise<string | undefined> {
+    const row = await this.find(appId, id);
+    return finalStatuses.has(row.status) ? row.status : undefined;
+  }
+
   async find(appId: string, id: string): Promise<DeploymentRow> {
     const row = isUuid(id) ? await this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).where("id", "=", id).executeTakeFirst() : undefined;
     if (!row) throw new QuaiError("deployment_not_found", `no deployment ${id} on this app`);

@@ -2,7 +2,6 @@
 // (restart with backoff, crash visible on the app), tells the router which web containers serve,
 // ships container output to the app's log stream, and re-adopts everything after a restart.
 import { recordEvent } from "../events/service.ts";
-import { existsSync } from "node:fs";
 import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { portIsFree } from "../core/net.ts";
@@ -84,6 +83,8 @@ export class Supervisor {
     const rows = await this.ctx.db.selectFrom("containers").selectAll().execute();
     const cutShort: string[] = [];
     const retiring: string[] = [];
+    /** Containers with a spec: their directories stay. */
+    const kept = new Set<string>();
     for (const c of rows) {
       const spec = await this.readSpec(c.id);
       if (!spec) {
@@ -91,6 +92,7 @@ export class Supervisor {
         await this.ctx.db.deleteFrom("containers").where("id", "=", c.id).execute();
         continue;
       }
+      kept.add(c.id);
       const state = await this.ctx.runtime.recover(spec).catch(() => undefined);
       if (c.state === "starting") {
         // A deployment was cut short by the restart; its pipeline record says so. Its containers
@@ -114,9 +116,8 @@ export class Supervisor {
     }
     // What no container row names any more (a one-off or hook cut short with the control plane):
     // its layer, temporary files and uploads.
-    const known = new Set(rows.filter((c) => existsSync(join(this.dir(c.id), "spec.json"))).map((c) => c.id));
     for (const entry of await readdir(this.ctx.paths.containers, { withFileTypes: true }).catch(() => [])) {
-      if (!entry.isDirectory() || known.has(entry.name)) continue;
+      if (!entry.isDirectory() || kept.has(entry.name)) continue;
       await this.ctx.runtime.remove(entry.name).catch(() => {});
       await rm(this.dir(entry.name), { recursive: true, force: true }).catch(() => {});
     }
@@ -413,9 +414,8 @@ export class Supervisor {
       const row = await this.ctx.db.updateTable("containers").set({ state: "stopping", updated_at: new Date() }).where("id", "=", id).returning(["id", "app_id", "type", "index"]).executeTakeFirst();
       this.watched.get(id)?.abort();
       await this.ctx.runtime.stop(id, graceMs).catch(() => {});
-      await this.shipLogs();
-      // What it wrote last and was not shipped yet (a round ships 1 MiB a spool), to its end:
-      // a one-off's last output, before its spool goes.
+      // What it wrote last and was not shipped yet, to its end (a round ships 1 MiB): a
+      // one-off's last output, before its spool goes.
       if (row) for (let round = 0; round < 64 && (await this.shipContainerLogs(row)); round++);
       await this.ctx.runtime.remove(id).catch(() => {});
       await this.ctx.db.deleteFrom("containers").where("id", "=", id).execute();
@@ -503,8 +503,10 @@ export class Supervisor {
     return next;
   }
 
-  /** Moves one container's new output into its app's log stream now (a crash report shows its last lines). */
-  /** Ships one round of a container's spool; whether there was anything. */
+  /**
+   * Moves one round (1 MiB) of a container's new output into its app's log stream now (a crash
+   * report shows its last lines); whether there was any.
+   */
   async shipContainerLogs(c: { id: string; app_id: string; type: string; index: number }): Promise<boolean> {
     const text = await this.spools.drain(join(this.dir(c.id), "output.log"));
     if (text) await this.logs.append(c.app_id, toLines(text, `${c.type}-${c.index}`));

@@ -14,7 +14,7 @@ import { actorForApiToken, type Actor } from "../auth/service.ts";
 import { findApp, type AppRecord } from "../apps/service.ts";
 import type { Db } from "../store/db.ts";
 import type { Deployments } from "../deployments/service.ts";
-import { finalStatuses, type DeploymentOutputs } from "../pipeline/output.ts";
+import type { DeploymentOutputs } from "../pipeline/output.ts";
 
 /** What the git front needs. */
 export interface GitFrontDeps {
@@ -247,10 +247,7 @@ export function gitFront(deps: GitFrontDeps): FastifyPluginAsync {
       res.on("close", () => abort.abort());
       let final = "aborted";
       // Ended already (its live output dropped): its status is in the store.
-      const finalNow = async () => {
-        const row = await deps.deployments().find(grant.app.id, deployment.id).catch(() => undefined);
-        return row && finalStatuses.has(row.status) ? row.status : undefined;
-      };
+      const finalNow = () => deps.deployments().finalStatus(grant.app.id, deployment.id).catch(() => undefined);
       for await (const e of deps.outputs.follow(deployment.id, finalNow, abort.signal)) {
         if (e.type === "log") res.write(e.text);
         else if (e.type === "status") {

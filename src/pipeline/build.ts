@@ -602,6 +602,8 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
   await mkdir(dest, { recursive: true, mode: 0o711 });
   await chown(dest, uid, uid);
   const asApp = ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--"];
+  // The allowed directories resolved too, once, so a link among them compares like with like.
+  const allowed = await Promise.all(ctx.settings.buildpackDirs.map((d) => realpath(d).catch(() => d)));
   for (const [i, { ref, where }] of refs.entries()) {
     const dir = join(dest, String(i));
     if ("builtin" in ref) {
@@ -612,7 +614,6 @@ async function chooseBuildpacks(ctx: PipelineContext, appDir: string, env: Recor
     // Resolved first (symlinks and ..): /allowed/../etc must not pass for a directory under /allowed.
     const given = "path" in ref ? ref.path : ref.git.startsWith("file://") ? decodeURIComponent(new URL(ref.git).pathname) : undefined;
     const local = given === undefined ? undefined : await realpath(given).catch(() => resolvePath(given));
-    const allowed = await Promise.all(ctx.settings.buildpackDirs.map((d) => realpath(d).catch(() => d)));
     if (local !== undefined && !allowed.some((d) => local === d || local.startsWith(d.endsWith("/") ? d : `${d}/`))) {
       throw new BuildError(`${where}: ${local} is on the host, outside the directories this platform allows buildpacks from (QUAI_BUILDPACK_DIRS${ctx.settings.buildpackDirs.length ? `: ${ctx.settings.buildpackDirs.join(", ")}` : " is empty"})`);
     }

@@ -16,6 +16,14 @@ export class DeployError extends Error {
 }
 
 /**
+ * What a switch to release `releaseId` retires: the app's containers of other releases not already
+ * stopping, but its one-offs (a `run` ends when its command does, whatever is deployed).
+ */
+export function replacedContainers(ctx: PipelineContext, appId: string, releaseId: string): Promise<ContainerRow[]> {
+  return ctx.db.selectFrom("containers").selectAll().where("app_id", "=", appId).where("release_id", "!=", releaseId).where("type", "!=", "one-off").where("state", "!=", "stopping").execute();
+}
+
+/**
  * Runs `release` in place of what runs now. On failure the new containers are stopped and the
  * old ones keep serving; the error says which outcome it was.
  */
@@ -53,7 +61,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     await ctx.db.updateTable("apps").set({ current_release_id: release.id, status: "running" }).where("id", "=", app.id).execute();
     const ahead = (await routedAhead) === true;
     sup.forgetIncoming(app.id);
-    const old = await previous();
+    const old = await replacedContainers(ctx, app.id, release.id);
     // Routed ahead: every new web container listens and is every request's first choice, so the
     // traffic has moved; the table without the old containers follows in the background.
     const routed = sup.syncRouter();
@@ -72,11 +80,6 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
       await converge(ctx, sup, app, release, []).catch((err: unknown) => out(`       It could not be applied: ${err instanceof Error ? err.message : String(err)}\n`));
     }
   });
-
-  /** The app's containers of other releases, but its one-offs: a `run` ends when its command does. */
-  function previous(): Promise<ContainerRow[]> {
-    return ctx.db.selectFrom("containers").selectAll().where("app_id", "=", app.id).where("release_id", "!=", release.id).where("type", "!=", "one-off").execute();
-  }
 
   /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */
   async function bootRelease(): Promise<void> {
