@@ -17,11 +17,17 @@ export function benchRouterWorkers(): number {
   return Number(process.env.QUAI_ROUTER_WORKERS) || defaultRouterWorkers();
 }
 
-/** The machine's CPU time counters (/proc/stat, all CPUs, in clock ticks): total and stolen. */
-export async function cpuTicks(): Promise<{ total: number; steal: number }> {
+/** The machine's CPU time counters (/proc/stat, all CPUs, in clock ticks): total, idle (iowait included) and stolen. */
+export async function cpuTicks(): Promise<{ total: number; idle: number; steal: number }> {
   const fields = ((await readFile("/proc/stat", "utf8")).split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
   // user nice system idle iowait irq softirq steal (guest time is counted in user already)
-  return { total: fields.slice(0, 8).reduce((a, b) => a + b, 0), steal: fields[7] ?? 0 };
+  return { total: fields.slice(0, 8).reduce((a, b) => a + b, 0), idle: (fields[3] ?? 0) + (fields[4] ?? 0), steal: fields[7] ?? 0 };
+}
+
+/** Share of CPU time spent working (neither idle nor stolen) between two `cpuTicks` readings. */
+export function busyShare(before: { total: number; idle: number; steal: number }, after: { total: number; idle: number; steal: number }): number {
+  const total = after.total - before.total;
+  return total > 0 ? (total - (after.idle - before.idle) - (after.steal - before.steal)) / total : 0;
 }
 
 /** Share of CPU time a hypervisor took from this machine between two `cpuTicks` readings. */
@@ -34,6 +40,8 @@ export function stealShare(before: { total: number; steal: number }, after: { to
 export interface BenchBackend {
   server: http.Server;
   port: number;
+  /** Connections it has accepted so far. */
+  connections(): number;
   /** Resolves to the headers of the next request it serves (headers are not read otherwise). */
   nextHeaders(): Promise<http.IncomingHttpHeaders>;
   /** Ends its connections and stops it. */
@@ -51,12 +59,15 @@ export async function startBenchBackend(body: string): Promise<BenchBackend> {
     res.writeHead(200, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
     res.end(body);
   });
+  let connections = 0;
+  server.on("connection", () => connections++);
   server.keepAliveTimeout = 65_000;
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   return {
     server,
     port: (server.address() as { port: number }).port,
+    connections: () => connections,
     nextHeaders: () => new Promise((resolve) => (waiting = resolve)),
     close() {
       server.closeAllConnections();

@@ -296,6 +296,53 @@ describe("nginx router", () => {
     await router.stop();
   });
 
+  it("keeps a burst's connections to the app open for the next burst", async () => {
+    const dir = await scratch(0o755);
+    const router = new NginxRouter({ prefix: join(dir, "router"), workers: 2 });
+    routers.push(router);
+    await router.start();
+    // The backend holds each response until the whole burst has arrived, so every request of a
+    // burst is in flight at once and nginx needs that many connections to the app.
+    const burst = 48;
+    let connections = 0;
+    let waiting: (() => void)[] = [];
+    const backend = http.createServer((_req, res) => {
+      waiting.push(() => res.end("ok"));
+      if (waiting.length === burst) {
+        for (const release of waiting) release();
+        waiting = [];
+      }
+    });
+    backend.on("connection", () => connections++);
+    backend.keepAliveTimeout = 30_000;
+    await new Promise<void>((r) => backend.listen(0, "127.0.0.1", r));
+    const agent = new http.Agent({ keepAlive: true, maxSockets: burst });
+    try {
+      const port = (backend.address() as { port: number }).port;
+      await router.apply({ domain: "localhost", apps: [{ name: "busy", hostnames: [], backends: [{ host: "127.0.0.1", port }], accessLog: join(dir, "busy.log") }] });
+      const one = () =>
+        new Promise<number>((resolvePromise, reject) => {
+          http
+            .get({ host: "127.0.0.1", port: router.httpPort, path: "/", agent, headers: { host: "busy.localhost" } }, (res) => {
+              res.resume();
+              res.on("end", () => resolvePromise(res.statusCode ?? 0));
+            })
+            .on("error", reject);
+        });
+      const fire = async () => assert.deepEqual(await Promise.all(Array.from({ length: burst }, one)), Array(burst).fill(200));
+      await fire();
+      assert.equal(connections, burst, "the first burst opens one connection to the app per request");
+      await fire();
+      await fire();
+      // The same client connections reach the same workers, which still hold their connections.
+      assert.equal(connections, burst, "later bursts reuse them");
+    } finally {
+      agent.destroy();
+      backend.closeAllConnections();
+      backend.close();
+    }
+  });
+
   it("refuses apply() before start()", async () => {
     const dir = await scratch(0o711);
     await mkdir(join(dir, "router"));
