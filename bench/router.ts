@@ -4,8 +4,9 @@
 // X-Forwarded-For/Proto/Port), in interleaved rounds. The target (≥ 0.95) is Quai ÷ the bare
 // proxy, as the issue defines it; Quai ÷ the header-setting one is printed beside it, to show how
 // much of the gap is those required headers (ADR 0022). The load comes from a lean generator
-// (bench/raw-load.ts) with enough connections to keep both CPUs busy: throughput is what a proxy
-// sustains when the machine is saturated, and the run prints how busy it was.
+// (bench/raw-load.ts) over enough connections that the CPUs rarely wait for work: throughput is
+// a capacity, measured with the machine busy. The run prints how busy it was, and how many
+// connections each variant opened to the backend.
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
