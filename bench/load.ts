@@ -1,7 +1,7 @@
 // HTTP load generator for the benchmarks: N keep-alive clients send a fixed number of requests
 // and time each one. It runs in a worker thread so its own work never delays the server's loop.
 import http from "node:http";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
+import { answerInWorker, runInWorker } from "./worker.ts";
 
 /** What each request is. */
 export type Scenario =
@@ -99,25 +99,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
 
 /** Runs `runLoad` in a worker thread of its own. */
 export function runLoadInWorker(spec: LoadSpec): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: spec });
-    let result: LoadResult | undefined;
-    worker.once("message", (m: { ok: true; result: LoadResult } | { ok: false; error: string }) => {
-      if (m.ok) result = m.result;
-      else reject(new Error(m.error));
-    });
-    worker.once("error", reject);
-    worker.once("exit", (code) => {
-      if (result) resolve(result);
-      else reject(new Error(`load worker exited with code ${code} and no result`));
-    });
-  });
+  return runInWorker(import.meta.url, spec);
 }
 
-if (!isMainThread && parentPort) {
-  const port = parentPort;
-  runLoad(workerData as LoadSpec).then(
-    (result) => port.postMessage({ ok: true, result }),
-    (err: unknown) => port.postMessage({ ok: false, error: err instanceof Error ? err.message : String(err) }),
-  );
-}
+answerInWorker(import.meta.url, runLoad);

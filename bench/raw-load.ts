@@ -6,8 +6,8 @@
 // four fifths of a router run's CPU, and nginx measured at 0.78× the direct backend instead of the
 // 0.5× that wrk measures here (ADR 0015, ADR 0022).
 import net from "node:net";
-import { Worker, isMainThread, parentPort, workerData } from "node:worker_threads";
 import type { LoadResult } from "./load.ts";
+import { answerInWorker, runInWorker } from "./worker.ts";
 
 /** One measured run of GET requests. */
 export interface RawLoadSpec {
@@ -172,25 +172,7 @@ export async function runRawLoad(spec: RawLoadSpec): Promise<LoadResult> {
 
 /** Runs `runRawLoad` in a worker thread of its own. */
 export function runRawLoadInWorker(spec: RawLoadSpec): Promise<LoadResult> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(import.meta.url), { workerData: spec });
-    let result: LoadResult | undefined;
-    worker.once("message", (m: { ok: true; result: LoadResult } | { ok: false; error: string }) => {
-      if (m.ok) result = m.result;
-      else reject(new Error(m.error));
-    });
-    worker.once("error", reject);
-    worker.once("exit", (code) => {
-      if (result) resolve(result);
-      else reject(new Error(`load worker exited with code ${code} and no result`));
-    });
-  });
+  return runInWorker(import.meta.url, spec);
 }
 
-if (!isMainThread && parentPort) {
-  const port = parentPort;
-  runRawLoad(workerData as RawLoadSpec).then(
-    (result) => port.postMessage({ ok: true, result }),
-    (err: unknown) => port.postMessage({ ok: false, error: err instanceof Error ? err.message : String(err) }),
-  );
-}
+answerInWorker(import.meta.url, runRawLoad);
