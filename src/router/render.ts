@@ -59,7 +59,7 @@ export const BYPASS_COOKIE = "quai_maintenance";
 /** File name of an app's maintenance page in `errorPagesDir`. */
 export const maintenancePage = (app: string): string => `maintenance-${app}.html`;
 /** Idle connections to an app each router worker keeps open (nginx `keepalive` of its upstream). */
-export const UPSTREAM_KEEPALIVE = 64;
+const UPSTREAM_KEEPALIVE = 64;
 // A client's X-Request-ID is kept when it looks like an id (Heroku's rule: 20 to 200 of these).
 const CLIENT_REQUEST_ID = "~^[A-Za-z0-9+/=_.:-]{20,200}$";
 
@@ -376,7 +376,7 @@ export function renderNginxConf(state: RouterState, s: RenderSettings): string {
       ...app.backends.map((b) => `    server ${b.host}:${b.port}${b.role === "incoming" ? " max_fails=0" : b.role === "backup" ? " backup" : ""};`),
       // Idle connections each worker keeps per app: a burst of up to this many concurrent requests
       // per worker reuses them instead of opening (and closing) a connection to the app per
-      // request. With 16, 64 concurrent clients cost a TCP handshake on one request in twenty
+      // request. With 16, 64 concurrent clients cost a TCP handshake on one request in eight
       // and 12% of the router's throughput (ADR 0039).
       `    keepalive ${UPSTREAM_KEEPALIVE};`,
       // Shorter than the idle timeout of common app servers (Node.js and uvicorn 5 s), so nginx
