@@ -390,6 +390,20 @@ describe("git push deploys", () => {
     const odd = await attach({ command: ["sh", "-c", "stty size"], tty: true, cols: 70_000, rows: -1 });
     assert.equal(odd.find((m) => m.type === "exit")?.code, 0);
     assert.match(odd.filter((m) => m.type === "stdout").map((m) => Buffer.from(m.data as string, "base64").toString()).join(""), /^24 80\s*$/);
+    // The terminal follows the client's window during the session; a size out of range is ignored.
+    let shown = "";
+    const resized = await attach({ command: ["sh", "-c", "stty size; read x; stty size"], tty: true, cols: 90, rows: 20 }, (m, ws) => {
+      if (m.type !== "stdout") return;
+      const before = shown;
+      shown += Buffer.from((m as { type: string; data?: string }).data ?? "", "base64").toString();
+      if (!before.includes("20 90") && shown.includes("20 90")) {
+        ws.send(JSON.stringify({ type: "resize", cols: 0, rows: 10 }));
+        ws.send(JSON.stringify({ type: "resize", cols: 120, rows: 40 }));
+        ws.send(JSON.stringify({ type: "stdin", data: Buffer.from("go\n").toString("base64") }));
+      }
+    });
+    assert.equal(resized.find((m) => m.type === "exit")?.code, 0, shown);
+    assert.match(shown, /^20 90\s+go\s+40 120\s*$/);
     // A client that goes away: its one-off goes too.
     await attach({ command: ["sleep", "60"] }, (m, ws) => m.type === "started" && ws.close());
     await waitUntil(async () => (await oneOffs()).length === 0, "the one-off of a client gone is removed", 15_000);

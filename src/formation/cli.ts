@@ -175,12 +175,15 @@ export const runCmd: Command = {
     const tty = flags.tty ?? (process.stdin.isTTY === true && process.stdout.isTTY === true);
     const code = await new Promise<number>((resolve, reject) => {
       let exitCode: number | undefined;
+      // The terminal's size follows the user's window during the session.
+      const onResize = () => ws.send(JSON.stringify({ type: "resize", cols: process.stdout.columns, rows: process.stdout.rows }));
       ws.on("open", () => ws.send(JSON.stringify({ type: "auth", data: { token } })));
       ws.on("message", (data) => {
         const msg = JSON.parse(String(data)) as { type: string; data?: string; code?: number | null; signal?: string | null; error?: string; message?: string };
         if (msg.type === "ready") {
           ws.send(JSON.stringify({ type: "start", command, env: flags.env, size: flags.size, tty, cols: process.stdout.columns, rows: process.stdout.rows, ...(flags.files.length ? { files: flags.files } : {}) }));
           if (tty && process.stdin.isTTY) process.stdin.setRawMode(true);
+          if (tty && process.stdout.isTTY) process.stdout.on("resize", onResize);
           process.stdin.on("data", (b: Buffer) => ws.send(JSON.stringify({ type: "stdin", data: b.toString("base64") })));
           process.stdin.on("end", () => ws.send(JSON.stringify({ type: "eof" })));
         } else if (msg.type === "stdout") process.stdout.write(Buffer.from(msg.data ?? "", "base64"));
@@ -189,6 +192,7 @@ export const runCmd: Command = {
         else if (msg.type === "error") reject(new QuaiError((msg.error as never) ?? "cli_run_failed", msg.message ?? "the run failed"));
       });
       ws.on("close", () => {
+        process.stdout.off("resize", onResize);
         if (tty && process.stdin.isTTY) process.stdin.setRawMode(false);
         process.stdin.pause();
         if (exitCode === undefined) reject(new QuaiError("cli_run_failed", "the connection to the one-off container closed before it ended"));

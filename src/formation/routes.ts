@@ -3,6 +3,7 @@
 import { recordEvent } from "../events/service.ts";
 import type { FastifyPluginAsync } from "fastify";
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { PassThrough } from "node:stream";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -27,6 +28,8 @@ const FOLLOW_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** Abort reason of an attached one-off stopped through `containers/:id/stop`. */
 const STOPPED = new Error("stopped through the API");
+/** A terminal dimension the run WebSocket accepts (columns or rows). */
+const dim = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 9999;
 
 /** Files sent with `run --file`: plain names, base64 content, 50 MB in all. */
 function parseUploads(raw: unknown): { name: string; data: Buffer }[] {
@@ -325,6 +328,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         abort.abort();
       });
       let stage = 0;
+      const resizes = new EventEmitter<{ resize: [cols: number, rows: number] }>();
       ws.on("message", async (data) => {
         let msg: { type?: string; data?: unknown; command?: unknown; env?: Record<string, string>; size?: string; tty?: boolean; token?: string; cols?: number; rows?: number; files?: unknown };
         try {
@@ -351,7 +355,6 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
             const { actor, app: found } = who as { actor: Actor; app: AppRecord };
             // The terminal's size, for programs that lay out their output (the pty reads LINES/COLUMNS).
             // (a size out of a terminal's range is left to the pty's default).
-            const dim = (v: unknown) => typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 9999;
             const term: Record<string, string> = msg.tty && dim(msg.cols) && dim(msg.rows) ? { COLUMNS: String(msg.cols), LINES: String(msg.rows), TERM: "xterm-256color" } : {};
             const env = msg.env === undefined || (typeof msg.env === "object" && msg.env !== null && !Array.isArray(msg.env)) ? msg.env : null;
             if (env === null) throw new QuaiError("validation_failed", "env must be an object of names and values");
@@ -376,6 +379,7 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
               const res = await ctx.runtime.exec(job.spec, {
                 stdin,
                 tty: msg.tty === true,
+                resizes,
                 signal: abort.signal,
                 onStdout: (b) => send("stdout", b),
                 onStderr: (b) => send("stderr", b),
@@ -403,6 +407,8 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
               stdin.once("drain", () => ws.resume());
             }
           } else if (stage === 2 && msg.type === "eof") stdin?.end();
+          // The client's terminal changed size (a size out of range is ignored, as at the start).
+          else if (stage === 2 && msg.type === "resize" && dim(msg.cols) && dim(msg.rows)) resizes.emit("resize", msg.cols, msg.rows);
         } catch (err) {
           const e = err instanceof QuaiError ? err : new QuaiError("internal_error", "internal error");
           if (!(err instanceof QuaiError)) ctx.log(`run: ${String(err)}`);

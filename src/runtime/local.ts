@@ -6,7 +6,7 @@ import { readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
-import type { Readable, Writable } from "node:stream";
+import { PassThrough, type Readable, type Writable } from "node:stream";
 import { ensurePrivateDir, writeFileAtomic } from "../core/files.ts";
 import { spawner, spawnStreaming, type HelperChild, type Spawner } from "../core/spawner.ts";
 import { detectCgroups, type CgroupLimits, type Cgroups } from "./cgroups.ts";
@@ -79,7 +79,8 @@ const EXEC_GROUP = /\.exec-[0-9a-f]{8}$/;
 /**
  * Runs argv[1:] on a new pseudo-terminal and copies it to stdout, stdin to it (EOF becomes ^D),
  * then exits with the program's status. A fixed program: the user's argv arrives as arguments,
- * never as code or a shell string.
+ * never as code or a shell string. Its stdin is framed (`ttyFrame`): input for the terminal, or
+ * the terminal's new size, which the kernel signals to the program (SIGWINCH).
  */
 const PTY_WRAPPER = `
 import fcntl, os, pty, select, struct, sys, termios
@@ -99,9 +100,11 @@ def dim(name, default):
     except ValueError:
         return default
     return v if 1 <= v <= 65535 else default
-rows, cols = dim("LINES", 24), dim("COLUMNS", 80)
-fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+def size(rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+size(dim("LINES", 24), dim("COLUMNS", 80))
 fds = [fd, 0]
+framed = b""
 while fd in fds:
     for r in select.select(fds, [], [])[0]:
         try:
@@ -114,13 +117,74 @@ while fd in fds:
         elif r == fd:
             fds.remove(fd)
         elif data:
-            put(fd, data)
+            framed += data
+            while len(framed) >= 5:
+                n = struct.unpack(">I", framed[1:5])[0]
+                if len(framed) < 5 + n:
+                    break
+                kind, body, framed = framed[:1], framed[5:5 + n], framed[5 + n:]
+                if kind == b"d":
+                    put(fd, body)
+                elif kind == b"w" and n == 4:
+                    rows, cols = struct.unpack(">HH", body)
+                    if rows and cols:
+                        size(rows, cols)
         else:
             fds.remove(0)
             put(fd, b"\\x04\\x04")
 code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 sys.exit(128 - code if code < 0 else code)
 `;
+
+/** Largest input frame for the pty wrapper: it holds one whole frame in memory before writing it. */
+const TTY_FRAME_BYTES = 64 * 1024;
+
+/** One frame of a tty exec's stdin: `d` input for the terminal, `w` its new size (rows, cols). */
+export function ttyFrame(kind: "d" | "w", body: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.write(kind, 0, "latin1");
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * The framed stdin of a tty exec: `stdin` cut into input frames, and a size frame at each of
+ * `resizes`' events (sizes outside 1–65535 are dropped). Waits while the program does not read.
+ */
+function framedTtyInput(stdin: NodeJS.ReadableStream | undefined, resizes: ExecIo["resizes"]): { input: PassThrough; detach: () => void } {
+  const input = new PassThrough();
+  const fits = (v: number) => Number.isInteger(v) && v >= 1 && v <= 65535;
+  const onResize = (cols: number, rows: number) => {
+    if (!fits(cols) || !fits(rows) || input.writableEnded) return;
+    const body = Buffer.alloc(4);
+    body.writeUInt16BE(rows, 0);
+    body.writeUInt16BE(cols, 2);
+    input.write(ttyFrame("w", body));
+  };
+  resizes?.on("resize", onResize);
+  const onData = (chunk: Buffer | string) => {
+    const b = typeof chunk === "string" ? Buffer.from(chunk) : chunk;
+    let full = false;
+    for (let at = 0; at < b.length; at += TTY_FRAME_BYTES) full = !input.write(ttyFrame("d", b.subarray(at, at + TTY_FRAME_BYTES))) || full;
+    if (full && stdin) {
+      stdin.pause();
+      input.once("drain", () => stdin.resume());
+    }
+  };
+  const onEnd = () => input.end();
+  if (stdin) {
+    stdin.on("data", onData);
+    stdin.once("end", onEnd);
+  }
+  return {
+    input,
+    detach() {
+      resizes?.off("resize", onResize);
+      stdin?.off("data", onData);
+      stdin?.off("end", onEnd);
+    },
+  };
+}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -508,9 +572,15 @@ export class LocalRuntime implements RuntimeDriver {
     validateSpec(spec);
     io.signal?.throwIfAborted();
     if (io.tty && !existsSync(this.python)) throw new Error(`a tty needs ${this.python} on the host (bound into the sandbox with /usr)`);
+    // A terminal's input is framed, with its size changes, from the call on: none is missed.
+    const tty = io.tty && (io.stdin || io.resizes) ? framedTtyInput(io.stdin, io.resizes) : undefined;
+    const stdin = tty?.input ?? io.stdin;
     // Its own group: its OOM count and its kill are its own, even beside a running container.
     const group = execGroup(spec.id);
-    await this.cgroups.create(group, this.limits(spec.size));
+    await this.cgroups.create(group, this.limits(spec.size)).catch((err: unknown) => {
+      tty?.detach();
+      throw err;
+    });
     const command = io.tty ? [this.python, "-c", PTY_WRAPPER, ...spec.command] : spec.command;
     const { argv, bwrapArgs } = sandboxCommand(spec, this.host, { procsFiles: this.cgroups.procsFiles(group), argsFd: 3, dieWithParent: true, command });
     let timedOut = false;
@@ -524,7 +594,7 @@ export class LocalRuntime implements RuntimeDriver {
       void this.cgroups.killAll(group);
     };
     try {
-      const proc = spawnStreaming(argv[0] as string, argv.slice(1), { stdio: [io.stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
+      const proc = spawnStreaming(argv[0] as string, argv.slice(1), { stdio: [stdin ? "pipe" : "ignore", "pipe", "pipe", "pipe"], env: HOST_ENV });
       child = proc;
       // An abort while the group was made, or from now on.
       io.signal?.addEventListener("abort", onAbort, { once: true });
@@ -538,9 +608,9 @@ export class LocalRuntime implements RuntimeDriver {
       args?.end(encodeArgs(bwrapArgs));
       proc.stdout?.on("data", (b: Buffer) => io.onStdout(b));
       proc.stderr?.on("data", (b: Buffer) => io.onStderr(b));
-      if (io.stdin && proc.stdin) {
+      if (stdin && proc.stdin) {
         proc.stdin.on("error", () => undefined); // The program may exit without reading it all.
-        (io.stdin as Readable).pipe(proc.stdin);
+        (stdin as Readable).pipe(proc.stdin);
       }
       if (io.timeoutMs !== undefined) {
         timer = setTimeout(() => {
@@ -549,12 +619,13 @@ export class LocalRuntime implements RuntimeDriver {
         }, io.timeoutMs);
       }
       const { code, signal } = await closed;
-      if (io.stdin && proc.stdin) (io.stdin as Readable).unpipe(proc.stdin);
+      if (stdin && proc.stdin) (stdin as Readable).unpipe(proc.stdin);
       const oomKilled = (await this.cgroups.oomKills(group)) > 0;
       if (aborted) throw io.signal?.reason ?? new Error("aborted");
       return { exitCode: code, signal, oomKilled, timedOut };
     } finally {
       clearTimeout(timer);
+      tty?.detach();
       io.signal?.removeEventListener("abort", onAbort);
       await this.cgroups.remove(group);
     }

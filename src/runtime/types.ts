@@ -1,6 +1,7 @@
 // The contract between the deploy pipeline and whatever runs containers (Nomad's task-driver
 // lifecycle): start / wait / stop / inspect / recover / exec / stats. Every driver passes the
 // conformance suite in test/conformance/runtime.suite.ts.
+import type { EventEmitter } from "node:events";
 
 /** Scalingo's container sizes. */
 export const containerSizes = {
@@ -129,4 +130,9 @@ export interface ExecIo {
   timeoutMs?: number;
   /** Allocate a pseudo-terminal (stdout and stderr merged). */
   tty?: boolean;
+  /**
+   * With `tty`: the terminal's new size whenever it changes (`emit("resize", cols, rows)`); the
+   * program gets SIGWINCH. The first size comes from COLUMNS and LINES in the environment.
+   */
+  resizes?: EventEmitter<{ resize: [cols: number, rows: number] }>;
 }

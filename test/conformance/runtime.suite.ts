@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
+import { EventEmitter } from "node:events";
+import { PassThrough, Readable } from "node:stream";
 import { randomBytes } from "node:crypto";
 import type { ContainerSpec, RuntimeDriver } from "../../src/runtime/types.ts";
 
@@ -246,6 +247,47 @@ export function runRuntimeSuite(name: string, newDriver: () => Promise<RuntimeDr
       assert.notEqual(res.timedOut, true, "cat saw the end of its input");
       assert.equal(res.exitCode, 0);
       assert.match(res.stdout, /hello/);
+    });
+
+    it("exec() with tty follows the terminal's size changes, and the program is told (SIGWINCH)", async () => {
+      // The program prints its size, then again when told it changed, then once more after a
+      // line of input; a size out of range is dropped, and a large input arrives whole.
+      const program = [
+        "import os, signal, sys",
+        "def show(*_): print('size %d %d' % os.get_terminal_size(), flush=True)",
+        "signal.signal(signal.SIGWINCH, show)",
+        "show()",
+        "line = sys.stdin.readline()",
+        "print('read %d' % len(line.strip()), flush=True)",
+        "show()",
+      ].join("\n");
+      const stdin = new PassThrough();
+      const resizes = new EventEmitter<{ resize: [cols: number, rows: number] }>();
+      let out = "";
+      let step = 0;
+      const res = await driver.exec(await spec("tty-resize", [PY, "-c", program]), {
+        tty: true,
+        stdin,
+        resizes,
+        timeoutMs: 15_000,
+        onStdout: (b) => {
+          out += b.toString();
+          const sizes = (out.match(/size \d+ \d+/g) ?? []).length;
+          if (step === 0 && sizes === 1) {
+            step = 1;
+            resizes.emit("resize", 132, 43);
+          } else if (step === 1 && sizes === 2) {
+            step = 2;
+            resizes.emit("resize", 0, 50);
+            resizes.emit("resize", 70_000, 50);
+            stdin.write(`${"x".repeat(3000)}\n`);
+          }
+        },
+        onStderr: () => {},
+      });
+      assert.notEqual(res.timedOut, true, out);
+      assert.equal(res.exitCode, 0, out);
+      assert.deepEqual(out.match(/(size|read) \d+( \d+)?/g), ["size 80 24", "size 132 43", "read 3000", "size 132 43"]);
     });
   });
 }
