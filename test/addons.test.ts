@@ -415,6 +415,19 @@ describe("add-ons", () => {
       assert.match(list.stdout, /Redis \(redis\)/);
       assert.match(list.stdout, /last good one 20/);
       assert.match((await quai(["--app", "redis-app", "backups"], cliEnv)).stdout, /^[0-9a-f-]{36} .* done /m);
+      // Addressed through another add-on's URL (my-app's MySQL, which the same user sees), a
+      // Redis backup is not found there, nor downloaded.
+      const redis = (await api<{ addons: Addon[] }>("GET", "/v1/apps/redis-app/addons")).body.addons[0] as Addon;
+      const [rb] = (await api<{ backups: Backup[] }>("GET", `/v1/apps/redis-app/addons/${redis.id}/backups`)).body.backups;
+      const my = (await api<{ addons: Addon[] }>("GET", "/v1/apps/my-app/addons")).body.addons[0] as Addon;
+      for (const path of [`/v1/apps/my-app/addons/${my.id}/backups/${rb?.id}`, `/v1/apps/my-app/addons/${my.id}/backups/${rb?.id}/archive`]) {
+        const res = await fetch(`${server.url}${path}`, { headers: { authorization: `Bearer ${auth}` } });
+        assert.equal(res.status, 404, path);
+        assert.equal(((await res.json()) as { error: string }).error, "backup_not_found", path);
+      }
+      const own = await fetch(`${server.url}/v1/apps/redis-app/addons/${redis.id}/backups/${rb?.id}/archive`, { headers: { authorization: `Bearer ${auth}` } });
+      assert.equal(own.status, 200, "through its own add-on it downloads");
+      assert.equal((await own.arrayBuffer()).byteLength, rb?.size);
       await createApp("bare-app");
       const none = await quai(["--app", "bare-app", "backups"], cliEnv);
       assert.equal(none.code, 66);
