@@ -140,7 +140,7 @@ sys.exit(128 - code if code < 0 else code)
 const TTY_FRAME_BYTES = 64 * 1024;
 
 /** One frame of a tty exec's stdin: `d` input for the terminal, `w` its new size (rows, cols). */
-export function ttyFrame(kind: "d" | "w", body: Buffer): Buffer {
+function ttyFrame(kind: "d" | "w", body: Buffer): Buffer {
   const head = Buffer.alloc(5);
   head.write(kind, 0, "latin1");
   head.writeUInt32BE(body.length, 1);
