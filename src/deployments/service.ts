@@ -266,13 +266,13 @@ export class Deployments {
     return () => this.bus.off("new", fn);
   }
 
-  /** Finds a deployment of an app. */
   /** The deployment's final status, or undefined while it runs (what `outputs.follow` asks). */
   async finalStatus(appId: string, id: string): Promise<string | undefined> {
     const row = await this.find(appId, id);
     return finalStatuses.has(row.status) ? row.status : undefined;
   }
 
+  /** Finds a deployment of an app. */
   async find(appId: string, id: string): Promise<DeploymentRow> {
     const row = isUuid(id) ? await this.ctx.db.selectFrom("deployments").selectAll().where("app_id", "=", appId).where("id", "=", id).executeTakeFirst() : undefined;
     if (!row) throw new QuaiError("deployment_not_found", `no deployment ${id} on this app`);

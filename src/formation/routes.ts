@@ -273,7 +273,6 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
         state = await ctx.runtime.start(job.spec);
       } catch (err) {
         // Nothing runs: no row or files stay behind.
-        await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute().catch(() => {});
         await sup.destroy(job.spec.id, 0).catch(() => {});
         throw err;
       }
@@ -316,8 +315,10 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
     // A start message carries the uploads (base64, like POST /run's body): no message is larger.
     const wss = new WebSocketServer({ noServer: true, maxPayload: 72 * 1024 * 1024 });
     onUpgrade(app.server, /^\/v1\/apps\/([^/?]+)\/run\/attach(?:\?|$)/, (req, socket, head, appRef) => wss.handleUpgrade(req, socket, head, (ws) => attach(ws, appRef)));
-    // Protocol: → {type:"auth",data:{token}}, → {type:"start",command,env,size,tty}, → {type:"stdin",data(base64)} / {type:"eof"};
-    // ← {type:"stdout"|"stderr",data(base64)}, ← {type:"exit",code,signal}.
+    // Protocol: → {type:"auth",data:{token}}, → {type:"start",command,env,size,tty,cols,rows,files},
+    // → {type:"stdin",data(base64)} / {type:"resize",cols,rows} / {type:"eof"};
+    // ← {type:"ready"}, ← {type:"started",container}, ← {type:"stdout"|"stderr",data(base64)},
+    // ← {type:"exit",code,signal,oom}, ← {type:"error",error,message}.
     const attach = (ws: WebSocket, appRef: string) => {
       let stdin: PassThrough | undefined;
       let who: { actor: Actor; app: AppRecord } | undefined;
@@ -395,7 +396,6 @@ export function formationRoutes(deps: ApiDeps, auth: Authenticator): FastifyPlug
               }
             } finally {
               attached.delete(job.spec.id);
-              await ctx.db.deleteFrom("containers").where("id", "=", job.spec.id).execute().catch(() => {});
               await sup.destroy(job.spec.id, 0).catch(() => {});
             }
             return;

@@ -61,6 +61,8 @@ export class Supervisor {
   /** Containers being stopped on purpose: their exit is not a crash. */
   private readonly stopping = new Set<string>();
   private readonly restartTimers = new Map<string, NodeJS.Timeout>();
+  /** Quick crashes in a row of each container (see `onExit`). */
+  private readonly crashStreaks = new Map<string, number>();
   private shipTimer: NodeJS.Timeout | undefined;
   private rotateTimer: NodeJS.Timeout | undefined;
   private routerChain: Promise<void> = Promise.resolve();
@@ -357,9 +359,6 @@ export class Supervisor {
     await router.reopenLogs();
     return full;
   }
-
-  /** Quick crashes in a row of each container (see `onExit`). */
-  private readonly crashStreaks = new Map<string, number>();
 
   /** Starts a crashed container again in `delay` ms; a start that fails is tried again later. */
   private restartLater(id: string, delay: number): void {

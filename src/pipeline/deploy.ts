@@ -81,6 +81,13 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     }
   });
 
+  /** Says why a new container is not up (`detail`), with its last lines of output. */
+  async function showExit(c: { id: string; app_id: string; type: string; index: number }, detail: string): Promise<void> {
+    await sup.shipContainerLogs(c);
+    const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
+    out(`       ${c.type}-${c.index} ${detail}\n${tail}`);
+  }
+
   /** Starts the new containers, waits until they are ready, runs the postdeploy hook. */
   async function bootRelease(): Promise<void> {
     out(`-----> Starting ${formation.filter((f) => f.amount > 0).map((f) => `${f.type}:${f.amount}:${f.size}`).join(", ") || "no containers (formation is empty)"}\n`);
@@ -109,9 +116,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
     const ready = await Promise.all(started.map(async (c) => ({ c, r: await sup.waitReady(c, undefined, c.type === "web" ? healthPath : null, opts.signal) })));
     for (const { c, r } of ready) {
       if (!r.ok) {
-        await sup.shipContainerLogs(c);
-        const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
-        out(`       ${c.type}-${c.index} ${r.detail}\n${tail}`);
+        await showExit(c, r.detail);
         throw new DeployError(r.reason === "timeout" ? "timeout-error" : "crashed-error", `${c.type}-${c.index} ${r.detail}`);
       }
     }
@@ -143,11 +148,7 @@ export async function deployRelease(ctx: PipelineContext, sup: Supervisor, app: 
       // A container that was ready may have exited while the hook ran: the release does not
       // hold, and the previous one keeps serving.
       const down = await ctx.db.selectFrom("containers").select(["id", "app_id", "type", "index", "last_exit"]).where("id", "in", started.map((c) => c.id)).where("state", "!=", "starting").execute();
-      for (const c of down) {
-        await sup.shipContainerLogs(c);
-        const tail = (await sup.logs.tail(app.id, 20, `${c.type}-${c.index}`)).map((l) => `       ${l}\n`).join("");
-        out(`       ${c.type}-${c.index} exited (${c.last_exit ?? "unknown"}) while the postdeploy hook ran\n${tail}`);
-      }
+      for (const c of down) await showExit(c, `exited (${c.last_exit ?? "unknown"}) while the postdeploy hook ran`);
       if (down[0]) throw new DeployError("crashed-error", `${down[0].type}-${down[0].index} exited (${down[0].last_exit ?? "unknown"}) while the postdeploy hook ran`);
     }
     cancelled();

@@ -126,9 +126,7 @@ while fd in fds:
                 if kind == b"d":
                     put(fd, body)
                 elif kind == b"w" and n == 4:
-                    rows, cols = struct.unpack(">HH", body)
-                    if rows and cols:
-                        size(rows, cols)
+                    size(*struct.unpack(">HH", body))
         else:
             fds.remove(0)
             put(fd, b"\\x04\\x04")
